@@ -1,0 +1,1 @@
+"""meshkit: a service mesh for a laptop and a test suite."""

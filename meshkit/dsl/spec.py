@@ -1,0 +1,141 @@
+"""The Meshfile's vocabulary: what a Meshfile says, as frozen attrs classes.
+
+A ``MeshSpec`` is the validated result of evaluating a Meshfile.  Every
+declaration carries the ``Origin`` (file and line) of the call that made it, so
+that any later error can point at the user's code.  These classes are plain
+data: they hold no behaviour beyond small derived properties, and cattrs (see
+``meshkit.dsl.convert``) alone turns them into JSON and back.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+HealthKind = Literal["http", "tcp"]
+RestartMode = Literal["no", "on_failure", "always"]
+MtlsMode = Literal["strict", "permissive"]
+
+
+@attrs.frozen(kw_only=True)
+class Origin:
+    """Where in the user's code a declaration was made."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+UNKNOWN_ORIGIN = Origin(file="<unknown>", line=0)
+
+
+@attrs.frozen(kw_only=True)
+class HealthCheck:
+    """A readiness/liveness probe, with Kubernetes' knobs and laptop defaults.
+
+    ``kind == "http"``: GET ``path`` on the app's port, 2xx/3xx is a success.
+    ``kind == "tcp"``: a TCP connect to the app's port is a success.
+    Times are in seconds.
+    """
+
+    kind: HealthKind = "http"
+    path: str = "/"
+    period: float = 1.0
+    timeout: float = 1.0
+    initial_delay: float = 0.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class RestartPolicy:
+    """When a crashed app is started again, and how long to wait before it.
+
+    The delay doubles from ``backoff_initial`` up to ``backoff_max``; it resets
+    once an instance has stayed up for ``reset_after`` seconds.
+    """
+
+    mode: RestartMode = "always"
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    reset_after: float = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class ServiceSpec:
+    """One deployment of a service: a name, an optional version, N replicas.
+
+    Several ``ServiceSpec`` may share a ``name`` with different ``version``s;
+    together they are the service (Istio's subsets).
+    """
+
+    name: str
+    command: str
+    version: str | None = None
+    replicas: int = 1
+    env: dict[str, str] = attrs.field(factory=dict)
+    cwd: str | None = None
+    health: HealthCheck | None = None
+    depends_on: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    restart: RestartPolicy = RestartPolicy()
+    watch: tuple[str, ...] = ()
+    origin: Origin = UNKNOWN_ORIGIN
+
+    @property
+    def key(self) -> str:
+        """``name`` or ``name-version``: unique within a mesh, used in instance ids."""
+        return self.name if self.version is None else f"{self.name}-{self.version}"
+
+    def instance_ids(self) -> list[str]:
+        """The ids of this deployment's instances: ``<key>-0``, ``<key>-1``, ..."""
+        return [f"{self.key}-{i}" for i in range(self.replicas)]
+
+
+@attrs.frozen(kw_only=True)
+class GatewayRoute:
+    """Requests whose path starts with ``prefix`` go to ``service``."""
+
+    prefix: str
+    service: str
+    origin: Origin = UNKNOWN_ORIGIN
+
+
+@attrs.frozen(kw_only=True)
+class GatewaySpec:
+    """The mesh's edge: an HTTP listener on ``host:port`` routing by path prefix.
+
+    ``port == 0`` lets the operating system choose (useful in tests); the port
+    actually bound is reported by ``meshkit status``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    routes: tuple[GatewayRoute, ...] = ()
+    origin: Origin = UNKNOWN_ORIGIN
+
+
+@attrs.frozen(kw_only=True)
+class MeshSpec:
+    """A whole validated Meshfile."""
+
+    name: str
+    file: str
+    services: tuple[ServiceSpec, ...] = ()
+    gateway: GatewaySpec | None = None
+    mtls: MtlsMode = "strict"
+    origin: Origin = UNKNOWN_ORIGIN
+
+    def service_names(self) -> list[str]:
+        """Distinct service names, in declaration order."""
+        seen: dict[str, None] = {}
+        for svc in self.services:
+            seen.setdefault(svc.name, None)
+        return list(seen)
+
+    def deployments_of(self, name: str) -> list[ServiceSpec]:
+        """Every version of the service called ``name``."""
+        return [svc for svc in self.services if svc.name == name]

@@ -1,0 +1,104 @@
+"""What a sidecar applies: the ``ProxyConfig`` snapshot (Envoy's xDS, in small).
+
+The control plane compiles one ``ProxyConfig`` per sidecar from the Meshfile and
+the registry (``meshkit.registry.compile``) and serves it over the control API;
+the sidecar applies it atomically.  A sidecar knows nothing else of the mesh.
+
+Listener kinds:
+
+* ``inbound``: traffic from other sidecars (or the gateway) to the local app at
+  ``ProxyConfig.app``.
+* ``outbound``: the local app's ``HTTP_PROXY``; the destination service is
+  named by the request's Host (``http://catalog/items``), and must be a cluster.
+* ``upstream``: a local port pinned to one cluster (``CATALOG_URL``); the Host
+  header is left as the client sent it.
+* ``gateway``: the mesh's edge; ``routes`` map path prefixes to clusters, the
+  longest matching prefix wins.
+* ``admin``: ``/metrics``, ``/config``, ``/ready``.
+
+``port == 0`` means "let the operating system choose"; the sidecar reports the
+ports it bound when it registers as ready.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """One healthy instance of a cluster, reached at its sidecar's inbound port."""
+
+    instance: str
+    host: str
+    port: int
+    version: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Cluster:
+    """A destination service and its healthy endpoints (all versions)."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class PrefixRoute:
+    """A gateway route: requests whose path starts with ``prefix`` go to ``cluster``."""
+
+    prefix: str
+    cluster: str
+
+
+@attrs.frozen(kw_only=True)
+class Listener:
+    name: str
+    kind: ListenerKind
+    host: str = "127.0.0.1"
+    port: int = 0
+    cluster: str | None = None  # for kind == "upstream"
+    routes: tuple[PrefixRoute, ...] = ()  # for kind == "gateway"
+
+
+@attrs.frozen(kw_only=True)
+class AppTarget:
+    """Where the local app listens (inbound listeners forward here)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Bounds on what a peer may make the sidecar hold or wait for (HARDENING.md)."""
+
+    max_header_bytes: int = 60 * 1024
+    max_header_count: int = 100
+    header_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    connect_timeout: float = 5.0
+    max_body_bytes: int | None = None  # None: unbounded (streamed, never buffered)
+    pool_idle_per_endpoint: int = 64
+
+
+@attrs.frozen(kw_only=True)
+class ProxyConfig:
+    version: int
+    mesh: str
+    instance: str
+    service: str
+    app: AppTarget | None = None
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    limits: Limits = Limits()
+
+    def cluster(self, name: str) -> Cluster | None:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        return None
