@@ -1,1 +1,15 @@
-"""meshkit: a service mesh for a laptop and a test suite."""
+"""meshkit: a service mesh for a laptop and a test suite.
+
+A ``Meshfile.py`` says::
+
+    from meshkit import Mesh, http
+
+    mesh = Mesh("shop")
+    frontend = mesh.service("frontend", run="python -m shop.frontend", health=http("/healthz"))
+    mesh.gateway(port=8080, routes={"/": frontend})
+"""
+
+from meshkit.dsl.declare import Mesh, ServiceHandle, http, restart, tcp
+from meshkit.dsl.spec import HealthCheck, RestartPolicy
+
+__all__ = ["HealthCheck", "Mesh", "RestartPolicy", "ServiceHandle", "http", "restart", "tcp"]

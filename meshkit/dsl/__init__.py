@@ -1,1 +1,34 @@
+"""The Meshfile DSL: its verbs, its spec, its evaluation and validation.
 
+``evaluate(path)`` turns a Meshfile into an ``EvalResult`` (a validated
+``MeshSpec`` or the ``Problem``s, each ``FILE:LINE: message``).
+"""
+
+from meshkit.dsl.declare import Mesh, ServiceHandle, http, restart, tcp
+from meshkit.dsl.evaluation import (
+    EvalResult,
+    MeshfileNotFound,
+    evaluate,
+    evaluate_async,
+    evaluate_in_process,
+    find_meshfile,
+)
+from meshkit.dsl.problems import MeshfileError, Problem
+from meshkit.dsl.spec import MeshSpec
+
+__all__ = [
+    "EvalResult",
+    "Mesh",
+    "MeshSpec",
+    "MeshfileError",
+    "MeshfileNotFound",
+    "Problem",
+    "ServiceHandle",
+    "evaluate",
+    "evaluate_async",
+    "evaluate_in_process",
+    "find_meshfile",
+    "http",
+    "restart",
+    "tcp",
+]

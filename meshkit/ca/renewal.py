@@ -1,0 +1,107 @@
+"""When to renew a workload certificate (pure: an injected clock and random source).
+
+Istio's rule: renew at 50 % of the certificate's life, with about 1 % jitter so
+that sidecars started together do not all renew in the same second.  The life
+is measured from when the certificate was installed (not from its notBefore,
+which the issuer backdates for clock skew) to its notAfter.
+
+After a failed attempt, retry after 1 s, 2 s, 4 s ... up to 30 s, but never
+past expiry: the last retry is placed just before notAfter.  Once the
+certificate has expired, renewal with it is impossible (the issuer refuses an
+expired certificate) and the state is ``expired``: the owner must bootstrap
+again (restart the sidecar with a fresh token).
+
+States, for ``/metrics`` and logs: ``ok``, ``renewing``, ``failing: <reason>``,
+``expired``.  ``no certificate`` before the first install.
+
+The sidecar's trio loop is thin: sleep ``delay_until_next_attempt()``, call
+``renewal_started()``, try, then ``certificate_installed(...)`` or
+``renewal_failed(reason)``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+
+RENEW_AT_FRACTION = 0.5
+JITTER_FRACTION = 0.01
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+LAST_RETRY_MARGIN = 1.0
+
+Clock = Callable[[], float]
+
+
+@attrs.define(kw_only=True)
+class RenewalSchedule:
+    """The renewal state of one certificate; all times are ``clock()`` seconds (wall time)."""
+
+    clock: Clock
+    rng: random.Random = attrs.field(factory=random.Random)
+    jitter_fraction: float = JITTER_FRACTION
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+    _not_after: float | None = attrs.field(default=None, init=False)
+    _next_attempt: float | None = attrs.field(default=None, init=False)
+    _failures: int = attrs.field(default=0, init=False)
+    _last_failure: str | None = attrs.field(default=None, init=False)
+    _renewing: bool = attrs.field(default=False, init=False)
+
+    def certificate_installed(self, *, not_after: float) -> float:
+        """Record a fresh certificate; returns when its renewal is due."""
+        now = self.clock()
+        if not_after <= now:
+            raise ValueError("the installed certificate has already expired")
+        life = not_after - now
+        fraction = RENEW_AT_FRACTION + self.rng.uniform(-self.jitter_fraction, self.jitter_fraction)
+        self._not_after = not_after
+        self._next_attempt = now + life * fraction
+        self._failures = 0
+        self._last_failure = None
+        self._renewing = False
+        return self._next_attempt
+
+    def renewal_started(self) -> None:
+        """An attempt is under way (for reporting)."""
+        self._renewing = True
+
+    def renewal_failed(self, reason: str) -> float | None:
+        """Record a failed attempt; returns when to retry, or None once the cert has expired."""
+        self._renewing = False
+        self._failures += 1
+        self._last_failure = reason
+        now = self.clock()
+        if self._not_after is None or now >= self._not_after:
+            self._next_attempt = None
+            return None
+        delay = min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
+        last_useful = max(now, self._not_after - LAST_RETRY_MARGIN)
+        self._next_attempt = min(now + delay, last_useful)
+        return self._next_attempt
+
+    @property
+    def next_attempt_at(self) -> float | None:
+        """When to try next, or None (no certificate yet, or expired)."""
+        if self._not_after is None or self.clock() >= self._not_after:
+            return None
+        return self._next_attempt
+
+    def delay_until_next_attempt(self) -> float | None:
+        """Seconds to sleep before the next attempt (0 if due), or None if there is none."""
+        due = self.next_attempt_at
+        return None if due is None else max(0.0, due - self.clock())
+
+    @property
+    def state(self) -> str:
+        if self._not_after is None:
+            return "no certificate"
+        if self.clock() >= self._not_after:
+            return "expired"
+        if self._renewing:
+            return "renewing"
+        if self._last_failure is not None:
+            return f"failing: {self._last_failure}"
+        return "ok"

@@ -1,0 +1,186 @@
+"""TLS contexts for mesh traffic (mTLS between sidecars) and for the gateway's HTTPS port.
+
+Between sidecars: TLS 1.3 only, both sides present certificates and verify the
+chain to the mesh root, ALPN ``h2`` then ``http/1.1``.  Host names are not
+checked: a peer is who its SPIFFE ID says, so after the handshake the caller
+runs ``verify_peer_identity`` (before sending or reading any HTTP byte).
+
+The ``ssl`` module loads keys from files only.  ``_load_cert_chain`` writes the
+key encrypted with a random one-time password, mode 0600, into a fresh 0700
+directory (in ``/dev/shm`` when available, so it never reaches a disk), and
+removes it as soon as ``load_cert_chain`` returns: the key is never readable
+by another user, nor by anyone at all once the context holds it.
+
+Swapping a renewed certificate: build new contexts (``MeshTlsContexts.build``)
+and hand *them* to listeners and pools for new connections.  A connection
+keeps the context it was made with until it closes, so renewal drops nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshkit.ca.errors import CaError, PeerIdentityMismatch
+from meshkit.ca.spiffe import check_svid
+
+ALPN_PROTOCOLS = ["h2", "http/1.1"]
+_SHARED_MEMORY = Path("/dev/shm")
+
+PrivateKeyOrPem = ec.EllipticCurvePrivateKey | bytes
+
+
+class PeerCertificateSource(Protocol):
+    """An ``ssl.SSLObject``, ``ssl.SSLSocket`` or ``trio.SSLStream`` after its handshake."""
+
+    def getpeercert(self, binary_form: bool) -> Any: ...
+
+
+def _private_temporary_directory() -> str:
+    base = _SHARED_MEMORY if os.access(_SHARED_MEMORY, os.W_OK) else None
+    return tempfile.mkdtemp(prefix="meshkit-key-", dir=base)  # mkdtemp makes it 0700
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key: PrivateKeyOrPem) -> None:
+    """Load a certificate and key into ``context`` without leaving the key readable anywhere."""
+    if isinstance(key, bytes):
+        loaded = serialization.load_pem_private_key(key, password=None)
+    else:
+        loaded = key
+    password = secrets.token_bytes(32)
+    encrypted = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    directory = Path(_private_temporary_directory())
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    try:
+        _write_private(cert_path, cert_pem)
+        _write_private(key_path, encrypted)
+        context.load_cert_chain(cert_path, key_path, password=password)
+    finally:
+        key_path.unlink(missing_ok=True)
+        cert_path.unlink(missing_ok=True)
+        directory.rmdir()
+
+
+def _trust_mesh_root(context: ssl.SSLContext, root_pem: bytes) -> None:
+    context.load_verify_locations(cadata=root_pem.decode("ascii"))
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+
+
+def server_context(
+    cert_pem: bytes,
+    key: PrivateKeyOrPem,
+    root_pem: bytes,
+    *,
+    require_client_cert: bool = True,
+) -> ssl.SSLContext:
+    """A sidecar's inbound context: TLS 1.3, client certificate verified against the root.
+
+    ``require_client_cert=False`` still verifies a certificate the client sends,
+    but accepts clients without one (the caller then decides).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    _trust_mesh_root(context, root_pem)
+    _load_cert_chain(context, cert_pem, key)
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    return context
+
+
+def client_context(cert_pem: bytes, key: PrivateKeyOrPem, root_pem: bytes) -> ssl.SSLContext:
+    """A sidecar's outbound context: TLS 1.3, presents its certificate, verifies the server's.
+
+    No host name check: call ``verify_peer_identity`` after the handshake.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    _trust_mesh_root(context, root_pem)
+    _load_cert_chain(context, cert_pem, key)
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    return context
+
+
+def gateway_server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """The gateway's HTTPS context: TLS 1.2 or newer for browsers, no client certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
+    _load_cert_chain(context, cert_pem, key_pem)
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    return context
+
+
+def verify_peer_identity(ssl_object: PeerCertificateSource, expected: str | None) -> str:
+    """The peer's SPIFFE ID; ``PeerIdentityMismatch`` unless it is ``expected``.
+
+    ``expected=None`` accepts any valid mesh identity (an inbound listener that
+    authorizes later).  Call it right after the handshake, before any HTTP byte.
+    """
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise PeerIdentityMismatch(
+            f"the peer presented no certificate (expected {expected or 'a mesh identity'})"
+        )
+    try:
+        identity = check_svid(x509.load_der_x509_certificate(der))
+    except (CaError, ValueError) as error:
+        raise PeerIdentityMismatch(
+            f"the peer's certificate is not a mesh identity: {error}"
+        ) from error
+    if expected is not None and identity != expected:
+        raise PeerIdentityMismatch(f"expected peer {expected} but it presented {identity}")
+    return identity
+
+
+@attrs.frozen(kw_only=True)
+class MeshTlsContexts:
+    """A workload's current certificate and the contexts built from it.
+
+    Replace the whole object on renewal; connections keep the contexts they
+    were opened with.
+    """
+
+    identity: str
+    not_after: datetime.datetime
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+    @classmethod
+    def build(
+        cls,
+        cert_pem: bytes,
+        key: PrivateKeyOrPem,
+        root_pem: bytes,
+        *,
+        require_client_cert: bool = True,
+    ) -> MeshTlsContexts:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        return cls(
+            identity=check_svid(certificate),
+            not_after=certificate.not_valid_after_utc,
+            server=server_context(cert_pem, key, root_pem, require_client_cert=require_client_cert),
+            client=client_context(cert_pem, key, root_pem),
+        )

@@ -1,0 +1,67 @@
+"""What a workload (a sidecar) does with its own key: generate it, ask for certificates.
+
+The private key is made in the sidecar's memory and never written to disk unless
+a caller asks with ``write_private_key`` (0600, atomically).  No event loop here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from meshkit.ca.root import write_file_atomically
+from meshkit.ca.spiffe import parse_spiffe_id
+
+PrivateKey = ec.EllipticCurvePrivateKey
+
+
+def generate_key() -> PrivateKey:
+    """A fresh EC P-256 private key, in memory only."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def make_csr(key: PrivateKey, spiffe_id: str) -> bytes:
+    """A PEM CSR asking for ``spiffe_id`` as the single URI SAN, signed by ``key``."""
+    parse_spiffe_id(spiffe_id)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshkit")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def renewal_proof(current_key: PrivateKey, csr_pem: bytes) -> bytes:
+    """Proof for ``Issuer.sign_renewal``: the current key's signature over the new CSR's DER."""
+    csr_der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
+    return current_key.sign(csr_der, ec.ECDSA(hashes.SHA256()))
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM; keep it in memory or write it with 0600."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_private_key(key_pem: bytes) -> PrivateKey:
+    """Parse an unencrypted PEM EC private key."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("expected an EC private key")
+    return key
+
+
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """Write ``key`` to ``path`` with mode 0600, atomically (only when a caller asks)."""
+    write_file_atomically(Path(path), private_key_pem(key), mode=0o600)

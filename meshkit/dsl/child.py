@@ -1,0 +1,37 @@
+"""``python -m meshkit.dsl.child MESHFILE``: the evaluator child.
+
+Evaluates the Meshfile at the absolute path ``MESHFILE`` in this fresh
+interpreter and prints one JSON document, ``{"spec": ..., "problems": [...],
+"files": [...]}``, to stdout.  While the Meshfile runs, everything it writes
+to stdout (``print``, ``os.write(1, ...)``, child processes) goes to stderr
+instead, so nothing can corrupt the document.  Call
+``meshkit.dsl.evaluate`` to run this; this module is only its entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from meshkit.dsl.evaluation import evaluate_absolute, result_to_dict
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(
+            "usage: python -m meshkit.dsl.child /absolute/path/to/Meshfile.py", file=sys.stderr
+        )
+        return 2
+    result_fd = os.dup(sys.stdout.fileno())
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    result = evaluate_absolute(argv[0])
+    sys.stdout.flush()
+    with os.fdopen(result_fd, "w", encoding="utf-8") as result_stream:
+        json.dump(result_to_dict(result), result_stream)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
