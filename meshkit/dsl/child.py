@@ -19,9 +19,7 @@ from meshkit.dsl.evaluation import evaluate_absolute, result_to_dict
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print(
-            "usage: python -m meshkit.dsl.child /absolute/path/to/Meshfile.py", file=sys.stderr
-        )
+        print("usage: python -m meshkit.dsl.child /absolute/path/to/Meshfile.py", file=sys.stderr)
         return 2
     result_fd = os.dup(sys.stdout.fileno())
     sys.stdout.flush()

@@ -69,6 +69,7 @@ class MeshDeclaration:
 
     name: str
     mtls: MtlsMode
+    cert_lifetime: float
     origin: Origin
     services: tuple[ServiceSpec, ...] = ()
     gateways: tuple[GatewaySpec, ...] = ()
@@ -300,14 +301,18 @@ class Mesh:
     ``Mesh("shop")`` must appear exactly once in a Meshfile; the object is then
     told about services with ``service(...)`` and about its edge with
     ``gateway(...)``.  ``mtls`` is ``"strict"`` (sidecars accept only mTLS) or
-    ``"permissive"`` (plaintext is accepted too).
+    ``"permissive"`` (plaintext is accepted too).  ``cert_lifetime`` is the
+    lifetime of each workload certificate (renewed at half of it).
     """
 
-    def __init__(self, name: str, *, mtls: MtlsMode = "strict") -> None:
+    def __init__(
+        self, name: str, *, mtls: MtlsMode = "strict", cert_lifetime: float | str = "24h"
+    ) -> None:
         self._origin = caller_origin()
         reader = _ArgumentReader(origin=self._origin, subject="Mesh(...)")
         self._name = reader.text("name", name, fallback="mesh")
         self._mtls = _mtls_mode(reader.choice("mtls", mtls, MTLS_MODES))
+        self._cert_lifetime = reader.duration("cert_lifetime", cert_lifetime, fallback=86400.0)
         self._services: list[ServiceSpec] = []
         self._gateways: list[GatewaySpec] = []
         _report(reader.problems)
@@ -374,10 +379,12 @@ class Mesh:
         port: int = 8080,
         host: str = "127.0.0.1",
         routes: Mapping[str, ServiceRef] = DEFAULT_GATEWAY_ROUTES,
+        tls_port: int | None = None,
     ) -> None:
         """Declare the mesh's edge: HTTP on ``host:port``, path prefix -> service.
 
         The longest matching prefix wins; ``port=0`` lets the system choose.
+        ``tls_port`` adds HTTPS with a certificate from the mesh's local CA.
         """
         origin = caller_origin()
         reader = _ArgumentReader(origin=origin, subject="gateway")
@@ -385,6 +392,9 @@ class Mesh:
             GatewaySpec(
                 host=reader.text("host", host, fallback="127.0.0.1"),
                 port=reader.integer("port", port, fallback=0),
+                tls_port=None
+                if tls_port is None
+                else reader.integer("tls_port", tls_port, fallback=0),
                 routes=reader.gateway_routes("routes", routes, origin=origin),
                 origin=origin,
             )
@@ -396,6 +406,7 @@ class Mesh:
         return MeshDeclaration(
             name=self._name,
             mtls=self._mtls,
+            cert_lifetime=self._cert_lifetime,
             origin=self._origin,
             services=tuple(self._services),
             gateways=tuple(self._gateways),

@@ -109,11 +109,14 @@ class GatewaySpec:
     """The mesh's edge: an HTTP listener on ``host:port`` routing by path prefix.
 
     ``port == 0`` lets the operating system choose (useful in tests); the port
-    actually bound is reported by ``meshkit status``.
+    actually bound is reported by ``meshkit status``.  ``tls_port``, when set,
+    adds an HTTPS listener whose certificate (for ``localhost`` and
+    ``127.0.0.1``) is signed by the mesh's local root CA.
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
+    tls_port: int | None = None
     routes: tuple[GatewayRoute, ...] = ()
     origin: Origin = UNKNOWN_ORIGIN
 
@@ -127,6 +130,7 @@ class MeshSpec:
     services: tuple[ServiceSpec, ...] = ()
     gateway: GatewaySpec | None = None
     mtls: MtlsMode = "strict"
+    cert_lifetime: float = 24 * 3600.0
     origin: Origin = UNKNOWN_ORIGIN
 
     def service_names(self) -> list[str]:

@@ -82,6 +82,14 @@ def _mesh_problems(
     name_problem = _label_problem(mesh.origin, "mesh name", mesh.name)
     if name_problem is not None:
         problems.append(name_problem)
+    if mesh.cert_lifetime < 2:
+        problems.append(
+            Problem.at(
+                mesh.origin,
+                f"Mesh(...): cert_lifetime {mesh.cert_lifetime:g}s is too short "
+                "(at least 2s; certificates are renewed at half their lifetime)",
+            )
+        )
     names = list(dict.fromkeys(service.name for service in mesh.services))
     for service in mesh.services:
         problems.extend(_service_problems(service, names, directory_exists=directory_exists))
@@ -255,6 +263,14 @@ def _gateway_problems(gateways: tuple[GatewaySpec, ...], names: list[str]) -> li
                     f"system choose)",
                 )
             )
+        if gateway.tls_port is not None and not 0 <= gateway.tls_port <= 65535:
+            problems.append(
+                Problem.at(
+                    gateway.origin,
+                    f"gateway: tls_port {gateway.tls_port} is not a TCP port (0..65535; 0 lets "
+                    "the system choose)",
+                )
+            )
         if not gateway.host.strip():
             problems.append(Problem.at(gateway.origin, "gateway: host must not be empty"))
         for route in gateway.routes:
@@ -288,5 +304,6 @@ def build_spec(declarations: Declarations) -> MeshSpec:
         services=mesh.services,
         gateway=mesh.gateways[0] if mesh.gateways else None,
         mtls=mesh.mtls,
+        cert_lifetime=mesh.cert_lifetime,
         origin=mesh.origin,
     )

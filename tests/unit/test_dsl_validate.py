@@ -247,6 +247,7 @@ def test_validate_is_pure_over_declarations() -> None:
             MeshDeclaration(
                 name="shop",
                 mtls="strict",
+                cert_lifetime=86400.0,
                 origin=origin,
                 services=(ServiceSpec(name="app", command="a", cwd="/nowhere", origin=origin),),
             ),
@@ -275,3 +276,32 @@ def test_a_sound_meshfile_has_no_problems(in_tmp: pathlib.Path) -> None:
     assert result.spec is not None
     assert result.spec.file == str(in_tmp / "Meshfile.py")
     assert [s.key for s in result.spec.services] == ["catalog-v1", "catalog-v2", "frontend"]
+
+
+def test_mtls_settings_and_gateway_tls_port_reach_the_spec(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "Meshfile.py").write_text(
+        "from meshkit import Mesh\n"
+        "mesh = Mesh('m', mtls='permissive', cert_lifetime='10s')\n"
+        "mesh.service('a', run='x')\n"
+        "mesh.gateway(port=0, tls_port=0, routes={'/': 'a'})\n"
+    )
+    result = evaluate_in_process(tmp_path / "Meshfile.py")
+    assert result.ok, result.problems
+    assert result.spec is not None and result.spec.gateway is not None
+    assert result.spec.mtls == "permissive"
+    assert result.spec.cert_lifetime == 10.0
+    assert result.spec.gateway.tls_port == 0
+
+
+def test_too_short_cert_lifetime_is_a_problem(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "Meshfile.py").write_text(
+        "from meshkit import Mesh\nmesh = Mesh('m', cert_lifetime='500ms')\n"
+        "mesh.service('a', run='x')\n"
+    )
+    result = evaluate_in_process(tmp_path / "Meshfile.py")
+    assert [str(p).split(":", 2)[1:] for p in result.problems] == [
+        [
+            "2",
+            " Mesh(...): cert_lifetime 0.5s is too short (at least 2s; certificates are renewed at half their lifetime)",
+        ]
+    ]
