@@ -1,0 +1,288 @@
+"""One hop of the mesh against nginx and against no proxy at all.
+
+    python benchmarks/hop.py [--rounds 3] [--duration 10] [--rate 1000]
+                             [--json benchmarks/results/hop.json]
+                             [--only direct,nginx,meshkit] [--install]
+
+Setups, each on 127.0.0.1 with ports the OS picks, each started afresh for its
+turn in every round (round r runs the setups rotated by r, so slow drift of the
+machine spreads evenly):
+
+- direct:  load generator -> nginx backend (1 KiB body);
+- nginx:   load generator -> nginx outbound -> mTLS 1.3 (P-256) -> nginx inbound -> backend;
+- meshkit: load generator -> loadgen's sidecar -> mTLS -> backend's sidecar -> backend,
+           started by ``meshkit up`` on a generated Meshfile.
+
+Each turn: a warm-up, 2000 sequential requests on one connection, the paced
+run (h2load, ``--rate`` req/s over 16 connections; proxies' CPU is measured over
+it), then saturation (wrk -t1 -c16).  Prints one table of medians, the issue's
+targets as met/missed, and writes the JSON file.  Not a test; CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+from hopbench import load
+from hopbench.certs import make_bench_certs
+from hopbench.meshkit_hop import start_meshkit_hop
+from hopbench.nginx import BODY_BYTES, nginx_version, start_backend, start_pair
+from hopbench.procs import BenchError, ProcessTree, Servers, sigterm_as_keyboard_interrupt
+from hopbench.report import (
+    ProxySample,
+    SetupSample,
+    check_targets,
+    render_table,
+    summarise,
+    to_json,
+)
+
+SETUPS = ("direct", "nginx", "meshkit")
+ONE_CONNECTION_REQUESTS = 2000
+REQUIRED_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client", "nginx": "nginx"}
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """A running setup: the URL to load and its proxies' root pids by role."""
+
+    url: str
+    proxies: tuple[tuple[str, int], ...]
+
+
+SetupStarter = Callable[[Servers, Path], Target]
+
+
+def start_direct(servers: Servers, workdir: Path) -> Target:
+    _, port = start_backend(servers, workdir=workdir)
+    return Target(url=f"http://127.0.0.1:{port}/", proxies=())
+
+
+def start_nginx_pair(servers: Servers, workdir: Path) -> Target:
+    _, backend_port = start_backend(servers, workdir=workdir)
+    certs = make_bench_certs(workdir / "certs")
+    outbound, outbound_port, inbound = start_pair(
+        servers, workdir=workdir, backend_port=backend_port, certs=certs
+    )
+    return Target(
+        url=f"http://127.0.0.1:{outbound_port}/",
+        proxies=(("outbound", outbound.pid), ("inbound", inbound.pid)),
+    )
+
+
+def start_meshkit(servers: Servers, workdir: Path) -> Target:
+    hop = start_meshkit_hop(servers, directory=workdir)
+    return Target(
+        url=hop.url, proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid))
+    )
+
+
+STARTERS: dict[str, SetupStarter] = {
+    "direct": start_direct,
+    "nginx": start_nginx_pair,
+    "meshkit": start_meshkit,
+}
+
+
+def measure(
+    setup: str, round_number: int, target: Target, *, args: argparse.Namespace, workdir: Path
+) -> SetupSample:
+    """Warm up, then one connection, the paced run (with CPU), and saturation."""
+    load.check_response(target.url, body_bytes=BODY_BYTES)
+    load.warm_up(target.url)
+    one_connection = load.one_connection(
+        target.url, requests=ONE_CONNECTION_REQUESTS, log_path=workdir / "one-connection.tsv"
+    )
+    trees = {role: ProcessTree.of(pid) for role, pid in target.proxies}
+    rss_after_warm_up = {role: tree.rss_bytes() for role, tree in trees.items()}
+    cpu_before = {role: tree.cpu_seconds() for role, tree in trees.items()}
+    paced = load.paced(
+        target.url, rate=args.rate, duration=args.duration, log_path=workdir / "paced.tsv"
+    )
+    cpu_used = {role: tree.cpu_seconds() - cpu_before[role] for role, tree in trees.items()}
+    saturation = load.saturate(target.url, duration=args.duration)
+    proxies = tuple(
+        ProxySample(
+            role=role,
+            # CPU seconds per request x 1000 = vCPU needed per 1000 req/s.
+            vcpu_per_1k_rps=cpu_used[role] * 1000 / max(paced.requests, 1),
+            rss_after_warm_up_bytes=rss_after_warm_up[role],
+            rss_after_load_bytes=tree.rss_bytes(),
+        )
+        for role, tree in trees.items()
+    )
+    return SetupSample(
+        setup=setup,
+        round=round_number,
+        saturation=saturation,
+        paced=paced,
+        one_connection=one_connection,
+        proxies=proxies,
+    )
+
+
+def run_turn(setup: str, round_number: int, args: argparse.Namespace, root: Path) -> SetupSample:
+    workdir = root / f"round{round_number}-{setup}"
+    workdir.mkdir()
+    with Servers() as servers:
+        target = STARTERS[setup](servers, workdir)
+        return measure(setup, round_number, target, args=args, workdir=workdir)
+
+
+def round_order(setups: Sequence[str], round_number: int) -> list[str]:
+    """Round 1 runs the setups in order, round 2 starts from the second, and so on."""
+    shift = (round_number - 1) % len(setups)
+    return [*setups[shift:], *setups[:shift]]
+
+
+@contextmanager
+def temporary_root(keep: bool) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="meshkit-hop-"))
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"kept logs and configs in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def ensure_tools(install: bool) -> None:
+    missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", *missing]
+    if not install:
+        raise BenchError(
+            f"missing tools; install them with:  sudo {' '.join(command)}\n"
+            "(or run this benchmark with --install)"
+        )
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        [*sudo, *command], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/hop.py",
+        description="One mesh hop (HTTP/1.1 keep-alive, mTLS 1.3) vs an nginx pair vs direct.",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every setup (default 3)")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=10,
+        help="seconds of each paced and saturation run (default 10)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="paced request rate in req/s, over 16 connections (default 1000)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("benchmarks/results/hop.json"),
+        help="where to write the results (default benchmarks/results/hop.json)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SETUPS),
+        help="comma-separated setups to run (default direct,nginx,meshkit)",
+    )
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="apt-get install wrk, nghttp2-client and nginx if missing",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (configs, logs) for inspection",
+    )
+    args = parser.parse_args(argv)
+    setups = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(setups) - set(SETUPS))
+    if unknown or not setups:
+        parser.error(f"--only takes a subset of {','.join(SETUPS)}; got {args.only!r}")
+    args.setups = [name for name in SETUPS if name in setups]
+    if args.rounds < 1 or args.duration < 1 or args.rate <= 0:
+        parser.error("--rounds and --duration must be at least 1, --rate positive")
+    return args
+
+
+def machine_facts() -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "nginx": nginx_version(),
+        "wrk": load.tool_version(["wrk", "--version"]),
+        "h2load": load.tool_version(["h2load", "--version"]),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ensure_tools(args.install)
+        samples: list[SetupSample] = []
+        with sigterm_as_keyboard_interrupt(), temporary_root(args.keep) as root:
+            for round_number in range(1, args.rounds + 1):
+                for setup in round_order(args.setups, round_number):
+                    print(
+                        f"round {round_number}/{args.rounds}: {setup} ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    samples.append(run_turn(setup, round_number, args, root))
+    except BenchError as error:
+        print(f"hop benchmark: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "hop benchmark: interrupted; every process it started has been stopped", file=sys.stderr
+        )
+        return 130
+    summaries = [summarise([s for s in samples if s.setup == name]) for name in args.setups]
+    checks = check_targets(summaries)
+    print()
+    print(
+        f"One hop, HTTP/1.1 keep-alive, 1 KiB responses; medians of {args.rounds} round(s), "
+        f"{args.duration} s runs, paced at {args.rate:g} req/s over 16 connections"
+    )
+    print(render_table(summaries, rate=args.rate))
+    print()
+    print("Targets of the issue (meshkit is the subject; nginx is shown for scale):")
+    for check in checks:
+        print(check.line())
+    settings = {key: value for key, value in vars(args).items() if key != "json"}
+    result = to_json(
+        settings={**settings, "json": str(args.json)},
+        machine=machine_facts(),
+        samples=samples,
+        summaries=summaries,
+        checks=checks,
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``meshkit status [--json]``: the instances of the mesh running in this directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from meshkit.proxy.control import ControlPlaneError, request_json
+
+CONTROL_SOCKET = Path(".meshkit") / "run" / "control.sock"
+REQUEST_TIMEOUT = 5.0
+COLUMNS = (
+    "SERVICE",
+    "VERSION",
+    "INSTANCE",
+    "STATE",
+    "PID",
+    "SIDECAR",
+    "RESTARTS",
+    "PORT",
+    "INBOUND",
+    "AGE",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show the instances of the mesh running in this directory",
+        description="Show every instance of the running mesh: state, pids, restarts, ports.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status document as JSON")
+
+
+class NoMeshRunning(Exception):
+    pass
+
+
+def no_mesh_message(socket_path: Path) -> str:
+    return (
+        f"meshkit: no mesh is running in {Path.cwd()} (nothing answers on {socket_path}); "
+        "start one with 'meshkit up'"
+    )
+
+
+async def call_control(socket_path: Path, method: str, path: str) -> tuple[int, Any]:
+    """One control API call, bounded in time; ``NoMeshRunning`` if nothing answers."""
+    if not socket_path.exists():
+        raise NoMeshRunning(no_mesh_message(socket_path))
+    try:
+        with trio.fail_after(REQUEST_TIMEOUT):
+            return await request_json(socket_path, method, path)
+    except (ControlPlaneError, trio.TooSlowError) as exc:
+        raise NoMeshRunning(f"{no_mesh_message(socket_path)} ({exc})") from None
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_status(document: dict[str, Any], *, now: float) -> str:
+    """The human table of a ``/v1/status`` document."""
+    state = "ready" if document.get("ready") else "not ready"
+    lines = [f"mesh {document.get('mesh')!r} ({state}) from {document.get('file')}"]
+    for gateway in document.get("gateways", []):
+        lines.append(f"gateway {gateway.get('url')}")
+    rows = [list(COLUMNS)]
+    for service in document.get("services", []):
+        for instance in service.get("instances", []):
+            started = instance.get("started_at")
+            rows.append(
+                [
+                    _cell(service.get("name")),
+                    _cell(service.get("version")),
+                    _cell(instance.get("id")),
+                    _cell(instance.get("state")),
+                    _cell(instance.get("pid")),
+                    _cell(instance.get("sidecar_pid")),
+                    _cell(instance.get("restarts")),
+                    _cell(instance.get("port")),
+                    _cell(instance.get("inbound_port")),
+                    format_age(None if started is None else now - float(started)),
+                ]
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    for row in rows:
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    for error in document.get("errors", []):
+        lines.append(f"error: {error}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        status, document = trio.run(call_control, CONTROL_SOCKET, "GET", "/v1/status")
+    except NoMeshRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(document, dict):
+        print(f"meshkit: the control plane answered {status}: {document}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_status(document, now=time.time()))
+    return 0

@@ -1,0 +1,79 @@
+"""What every connection of a sidecar shares: the applied config and the machinery.
+
+The config is an immutable snapshot swapped in one assignment; a request reads
+``DataPlane.config`` once when its head arrives and keeps that snapshot to the
+end, so a config update never changes a request half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from meshkit.proxy.balancer import RoundRobin
+from meshkit.proxy.config import Limits, Listener, ProxyConfig
+from meshkit.proxy.metrics import Metrics
+from meshkit.proxy.pool import ConnectionPool
+
+access_log = logging.getLogger("meshkit.proxy.access")
+
+DEFAULT_LIMITS = Limits()
+
+
+class DataPlane:
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.config: ProxyConfig | None = None
+        self.ready = False
+        self.draining = False
+        self.balancer = RoundRobin()
+        self.metrics = Metrics()
+        self.pool = ConnectionPool(
+            max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2
+        )
+        self._idle_waits: set[trio.CancelScope] = set()
+
+    @property
+    def limits(self) -> Limits:
+        return DEFAULT_LIMITS if self.config is None else self.config.limits
+
+    def listener(self, config: ProxyConfig, name: str) -> Listener | None:
+        for listener in config.listeners:
+            if listener.name == name:
+                return listener
+        return None
+
+    def apply(self, config: ProxyConfig) -> None:
+        """Make ``config`` the snapshot new requests see (requests in flight keep theirs)."""
+        self.config = config
+        self.pool.max_idle_per_key = config.limits.pool_idle_per_endpoint
+        self.pool.max_idle_age = config.limits.idle_timeout / 2
+        self.balancer.forget_except({cluster.name for cluster in config.clusters})
+
+    def register_idle_wait(self, scope: trio.CancelScope) -> None:
+        """A connection waiting for its next request; cancelled when draining starts."""
+        if self.draining:
+            scope.cancel()
+        self._idle_waits.add(scope)
+
+    def unregister_idle_wait(self, scope: trio.CancelScope) -> None:
+        self._idle_waits.discard(scope)
+
+    def begin_drain(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their response."""
+        self.draining = True
+        for scope in self._idle_waits:
+            scope.cancel()
+
+    def log_access(
+        self, *, method: bytes, target: bytes, status: int, started: float, flag: str
+    ) -> None:
+        duration_ms = (trio.current_time() - started) * 1000
+        access_log.info(
+            "%s %s %d %.1fms %s",
+            method.decode("ascii", "replace"),
+            target.decode("ascii", "replace"),
+            status,
+            duration_ms,
+            flag,
+        )

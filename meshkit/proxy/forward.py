@@ -1,0 +1,244 @@
+"""Forwarding one request to an endpoint (or the local app) and its response back.
+
+A sequential flow per request, no extra tasks: send the head, stream the
+request body chunk by chunk, then stream the response back chunk by chunk.
+Nothing is buffered beyond one received chunk.  (An endpoint that answers
+before reading the whole request body works only while the body fits in the
+socket buffers; full-duplex streaming is a later step.)
+
+Failures are answered, never dropped: a connect failure is ``503 UF``, an
+endpoint that breaks before its response head is ``502 UC``, one that is
+silent for ``idle_timeout`` is ``504 UT``.  A kept-alive connection that turns
+out to be closed by its peer is retried once on a fresh one when the request
+had no body (nothing can have been processed twice).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from meshkit.proxy.config import AppTarget, Endpoint, Limits
+from meshkit.proxy.dataplane import DataPlane
+from meshkit.proxy.downstream import RECEIVE_SIZE, Downstream, DownstreamGone
+from meshkit.proxy.headers import is_chunked, rewrite_request_headers, rewrite_response_headers
+from meshkit.proxy.messages import (
+    Body,
+    EndOfBody,
+    NeedData,
+    ProtocolRefusal,
+    RequestHead,
+    ResponseHead,
+)
+from meshkit.proxy.pool import UpstreamConnection
+from meshkit.proxy.transport import ConnectFailure, connect_app, connect_endpoint
+
+FLUSH_SIZE = 64 * 1024
+
+
+class _UpstreamBroken(Exception):
+    """The endpoint's connection failed; ``before_response`` says if nothing came back."""
+
+    def __init__(self, reason: str, *, before_response: bool, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.before_response = before_response
+        self.timed_out = timed_out
+
+
+class Outcome:
+    """How a forwarded exchange ended: the status sent, the flag, and keep-alive."""
+
+    __slots__ = ("flag", "keep_alive", "status")
+
+    def __init__(self, *, status: int, flag: str, keep_alive: bool) -> None:
+        self.status = status
+        self.flag = flag
+        self.keep_alive = keep_alive
+
+
+async def _open(destination: Endpoint | AppTarget, limits: Limits) -> trio.abc.Stream:
+    if isinstance(destination, Endpoint):
+        return await connect_endpoint(destination, timeout=limits.connect_timeout)
+    return await connect_app(destination, timeout=limits.connect_timeout)
+
+
+async def _receive_from(upstream: UpstreamConnection, limits: Limits, *, got_head: bool) -> None:
+    with trio.move_on_after(limits.idle_timeout) as scope:
+        try:
+            data = await upstream.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            raise _UpstreamBroken(
+                f"connection lost: {error}", before_response=not got_head
+            ) from None
+    if scope.cancelled_caught:
+        raise _UpstreamBroken(
+            f"sent nothing for {limits.idle_timeout:g}s",
+            before_response=not got_head,
+            timed_out=True,
+        )
+    if not data and not got_head:
+        raise _UpstreamBroken("closed the connection before responding", before_response=True)
+    upstream.codec.receive_data(data)
+
+
+async def _send_to(upstream: UpstreamConnection, data: bytes | bytearray) -> None:
+    try:
+        await upstream.stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _UpstreamBroken(f"connection lost: {error}", before_response=True) from None
+
+
+async def forward(
+    *,
+    plane: DataPlane,
+    downstream: Downstream,
+    head: RequestHead,
+    target: bytes,
+    destination: Endpoint | AppTarget,
+    cluster_name: str,
+    limits: Limits,
+    append_forwarded_for: bool,
+) -> Outcome:
+    """Forward ``head`` (and its body, read from ``downstream``) to ``destination``."""
+    chunked = is_chunked(head.headers)
+    has_body = chunked or any(
+        name == b"content-length" and value.strip() != b"0" for name, value in head.headers
+    )
+    upstream_head = RequestHead(
+        method=head.method,
+        target=target,
+        headers=rewrite_request_headers(
+            head.headers,
+            client_address=downstream.peer_address,
+            append_forwarded_for=append_forwarded_for,
+            identity=downstream.identity,
+            chunked=chunked,
+        ),
+        http_version=b"1.1",
+    )
+    key = (destination.host, destination.port)
+    what = (
+        f"instance '{destination.instance}' of '{cluster_name}'"
+        if isinstance(destination, Endpoint)
+        else "the local app"
+    )
+    for attempt in (1, 2):
+        try:
+            upstream = await plane.pool.acquire(
+                key, limits=limits, connect=lambda: _open(destination, limits)
+            )
+        except ConnectFailure as failure:
+            plane.metrics.record_connect_failure(cluster=cluster_name)
+            reason = f"upstream connect error: {failure.reason}"
+            keep = await downstream.reply(503, (reason + "\n").encode(), reason=reason, flag="UF")
+            return Outcome(status=503, flag="UF", keep_alive=keep)
+        try:
+            return await _exchange(plane, downstream, upstream, upstream_head, limits)
+        except _UpstreamBroken as broken:
+            await plane.pool.discard(upstream)
+            if broken.before_response and upstream.reused and not has_body and attempt == 1:
+                continue
+            if not broken.before_response:
+                return Outcome(status=0, flag="UC", keep_alive=False)
+            status, flag = (504, "UT") if broken.timed_out else (502, "UC")
+            reason = f"{what} {broken.reason}"
+            keep = await downstream.reply(
+                status, (reason + "\n").encode(), reason=reason, flag=flag
+            )
+            return Outcome(status=status, flag=flag, keep_alive=keep)
+        except ProtocolRefusal as refusal:
+            await plane.pool.discard(upstream)
+            if refusal.status == 413:
+                await downstream.refuse(413, refusal.reason)
+                return Outcome(status=413, flag="-", keep_alive=False)
+            reason = f"{what}: {refusal.reason}"
+            await downstream.refuse(refusal.status, reason, flag="UPE")
+            return Outcome(status=refusal.status, flag="UPE", keep_alive=False)
+        except BaseException:
+            await plane.pool.discard(upstream)
+            raise
+    raise AssertionError("unreachable: the second attempt always returns")
+
+
+async def _exchange(
+    plane: DataPlane,
+    downstream: Downstream,
+    upstream: UpstreamConnection,
+    upstream_head: RequestHead,
+    limits: Limits,
+) -> Outcome:
+    """One request/response on ``upstream``; releases it to the pool when reusable.
+
+    Raises ``_UpstreamBroken`` (upstream failed) and ``ProtocolRefusal``
+    (malformed response, 502; request body over the limit, 413); a downstream
+    failure is reported as an outcome without keep-alive.
+    """
+    codec = upstream.codec
+    # Writes are coalesced: bytes accumulate while the next event is already
+    # parsed, and go out when the codec needs more input (or past FLUSH_SIZE),
+    # so a small exchange costs one write per direction.
+    pending = bytearray(codec.send_head(upstream_head))
+    try:
+        await downstream.send_continue_if_expected()
+        while True:
+            event = downstream.poll_body_event()
+            if isinstance(event, NeedData):
+                await _send_to(upstream, pending)
+                pending.clear()
+                await downstream.receive_body_bytes()
+            elif isinstance(event, EndOfBody):
+                pending += codec.send_end()
+                await _send_to(upstream, pending)
+                break
+            else:
+                pending += codec.send_body(event.data)
+                if len(pending) >= FLUSH_SIZE:
+                    await _send_to(upstream, pending)
+                    pending.clear()
+    except DownstreamGone:
+        await plane.pool.discard(upstream)
+        return Outcome(status=0, flag="DC", keep_alive=False)
+
+    got_head = False
+    status = 0
+    client = downstream.codec
+    out = bytearray()
+    while True:
+        try:
+            response_event = codec.next_event()
+        except ProtocolRefusal as refusal:
+            if not got_head:
+                raise
+            raise _UpstreamBroken(refusal.reason, before_response=False) from None
+        try:
+            if isinstance(response_event, NeedData):
+                if out:
+                    await downstream.send(out)
+                    out.clear()
+                await _receive_from(upstream, limits, got_head=got_head)
+            elif isinstance(response_event, Body):
+                out += client.send_body(response_event.data)
+                if len(out) >= FLUSH_SIZE:
+                    await downstream.send(out)
+                    out.clear()
+            elif isinstance(response_event, ResponseHead):
+                got_head = True
+                status = response_event.status
+                headers = rewrite_response_headers(response_event.headers)
+                if plane.draining:
+                    headers.append((b"connection", b"close"))
+                out += client.send_head(
+                    ResponseHead(status=status, headers=headers, reason=response_event.reason)
+                )
+            elif isinstance(response_event, EndOfBody):
+                out += client.send_end()
+                await downstream.send(out)
+                await plane.pool.release(upstream)
+                return Outcome(status=status, flag="-", keep_alive=True)
+            else:
+                raise _UpstreamBroken(
+                    "connection closed by the endpoint", before_response=not got_head
+                )
+        except DownstreamGone:
+            await plane.pool.discard(upstream)
+            return Outcome(status=status, flag="DC", keep_alive=False)

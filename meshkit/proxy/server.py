@@ -1,0 +1,160 @@
+"""Listeners and the per-connection loop of a sidecar.
+
+One task per accepted connection, owned by the sidecar's connection nursery;
+each handles its requests one after another (HTTP/1.1 keep-alive), reading
+the current config snapshot once per request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from meshkit.proxy.admin import answer_admin
+from meshkit.proxy.config import AppTarget, Endpoint
+from meshkit.proxy.dataplane import DataPlane
+from meshkit.proxy.downstream import Downstream, DownstreamGone
+from meshkit.proxy.forward import forward
+from meshkit.proxy.messages import RequestHead
+from meshkit.proxy.router import (
+    ForwardToApp,
+    ForwardToCluster,
+    LocalReply,
+    ServeAdmin,
+    route_request,
+)
+from meshkit.proxy.transport import accept_inbound
+
+log = logging.getLogger("meshkit.proxy")
+
+ENTRY_KINDS = frozenset({"outbound", "upstream", "gateway"})
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            address = stream.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(address, tuple):
+            return str(address[0])
+    return None
+
+
+async def handle_connection(
+    plane: DataPlane, listener_name: str, raw_stream: trio.abc.Stream
+) -> None:
+    """Serve every request of one accepted connection, then close it."""
+    config = plane.config
+    listener = None if config is None else plane.listener(config, listener_name)
+    if config is None or listener is None:
+        await trio.aclose_forcefully(raw_stream)
+        return
+    limits = config.limits
+    stream: trio.abc.Stream = raw_stream
+    identity: str | None = None
+    if listener.kind == "inbound":
+        with trio.move_on_after(limits.header_timeout) as handshake:
+            stream, identity = await accept_inbound(raw_stream)
+        if handshake.cancelled_caught:
+            await trio.aclose_forcefully(raw_stream)
+            return
+    plane.metrics.connection_opened(listener_name)
+    try:
+        async with stream:
+            downstream = Downstream(
+                stream=stream,
+                plane=plane,
+                limits=limits,
+                listener_name=listener_name,
+                peer_address=_peer_address(raw_stream),
+                identity=identity,
+            )
+            first = True
+            while True:
+                head = await downstream.read_head(first=first)
+                if head is None:
+                    return
+                first = False
+                try:
+                    keep_alive = await handle_request(plane, downstream, head)
+                except DownstreamGone:
+                    return
+                if not keep_alive or plane.draining or not downstream.codec.finish_cycle():
+                    return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    finally:
+        plane.metrics.connection_closed(listener_name)
+
+
+async def handle_request(plane: DataPlane, downstream: Downstream, head: RequestHead) -> bool:
+    """Answer one request; True when the connection may carry another."""
+    started = trio.current_time()
+    config = plane.config
+    listener = None if config is None else plane.listener(config, downstream.listener_name)
+    cluster_label = "-"
+    if config is None or listener is None:
+        reason = f"listener '{downstream.listener_name}' was removed by a config update"
+        await downstream.reply(503, (reason + "\n").encode(), reason=reason, flag="NR")
+        status, flag, keep = 503, "NR", False
+    else:
+        decision = route_request(config, listener, head)
+        if isinstance(decision, LocalReply):
+            status, flag = decision.status, decision.flag
+            keep = await downstream.reply(
+                status, (decision.reason + "\n").encode(), reason=decision.reason, flag=flag
+            )
+        elif isinstance(decision, ServeAdmin):
+            answer = answer_admin(
+                decision.path, config=config, ready=plane.ready, metrics=plane.metrics
+            )
+            status, flag = answer.status, "-"
+            keep = await downstream.reply(status, answer.body, content_type=answer.content_type)
+        else:
+            if isinstance(decision, ForwardToCluster):
+                cluster_label = decision.cluster.name
+                endpoint = plane.balancer.pick(decision.cluster)
+                assert endpoint is not None  # the router answers UH for empty clusters
+                destination: Endpoint | AppTarget = endpoint
+            else:
+                assert isinstance(decision, ForwardToApp)
+                cluster_label = f"{config.service} (local app)"
+                destination = decision.app
+            outcome = await forward(
+                plane=plane,
+                downstream=downstream,
+                head=head,
+                target=decision.target,
+                destination=destination,
+                cluster_name=cluster_label,
+                limits=config.limits,
+                append_forwarded_for=listener.kind in ENTRY_KINDS,
+            )
+            status, flag, keep = outcome.status, outcome.flag, outcome.keep_alive
+    plane.metrics.record_request(
+        listener=downstream.listener_name, cluster=cluster_label, status=status
+    )
+    plane.log_access(
+        method=head.method, target=head.target, status=status, started=started, flag=flag
+    )
+    return keep
+
+
+async def serve_listener(
+    plane: DataPlane,
+    listener_name: str,
+    listeners: list[trio.SocketListener],
+    connection_nursery: trio.Nursery,
+) -> None:
+    """Accept on ``listeners`` until cancelled; connections live in ``connection_nursery``.
+
+    Cancelling this task closes the listening sockets but not the connections,
+    so in-flight requests finish (graceful shutdown, listener removal).
+    """
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        await handle_connection(plane, listener_name, stream)
+
+    await trio.serve_listeners(handler, listeners, handler_nursery=connection_nursery)

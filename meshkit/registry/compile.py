@@ -1,0 +1,133 @@
+"""The compile step: MeshSpec + registry state -> one ProxyConfig per sidecar.
+
+A pure function.  Its output follows the listener contract every sidecar
+relies on:
+
+* an app instance's sidecar gets ``inbound`` (to its app), ``outbound`` (the
+  app's ``HTTP_PROXY``), one ``upstream:<service>`` per declared upstream and
+  ``admin``, all on port 0 of 127.0.0.1;
+* the gateway sidecar (instance ``gateway``) gets ``gateway`` (host and port
+  from the Meshfile, routes longest prefix first) and ``admin``;
+* every sidecar gets one cluster per service of the mesh, whose endpoints are
+  the *healthy* instances of any version, at their sidecar's inbound port.
+
+Versions: a config keeps the version the registry already holds when nothing
+else in it changed, and gets that version + 1 otherwise, so publishing the
+result wakes only the sidecars with something new to apply.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
+from meshkit.proxy.config import (
+    AppTarget,
+    Cluster,
+    Endpoint,
+    Listener,
+    PrefixRoute,
+    ProxyConfig,
+)
+from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
+
+LOOPBACK = "127.0.0.1"
+
+
+def compile_configs(spec: MeshSpec, registry: Registry) -> dict[str, ProxyConfig]:
+    """One config per instance in ``registry``, keyed by instance id."""
+    clusters = _clusters(spec, registry)
+    deployments = {svc.key: svc for svc in spec.services}
+    configs: dict[str, ProxyConfig] = {}
+    for record in registry.instances():
+        if record.kind == "gateway":
+            if spec.gateway is None:
+                continue
+            fresh = _gateway_config(spec.name, spec.gateway, clusters)
+        else:
+            deployment = _deployment_of(record, deployments)
+            if deployment is None:
+                continue
+            fresh = _app_config(spec.name, deployment, record, clusters)
+        configs[record.id] = _versioned(fresh, registry.config_of(record.id))
+    return configs
+
+
+def deployment_key(service: str, version: str | None) -> str:
+    return service if version is None else f"{service}-{version}"
+
+
+def _deployment_of(
+    record: InstanceRecord, deployments: dict[str, ServiceSpec]
+) -> ServiceSpec | None:
+    return deployments.get(deployment_key(record.service, record.version))
+
+
+def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
+    clusters = []
+    for name in spec.service_names():
+        endpoints = tuple(
+            Endpoint(
+                instance=rec.id,
+                host=LOOPBACK,
+                port=rec.inbound_port,
+                version=rec.version,
+            )
+            for rec in sorted(registry.healthy_instances_of(name), key=lambda r: r.id)
+            if rec.inbound_port is not None
+        )
+        clusters.append(Cluster(name=name, endpoints=endpoints))
+    return tuple(clusters)
+
+
+def _app_config(
+    mesh: str, deployment: ServiceSpec, record: InstanceRecord, clusters: tuple[Cluster, ...]
+) -> ProxyConfig:
+    listeners = [
+        Listener(name="inbound", kind="inbound"),
+        Listener(name="outbound", kind="outbound"),
+        *(
+            Listener(name=f"upstream:{upstream}", kind="upstream", cluster=upstream)
+            for upstream in deployment.upstreams
+        ),
+        Listener(name="admin", kind="admin"),
+    ]
+    return ProxyConfig(
+        version=0,
+        mesh=mesh,
+        instance=record.id,
+        service=record.service,
+        app=AppTarget(host=LOOPBACK, port=record.port or 0),
+        listeners=tuple(listeners),
+        clusters=clusters,
+    )
+
+
+def _gateway_config(mesh: str, gateway: GatewaySpec, clusters: tuple[Cluster, ...]) -> ProxyConfig:
+    routes = tuple(
+        PrefixRoute(prefix=route.prefix, cluster=route.service)
+        for route in sorted(gateway.routes, key=lambda r: len(r.prefix), reverse=True)
+    )
+    listeners = (
+        Listener(
+            name="gateway", kind="gateway", host=gateway.host, port=gateway.port, routes=routes
+        ),
+        Listener(name="admin", kind="admin"),
+    )
+    return ProxyConfig(
+        version=0,
+        mesh=mesh,
+        instance=GATEWAY_INSTANCE,
+        service=GATEWAY_INSTANCE,
+        app=None,
+        listeners=listeners,
+        clusters=clusters,
+    )
+
+
+def _versioned(fresh: ProxyConfig, current: ProxyConfig | None) -> ProxyConfig:
+    if current is None:
+        return attrs.evolve(fresh, version=1)
+    if attrs.evolve(current, version=0) == fresh:
+        return current
+    return attrs.evolve(fresh, version=current.version + 1)

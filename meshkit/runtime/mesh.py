@@ -1,0 +1,300 @@
+"""``meshkit up`` as a function: run a mesh until it is asked to stop.
+
+``run_mesh(spec, options)`` owns everything of one run: the state directory
+(``.meshkit/{run,logs}``), the pidfile, the orphan guardian, the registry and
+its control API, the compile loop that keeps every sidecar's config current,
+and one ``InstanceRunner`` per instance (plus the gateway's).
+
+Start: services in dependency order, each waiting for a healthy instance of
+every service it depends on.  Stop (``POST /v1/down``, SIGINT, SIGTERM): the
+gateway first, then services in reverse dependency order, each process with
+SIGTERM then SIGKILL after the grace period; a second SIGINT kills at once.
+The return value is the process exit status: 0 after ``meshkit down``, 130
+after SIGINT, 143 after SIGTERM, 1 if the mesh could not start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+import attrs
+import trio
+
+from meshkit.dsl.spec import MeshSpec
+from meshkit.registry.changes import RegistryChanges
+from meshkit.registry.compile import compile_configs
+from meshkit.registry.control import ControlServer
+from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
+from meshkit.registry.status import gateway_url, mesh_ready
+from meshkit.runtime.logs import LogHub
+from meshkit.runtime.plan import PlanError, dependencies_of, startup_order
+from meshkit.runtime.ports import PortAllocator
+from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard
+from meshkit.runtime.supervisor import InstanceRunner, SupervisorContext
+
+EXIT_DOWN = 0
+EXIT_FAILED = 1
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+@attrs.frozen(kw_only=True)
+class StatePaths:
+    """The files of one mesh run under its state directory (``.meshkit/``)."""
+
+    state_dir: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "meshkit.pid"
+
+    def running_pid(self) -> int | None:
+        """The pid of a live ``meshkit up`` using this state directory, if any."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+
+@attrs.frozen(kw_only=True)
+class UpOptions:
+    state_dir: Path
+    base_dir: Path
+    meshfile: str
+    grace: float = 10.0
+    sidecar_ready_timeout: float = 15.0
+    terminal: IO[str] | None = None
+    handle_signals: bool = True
+    use_guardian: bool = True
+    sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+
+
+class StopRequest:
+    """The first reason to stop wins; it fixes the exit status."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.exit_code = EXIT_DOWN
+        self.reason = ""
+
+    def request(self, exit_code: int, reason: str) -> bool:
+        if self.event.is_set():
+            return False
+        self.exit_code = exit_code
+        self.reason = reason
+        self.event.set()
+        return True
+
+
+def build_registry(spec: MeshSpec, ports: PortAllocator) -> Registry:
+    """A registry holding every instance of ``spec`` (and its gateway), stopped."""
+    registry = Registry(mesh=spec.name)
+    for deployment in spec.services:
+        for instance_id in deployment.instance_ids():
+            registry.add(
+                InstanceRecord(
+                    id=instance_id,
+                    service=deployment.name,
+                    version=deployment.version,
+                    port=ports.allocate(),
+                )
+            )
+    if spec.gateway is not None:
+        registry.add(InstanceRecord(id=GATEWAY_INSTANCE, service=GATEWAY_INSTANCE, kind="gateway"))
+    return registry
+
+
+def prepare_state_dir(paths: StatePaths) -> None:
+    for directory in (paths.state_dir, paths.run_dir, paths.logs_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+
+
+async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
+    """Run ``spec`` until stopped; return the exit status (see the module docstring)."""
+    terminal = sys.stdout if options.terminal is None else options.terminal
+    paths = StatePaths(state_dir=options.state_dir)
+    try:
+        order = startup_order(spec)
+    except PlanError as exc:
+        terminal.write(f"meshkit: {exc}\n")
+        return EXIT_FAILED
+    prepare_state_dir(paths)
+    other = paths.running_pid()
+    if other is not None and other != os.getpid():
+        terminal.write(
+            f"meshkit: a mesh is already running from {paths.state_dir} (pid {other}); "
+            "stop it with 'meshkit down'\n"
+        )
+        return EXIT_FAILED
+    paths.pidfile.write_text(f"{os.getpid()}\n")
+    logs = LogHub(paths.logs_dir, terminal=terminal)
+    guard: GroupGuard = NoGuard()
+    guardian: GuardianLink | None = None
+    try:
+        if options.use_guardian:
+            guardian = await GuardianLink.start()
+            guard = guardian
+        return await _run(spec, options, paths, order, logs, guard)
+    finally:
+        if guardian is not None:
+            await guardian.close()
+        logs.close()
+        paths.pidfile.unlink(missing_ok=True)
+
+
+async def _run(
+    spec: MeshSpec,
+    options: UpOptions,
+    paths: StatePaths,
+    order: list[str],
+    logs: LogHub,
+    guard: GroupGuard,
+) -> int:
+    registry = build_registry(spec, PortAllocator())
+    changes = RegistryChanges(registry)
+    registry.publish(compile_configs(spec, registry).values())
+    stop = StopRequest()
+    ctx = SupervisorContext(
+        registry=registry,
+        changes=changes,
+        logs=logs,
+        guard=guard,
+        control_socket=paths.control_socket,
+        base_dir=options.base_dir,
+        grace=options.grace,
+        sidecar_ready_timeout=options.sidecar_ready_timeout,
+        sidecar_argv=options.sidecar_argv,
+    )
+    server = ControlServer(
+        registry,
+        meshfile=options.meshfile,
+        changes=changes,
+        on_down=lambda: _request_stop(stop, logs, EXIT_DOWN, "meshkit down"),
+    )
+    started: dict[str, list[InstanceRunner]] = {}
+    async with trio.open_nursery() as services:
+        await services.start(server.serve, paths.control_socket)
+        services.start_soon(_keep_configs_compiled, spec, registry, changes)
+        services.start_soon(_announce_ready, spec, registry, changes, logs)
+        if options.handle_signals:
+            services.start_soon(_watch_signals, stop, ctx.hurry, logs)
+        async with trio.open_nursery() as runners:
+            startup = trio.CancelScope()
+
+            async def start_everything() -> None:
+                with startup:
+                    await _start_in_order(spec, order, ctx, runners, started)
+
+            runners.start_soon(start_everything)
+            await stop.event.wait()
+            startup.cancel()
+            await _stop_in_order(order, started, logs)
+        services.cancel_scope.cancel()
+    logs.announce(f"meshkit: mesh '{spec.name}' stopped")
+    return stop.exit_code
+
+
+def _request_stop(stop: StopRequest, logs: LogHub, exit_code: int, reason: str) -> None:
+    if stop.request(exit_code, reason):
+        logs.announce(f"meshkit: stopping ({reason})")
+
+
+async def _start_in_order(
+    spec: MeshSpec,
+    order: list[str],
+    ctx: SupervisorContext,
+    runners: trio.Nursery,
+    started: dict[str, list[InstanceRunner]],
+) -> None:
+    registry = ctx.registry
+    for name in order:
+        deps = [dep for dep in dependencies_of(spec, name) if dep in order]
+
+        def deps_healthy(reg: Registry, deps: list[str] = deps) -> bool:
+            return all(reg.healthy_instances_of(dep) for dep in deps)
+
+        if not deps_healthy(registry):
+            ctx.logs.announce(f"meshkit: {name} waits for {', '.join(deps)} to be healthy")
+            await ctx.changes.wait_until(deps_healthy)
+        for deployment in spec.deployments_of(name):
+            for instance_id in deployment.instance_ids():
+                runner = InstanceRunner(
+                    ctx,
+                    instance_id=instance_id,
+                    deployment=deployment,
+                    port=registry.get(instance_id).port,
+                )
+                await runners.start(runner.run)
+                started.setdefault(name, []).append(runner)
+    if spec.gateway is not None:
+        runner = InstanceRunner(ctx, instance_id=GATEWAY_INSTANCE, deployment=None, port=None)
+        await runners.start(runner.run)
+        started.setdefault(GATEWAY_INSTANCE, []).append(runner)
+
+
+async def _stop_in_order(
+    order: list[str], started: dict[str, list[InstanceRunner]], logs: LogHub
+) -> None:
+    for name in [GATEWAY_INSTANCE, *reversed(order)]:
+        group = started.get(name, [])
+        if not group:
+            continue
+        async with trio.open_nursery() as nursery:
+            for runner in group:
+                nursery.start_soon(runner.stop)
+
+
+async def _keep_configs_compiled(
+    spec: MeshSpec, registry: Registry, changes: RegistryChanges
+) -> None:
+    """Recompile after every registry change; publishing bumps only what changed."""
+    seen = changes.generation
+    while True:
+        seen = await changes.wait_beyond(seen)
+        registry.publish(compile_configs(spec, registry).values())
+        seen = max(seen, changes.generation)
+
+
+async def _announce_ready(
+    spec: MeshSpec, registry: Registry, changes: RegistryChanges, logs: LogHub
+) -> None:
+    await changes.wait_until(mesh_ready)
+    url = gateway_url(registry)
+    where = f"gateway {url}" if url is not None else "no gateway"
+    logs.announce(f"meshkit: mesh '{spec.name}' ready: {where}")
+
+
+async def _watch_signals(stop: StopRequest, hurry: trio.Event, logs: LogHub) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not stop.event.is_set():
+                code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+                reason = "Ctrl-C; Ctrl-C again kills everything now"
+                _request_stop(stop, logs, code, reason if signum == signal.SIGINT else "SIGTERM")
+            elif signum == signal.SIGINT and not hurry.is_set():
+                logs.announce("meshkit: second Ctrl-C: killing every process now")
+                hurry.set()

@@ -1,0 +1,319 @@
+"""Supervision of one instance: its sidecar, its app, health checks and restarts.
+
+An ``InstanceRunner`` starts the sidecar first and waits for its ``/ready``
+report, then the app with the environment of the mesh contract, then probes
+the app.  When the app exits, it is restarted per its restart policy (the
+sidecar keeps running); when the sidecar exits, the app is stopped and both
+start again, since the app's environment names the sidecar's ports.  The
+gateway's runner has no app: its sidecar is the whole instance.
+
+Every state change goes through the registry, which is how the rest of the
+control plane (compile, control API, status) learns about it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import trio
+
+from meshkit.dsl.spec import RestartPolicy, ServiceSpec
+from meshkit.registry.changes import RegistryChanges
+from meshkit.registry.state import InstanceState, Registry
+from meshkit.runtime.backoff import RestartBackoff
+from meshkit.runtime.health import ProbeStateMachine, ProbeVerdict, check_for
+from meshkit.runtime.logs import LogHub
+from meshkit.runtime.probes import run_prober
+from meshkit.runtime.process import (
+    GroupGuard,
+    ManagedProcess,
+    ProcessSpec,
+    ProcessStartError,
+    shell_argv,
+    spawn,
+)
+
+LOOPBACK = "127.0.0.1"
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorContext:
+    """What every runner of one mesh shares."""
+
+    registry: Registry
+    changes: RegistryChanges
+    logs: LogHub
+    guard: GroupGuard
+    control_socket: Path
+    base_dir: Path
+    grace: float = 10.0
+    sidecar_ready_timeout: float = 15.0
+    hurry: trio.Event = attrs.field(factory=trio.Event)
+    sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+
+
+def env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
+
+
+def app_environment(
+    *,
+    deployment: ServiceSpec,
+    instance_id: str,
+    port: int,
+    sidecar_ports: dict[str, int],
+    base_env: dict[str, str],
+) -> dict[str, str]:
+    """The app's environment, exactly as the mesh contract says."""
+    env = dict(base_env)
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in (bin_dir, base_env.get("PATH", "")) if p)
+    proxy = f"http://{LOOPBACK}:{sidecar_ports['outbound']}"
+    env.update(
+        PORT=str(port),
+        MESHKIT_SERVICE=deployment.name,
+        MESHKIT_INSTANCE=instance_id,
+        HTTP_PROXY=proxy,
+        http_proxy=proxy,
+        NO_PROXY="",
+        no_proxy="",
+        PYTHONUNBUFFERED="1",
+    )
+    if deployment.version is not None:
+        env["MESHKIT_VERSION"] = deployment.version
+    for upstream in deployment.upstreams:
+        upstream_port = sidecar_ports[f"upstream:{upstream}"]
+        env[f"{env_name(upstream)}_URL"] = f"http://{LOOPBACK}:{upstream_port}"
+        env[f"{env_name(upstream)}_ADDR"] = f"{LOOPBACK}:{upstream_port}"
+    env.update(deployment.env)
+    return env
+
+
+class InstanceRunner:
+    """Runs one instance until ``stop`` is called.  Use ``nursery.start(runner.run)``."""
+
+    def __init__(
+        self,
+        ctx: SupervisorContext,
+        *,
+        instance_id: str,
+        deployment: ServiceSpec | None,
+        port: int | None,
+    ) -> None:
+        self.ctx = ctx
+        self.instance_id = instance_id
+        self.deployment = deployment
+        self.port = port
+        self.sidecar: ManagedProcess | None = None
+        self.app: ManagedProcess | None = None
+        self._readers: trio.Nursery | None = None
+        self._loop_scope = trio.CancelScope()
+        self._loop_done = trio.Event()
+        self._stopped = trio.Event()
+        colour_key = deployment.name if deployment is not None else instance_id
+        self._app_log = (
+            None
+            if deployment is None
+            else ctx.logs.sink(
+                file_stem=instance_id, display_name=instance_id, colour_key=colour_key
+            )
+        )
+        self._sidecar_log = ctx.logs.sink(
+            file_stem=f"{instance_id}.proxy",
+            display_name=f"{instance_id}.proxy",
+            colour_key=colour_key,
+        )
+        policy = deployment.restart if deployment is not None else RestartPolicy()
+        self.backoff = RestartBackoff(policy)
+
+    @property
+    def registry(self) -> Registry:
+        return self.ctx.registry
+
+    def say(self, message: str) -> None:
+        self.ctx.logs.announce(f"meshkit: {self.instance_id}: {message}")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as output_readers:
+            self._readers = output_readers
+            task_status.started()
+            with self._loop_scope:
+                await self._supervise()
+            self._loop_done.set()
+            await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop probing and restarting; stop the app, then the sidecar (grace, then SIGKILL)."""
+        with trio.CancelScope(shield=True):
+            self._loop_scope.cancel()
+            await self._loop_done.wait()
+            for process in (self.app, self.sidecar):
+                if process is not None:
+                    await process.stop(grace=self.ctx.grace, hurry=self.ctx.hurry)
+            self.registry.update(self.instance_id, pid=None, sidecar_pid=None)
+            self._move_to("stopped")
+            self._stopped.set()
+
+    def _move_to(self, state: InstanceState, error: str | None = None) -> None:
+        record = self.registry.get(self.instance_id)
+        if record.state == state:
+            return
+        if record.state in ("healthy", "unhealthy", "starting") and state in (
+            "backoff",
+            "starting",
+        ):
+            self.registry.transition(self.instance_id, "crashed", error=error)
+        self.registry.transition(self.instance_id, state, error=error)
+
+    async def _supervise(self) -> None:
+        while True:
+            exit_of, code = await self._run_once()
+            now = trio.current_time()
+            if exit_of == "sidecar" and self.app is not None:
+                await self.app.stop(grace=self.ctx.grace, hurry=self.ctx.hurry)
+            if exit_of == "sidecar":
+                self.sidecar = None
+            self.app = None
+            reason = f"{exit_of} exited with status {code}"
+            self._move_to("crashed", error=reason)
+            decision = self.backoff.record_exit(now=now, exit_code=code)
+            problem_key = f"restart-loop:{self.instance_id}"
+            if decision.in_restart_loop:
+                message = f"{self.instance_id} is in a restart loop: {decision.reason}"
+                self.registry.set_problem(problem_key, message)
+            else:
+                self.registry.set_problem(problem_key, None)
+            self.say(f"{reason}; {decision.reason}")
+            if not decision.restart:
+                if self.sidecar is not None:
+                    await self.sidecar.stop(grace=self.ctx.grace, hurry=self.ctx.hurry)
+                    self.sidecar = None
+                self._move_to("stopped", error=reason)
+                await trio.sleep_forever()
+            self._move_to("backoff", error=reason)
+            record = self.registry.get(self.instance_id)
+            self.registry.update(self.instance_id, restarts=record.restarts + 1, pid=None)
+            await trio.sleep(decision.delay)
+
+    async def _run_once(self) -> tuple[str, int]:
+        """Start what is not running, supervise until something exits; say what and how."""
+        self._move_to("starting")
+        if self.sidecar is None:
+            try:
+                await self._start_sidecar()
+            except SidecarFailed as exc:
+                return "sidecar", exc.code
+        started_at = trio.current_time()
+        self.backoff.record_start(started_at)
+        if self.deployment is not None:
+            try:
+                await self._start_app(self.deployment)
+            except ProcessStartError as exc:
+                self.say(str(exc))
+                return "app", 127
+        else:
+            self.registry.update(self.instance_id, started_at=time.time())
+            self.registry.transition(self.instance_id, "healthy")
+        exited: list[tuple[str, int]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def watch(name: str, process: ManagedProcess) -> None:
+                code = await process.wait()
+                exited.append((name, code))
+                nursery.cancel_scope.cancel()
+
+            assert self.sidecar is not None
+            nursery.start_soon(watch, "sidecar", self.sidecar)
+            if self.app is not None and self.deployment is not None:
+                nursery.start_soon(watch, "app", self.app)
+                machine = ProbeStateMachine(
+                    check_for(self.deployment.health), started_at=started_at
+                )
+                assert self.port is not None
+                nursery.start_soon(run_prober, machine, self.port, self._on_verdict)
+        return exited[0]
+
+    def _on_verdict(self, verdict: ProbeVerdict, error: str | None) -> None:
+        self._move_to(verdict, error=error)
+        if verdict == "unhealthy":
+            self.say(f"unhealthy: {error}")
+
+    async def _start_sidecar(self) -> None:
+        assert self._readers is not None
+        self.registry.update(self.instance_id, sidecar_ports={}, sidecar_pid=None)
+        argv = (
+            *self.ctx.sidecar_argv,
+            "--instance",
+            self.instance_id,
+            "--control",
+            os.fspath(self.ctx.control_socket),
+        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        spec = ProcessSpec(
+            name=f"{self.instance_id} sidecar", argv=argv, env=env, cwd=os.fspath(self.ctx.base_dir)
+        )
+        try:
+            process = await spawn(
+                spec,
+                guard=self.ctx.guard,
+                on_line=self._sidecar_log.write_line,
+                nursery=self._readers,
+            )
+        except ProcessStartError as exc:
+            self.say(str(exc))
+            raise SidecarFailed(127) from exc
+        self.sidecar = process
+        self.registry.update(self.instance_id, sidecar_pid=process.pid)
+        ready = False
+        with trio.move_on_after(self.ctx.sidecar_ready_timeout):
+            async with trio.open_nursery() as nursery:
+
+                async def wait_exit() -> None:
+                    await process.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait_exit)
+                ready = await self.ctx.changes.wait_until(
+                    lambda reg: reg.get(self.instance_id).sidecar_ready
+                )
+                nursery.cancel_scope.cancel()
+        if ready:
+            return
+        if process.returncode is None:
+            self.say(f"sidecar did not report ready within {self.ctx.sidecar_ready_timeout:g}s")
+        await process.stop(grace=self.ctx.grace, hurry=self.ctx.hurry)
+        self.sidecar = None
+        raise SidecarFailed(process.returncode if process.returncode is not None else 1)
+
+    async def _start_app(self, deployment: ServiceSpec) -> None:
+        assert self._readers is not None and self._app_log is not None
+        record = self.registry.get(self.instance_id)
+        assert self.port is not None
+        env = app_environment(
+            deployment=deployment,
+            instance_id=self.instance_id,
+            port=self.port,
+            sidecar_ports=record.sidecar_ports,
+            base_env=dict(os.environ),
+        )
+        cwd = deployment.cwd if deployment.cwd is not None else os.fspath(self.ctx.base_dir)
+        if not os.path.isabs(cwd):
+            cwd = os.fspath(self.ctx.base_dir / cwd)
+        spec = ProcessSpec(
+            name=self.instance_id, argv=shell_argv(deployment.command), env=env, cwd=cwd
+        )
+        process = await spawn(
+            spec, guard=self.ctx.guard, on_line=self._app_log.write_line, nursery=self._readers
+        )
+        self.app = process
+        self.registry.update(self.instance_id, pid=process.pid, started_at=time.time())
+
+
+class SidecarFailed(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"sidecar failed with status {code}")
+        self.code = code
