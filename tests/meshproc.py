@@ -7,6 +7,7 @@ from ``/proc`` that nothing of it is left once it is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -48,7 +49,11 @@ class UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -61,7 +66,7 @@ class MeshProcess:
         self.mark = uuid.uuid4().hex
         self.log_path = workdir / "meshkit-up.out"
         env = dict(os.environ, MESHKIT_TEST_MARK=self.mark, NO_COLOR="1")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()/kill_everything()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshkit.cli", "up", "-f", str(meshfile), *extra],
             cwd=workdir,
@@ -154,10 +159,8 @@ class MeshProcess:
             self.proc.kill()
             self.proc.wait()
         for pid in marked_pids(self.mark):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if not self._log.closed:
             self._log.close()
 

@@ -29,6 +29,11 @@ def mesh_ready(registry: Registry) -> bool:
     return registry.all_healthy()
 
 
+def _gateway_dict(registry: Registry, url: str) -> dict[str, Any]:
+    record = registry.get("gateway")
+    return {"url": url, "pid": record.sidecar_pid, "admin_port": record.admin_port}
+
+
 def _instance_dict(record: InstanceRecord) -> dict[str, Any]:
     return {
         "id": record.id,
@@ -40,6 +45,11 @@ def _instance_dict(record: InstanceRecord) -> dict[str, Any]:
         "inbound_port": record.inbound_port,
         "outbound_port": record.outbound_port,
         "admin_port": record.admin_port,
+        "upstream_ports": {
+            name.removeprefix("upstream:"): port
+            for name, port in record.sidecar_ports.items()
+            if name.startswith("upstream:")
+        },
         "started_at": record.started_at,
     }
 
@@ -60,7 +70,7 @@ def status_document(registry: Registry, *, file: str) -> dict[str, Any]:
         "mesh": registry.mesh,
         "ready": mesh_ready(registry),
         "file": file,
-        "gateways": [] if url is None else [{"url": url}],
+        "gateways": [] if url is None else [_gateway_dict(registry, url)],
         "services": [
             {
                 "name": name,

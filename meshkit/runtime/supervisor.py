@@ -60,6 +60,9 @@ def env_name(service: str) -> str:
     return service.upper().replace("-", "_")
 
 
+NO_PROXY_HOSTS = "127.0.0.1,localhost,::1"
+
+
 def app_environment(
     *,
     deployment: ServiceSpec,
@@ -79,8 +82,10 @@ def app_environment(
         MESHKIT_INSTANCE=instance_id,
         HTTP_PROXY=proxy,
         http_proxy=proxy,
-        NO_PROXY="",
-        no_proxy="",
+        # <UPSTREAM>_URL points at the sidecar's own loopback ports: proxy-aware
+        # clients must reach those directly, not through HTTP_PROXY.
+        NO_PROXY=NO_PROXY_HOSTS,
+        no_proxy=NO_PROXY_HOSTS,
         PYTHONUNBUFFERED="1",
     )
     if deployment.version is not None:
