@@ -10,6 +10,40 @@ A ``Meshfile.py`` says::
 """
 
 from meshkit.dsl.declare import Mesh, ServiceHandle, http, restart, tcp
+from meshkit.dsl.resilience import breaker, budget, outlier
 from meshkit.dsl.spec import HealthCheck, RestartPolicy
+from meshkit.dsl.traffic import (
+    absent,
+    fault,
+    headers,
+    match,
+    mirror,
+    prefix,
+    present,
+    regex,
+    retry,
+    split,
+)
 
-__all__ = ["HealthCheck", "Mesh", "RestartPolicy", "ServiceHandle", "http", "restart", "tcp"]
+__all__ = [
+    "HealthCheck",
+    "Mesh",
+    "RestartPolicy",
+    "ServiceHandle",
+    "absent",
+    "breaker",
+    "budget",
+    "fault",
+    "headers",
+    "http",
+    "match",
+    "mirror",
+    "outlier",
+    "prefix",
+    "present",
+    "regex",
+    "restart",
+    "retry",
+    "split",
+    "tcp",
+]

@@ -26,6 +26,7 @@ import attrs
 
 from meshkit.dsl.durations import DurationError, parse_duration
 from meshkit.dsl.problems import MeshfileError, Problem, describe_value
+from meshkit.dsl.resilience import Breaker, Budget, Outlier, declare_policy
 from meshkit.dsl.spec import (
     UNKNOWN_ORIGIN,
     GatewayRoute,
@@ -33,11 +34,14 @@ from meshkit.dsl.spec import (
     HealthCheck,
     MtlsMode,
     Origin,
+    PolicySpec,
     RestartMode,
     RestartPolicy,
+    RouteSpec,
     ServiceSpec,
 )
 from meshkit.dsl.suggest import did_you_mean
+from meshkit.dsl.traffic import Fault, HeaderRules, Mirror, Retry, Rule, Split, declare_route
 from meshkit.dsl.userframes import caller_origin
 
 Duration: TypeAlias = int | float | str
@@ -73,6 +77,8 @@ class MeshDeclaration:
     origin: Origin
     services: tuple[ServiceSpec, ...] = ()
     gateways: tuple[GatewaySpec, ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+    policies: tuple[PolicySpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -315,6 +321,8 @@ class Mesh:
         self._cert_lifetime = reader.duration("cert_lifetime", cert_lifetime, fallback=86400.0)
         self._services: list[ServiceSpec] = []
         self._gateways: list[GatewaySpec] = []
+        self._routes: list[RouteSpec] = []
+        self._policies: list[PolicySpec] = []
         _report(reader.problems)
         collector = _active_collector.get()
         if collector is not None:
@@ -401,6 +409,73 @@ class Mesh:
         )
         _report(reader.problems)
 
+    def route(
+        self,
+        service: ServiceRef,
+        *rules: Rule,
+        default: Split | str | None = None,
+        timeout: Duration | None = None,
+        retries: Retry | None = None,
+        fault: Fault | None = None,
+        mirror: Mirror | None = None,
+        request_headers: HeaderRules | None = None,
+        response_headers: HeaderRules | None = None,
+    ) -> None:
+        """Route requests to ``service`` (Istio's VirtualService): the first matching rule wins.
+
+        ``rules`` are ``match(...).to(...)``, ``.split(...)``, ``.redirect(...)`` or
+        ``.respond(...)``; requests none matches go to ``default`` (a version name
+        or ``split(v1=90, v2=10)``; every version, round robin, when omitted).
+        ``timeout`` (default 15s, ``0`` disables) covers retries; the options
+        apply to every forwarding rule that does not set its own.  The gateway
+        applies these rules too, once its prefix chose the service.
+        """
+        origin = caller_origin()
+        name = service.name if isinstance(service, ServiceHandle) else service
+        spec, problems = declare_route(
+            origin=origin,
+            service=name if isinstance(name, str) else repr(name),
+            rules=rules,
+            default=default,
+            timeout=timeout,
+            retries=retries,
+            fault=fault,
+            mirror=mirror,
+            request_headers=request_headers,
+            response_headers=response_headers,
+        )
+        _report(problems)
+        self._routes.append(spec)
+
+    def policy(
+        self,
+        service: ServiceRef,
+        *,
+        load_balancer: str = "round_robin",
+        breaker: Breaker | None = None,
+        outlier: Outlier | None = None,
+        retry_budget: Budget | None = None,
+    ) -> None:
+        """How requests to ``service`` are spread and protected (Istio's DestinationRule).
+
+        ``load_balancer`` is ``"round_robin"`` or ``"least_request"`` (the less
+        busy of two random instances); ``breaker(...)``, ``outlier(...)`` and
+        ``budget(...)`` override the defaults (1024/1024/1024/3; 5 errors, 30s..300s;
+        20 % + 10/s).
+        """
+        origin = caller_origin()
+        name = service.name if isinstance(service, ServiceHandle) else service
+        spec, problems = declare_policy(
+            origin=origin,
+            service=name if isinstance(name, str) else repr(name),
+            load_balancer=load_balancer,
+            breaker=breaker,
+            outlier=outlier,
+            retry_budget=retry_budget,
+        )
+        _report(problems)
+        self._policies.append(spec)
+
     def declaration(self) -> MeshDeclaration:
         """What this mesh was told so far, as data."""
         return MeshDeclaration(
@@ -410,6 +485,8 @@ class Mesh:
             origin=self._origin,
             services=tuple(self._services),
             gateways=tuple(self._gateways),
+            routes=tuple(self._routes),
+            policies=tuple(self._policies),
         )
 
 

@@ -18,6 +18,7 @@ from meshkit.dsl.declare import Declarations, MeshDeclaration
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, Origin, ServiceSpec
 from meshkit.dsl.suggest import did_you_mean
+from meshkit.dsl.traffic_checks import traffic_problems
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _DNS_LABEL_MAX = 63
@@ -96,6 +97,7 @@ def _mesh_problems(
     problems.extend(_duplicate_problems(mesh.services))
     problems.extend(_cycle_problems(mesh.services))
     problems.extend(_gateway_problems(mesh.gateways, names))
+    problems.extend(traffic_problems(mesh))
     return problems
 
 
@@ -306,4 +308,6 @@ def build_spec(declarations: Declarations) -> MeshSpec:
         mtls=mesh.mtls,
         cert_lifetime=mesh.cert_lifetime,
         origin=mesh.origin,
+        routes=mesh.routes,
+        policies=mesh.policies,
     )

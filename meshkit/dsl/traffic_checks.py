@@ -1,0 +1,365 @@
+"""Whether a mesh's routes and policies make sense; pure, every finding a ``Problem``.
+
+Routes and policies must name a service of the mesh (once each), send traffic
+only to versions that service declares, split by positive weights summing to
+100, use regular expressions that compile, real status codes, percentages in
+0..100, and positive counts and durations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from meshkit.dsl.declare import MeshDeclaration
+from meshkit.dsl.problems import Problem
+from meshkit.dsl.spec import (
+    FaultSpec,
+    ForwardSpec,
+    HeaderMatcher,
+    HeaderOpsSpec,
+    MatchSpec,
+    MirrorSpec,
+    Origin,
+    PolicySpec,
+    RedirectSpec,
+    RespondSpec,
+    RetrySpec,
+    RouteSpec,
+    RuleSpec,
+    ServiceSpec,
+)
+from meshkit.dsl.suggest import did_you_mean
+
+RETRY_CONDITIONS = ("5xx", "gateway-error", "connect-failure", "refused-stream", "reset")
+GRPC_STATUS_NAMES = (
+    "cancelled",
+    "unknown",
+    "invalid-argument",
+    "deadline-exceeded",
+    "not-found",
+    "already-exists",
+    "permission-denied",
+    "resource-exhausted",
+    "failed-precondition",
+    "aborted",
+    "out-of-range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data-loss",
+    "unauthenticated",
+)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def traffic_problems(mesh: MeshDeclaration) -> list[Problem]:
+    """Every problem with the routes and policies of ``mesh``."""
+    versions = _versions_by_service(mesh.services)
+    problems: list[Problem] = []
+    problems.extend(_duplicates("route", [(r.service, r.origin) for r in mesh.routes]))
+    problems.extend(_duplicates("policy", [(p.service, p.origin) for p in mesh.policies]))
+    for route in mesh.routes:
+        if route.service not in versions:
+            problems.append(_unknown_service("route", route.service, route.origin, versions))
+            continue
+        problems.extend(_route_problems(route, versions[route.service]))
+    for policy in mesh.policies:
+        if policy.service not in versions:
+            problems.append(_unknown_service("policy", policy.service, policy.origin, versions))
+            continue
+        problems.extend(_policy_problems(policy))
+    return problems
+
+
+def _versions_by_service(services: Iterable[ServiceSpec]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for service in services:
+        listed = found.setdefault(service.name, [])
+        if service.version is not None and service.version not in listed:
+            listed.append(service.version)
+    return found
+
+
+def _unknown_service(
+    verb: str, service: str, origin: Origin, versions: dict[str, list[str]]
+) -> Problem:
+    hint = did_you_mean(service, list(versions))
+    return Problem.at(
+        origin, f"{verb} {service!r}: {service!r} is not a service in this mesh{hint}"
+    )
+
+
+def _duplicates(verb: str, entries: list[tuple[str, Origin]]) -> list[Problem]:
+    first: dict[str, Origin] = {}
+    problems: list[Problem] = []
+    for service, origin in entries:
+        if service in first:
+            earlier = first[service]
+            where = f"line {earlier.line}" if earlier.file == origin.file else str(earlier)
+            problems.append(
+                Problem.at(
+                    origin,
+                    f"a second {verb} for {service!r} (the first is at {where}); "
+                    f"put every rule for a service in one mesh.{verb}(...)",
+                )
+            )
+        else:
+            first[service] = origin
+    return problems
+
+
+class _RouteChecker:
+    """Collects the problems of one route, each at the line of the part at fault."""
+
+    def __init__(self, route: RouteSpec, versions: list[str]) -> None:
+        self.route = route
+        self.versions = versions
+        self.problems: list[Problem] = []
+
+    def fail(self, origin: Origin, message: str) -> None:
+        self.problems.append(Problem.at(origin, f"route {self.route.service!r}: {message}"))
+
+    def version(self, origin: Origin, version: str | None, *, what: str = "sends traffic") -> None:
+        if version is None or version in self.versions:
+            return
+        known = ", ".join(self.versions) if self.versions else "none declared"
+        self.problems.append(
+            Problem.at(
+                origin,
+                f"route {self.route.service!r} {what} to unknown version {version!r} "
+                f"(versions: {known}){did_you_mean(version, self.versions)}",
+            )
+        )
+
+    def forward(self, origin: Origin, forward: ForwardSpec) -> None:
+        for weighted in forward.versions:
+            self.version(origin, weighted.version)
+            if weighted.weight <= 0:
+                self.fail(
+                    origin,
+                    f"weight of {weighted.version!r} must be positive, got {weighted.weight}",
+                )
+        if len(forward.versions) > 1:
+            total = sum(weighted.weight for weighted in forward.versions)
+            if total != 100:
+                shown = " + ".join(str(weighted.weight) for weighted in forward.versions)
+                self.fail(origin, f"split weights must sum to 100, got {shown} = {total}")
+
+    def pattern(self, origin: Origin, what: str, pattern: str) -> None:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            self.fail(origin, f"{what} {pattern!r} is not a valid regular expression ({error})")
+
+    def percent(self, origin: Origin, what: str, value: float) -> None:
+        if not 0 <= value <= 100:
+            self.fail(origin, f"{what} must be between 0 and 100, got {value:g}")
+
+    def header_matchers(self, origin: Origin, matchers: Iterable[HeaderMatcher]) -> None:
+        for matcher in matchers:
+            if not _TOKEN.fullmatch(matcher.name):
+                self.fail(origin, f"header name {matcher.name!r} is not a valid HTTP header name")
+            if matcher.kind == "regex":
+                self.pattern(origin, f"header {matcher.name!r} regex", matcher.value)
+
+    def match(self, origin: Origin, match: MatchSpec) -> None:
+        if match.path_kind in ("exact", "prefix") and not match.path.startswith("/"):
+            self.fail(origin, f"path {match.path!r} must start with '/'")
+        if match.path_kind == "regex":
+            self.pattern(origin, "path_regex", match.path)
+        for method in match.methods:
+            if not _TOKEN.fullmatch(method):
+                self.fail(origin, f"method {method!r} is not an HTTP method")
+        self.header_matchers(origin, match.headers)
+        for query in match.query:
+            if query.kind == "regex":
+                self.pattern(origin, f"query {query.name!r} regex", query.value)
+
+    def retry(self, retry: RetrySpec | None) -> None:
+        if retry is None:
+            return
+        origin = retry.origin
+        if retry.attempts < 1:
+            self.fail(origin, f"retry attempts must be at least 1, got {retry.attempts}")
+        if retry.per_try_timeout is not None and retry.per_try_timeout <= 0:
+            self.fail(
+                origin,
+                f"retry per_try_timeout must be greater than 0, got {retry.per_try_timeout:g}s",
+            )
+        if retry.backoff_base <= 0:
+            self.fail(origin, f"retry backoff must be greater than 0, got {retry.backoff_base:g}s")
+        if retry.backoff_max < retry.backoff_base:
+            self.fail(
+                origin,
+                f"retry max_backoff ({retry.backoff_max:g}s) must not be less than backoff "
+                f"({retry.backoff_base:g}s)",
+            )
+        known = (*RETRY_CONDITIONS, *GRPC_STATUS_NAMES)
+        for condition in retry.retry_on:
+            if condition not in known:
+                self.fail(
+                    origin,
+                    f"retry_on {condition!r} is not a retry condition (use one of "
+                    f"{', '.join(RETRY_CONDITIONS)}, a status code or a gRPC status such as "
+                    f"'unavailable'){did_you_mean(condition, known)}",
+                )
+        for code in retry.status_codes:
+            if not 100 <= code <= 599:
+                self.fail(origin, f"retry_on status {code} is not an HTTP status (100..599)")
+
+    def fault(self, fault: FaultSpec | None) -> None:
+        if fault is None:
+            return
+        origin = fault.origin
+        if fault.delay < 0:
+            self.fail(origin, f"fault delay must not be negative, got {fault.delay:g}s")
+        self.percent(origin, "fault delay percent", fault.delay_percent)
+        self.percent(origin, "fault abort percent", fault.abort_percent)
+        if fault.abort_status is not None and not 200 <= fault.abort_status <= 599:
+            self.fail(origin, f"fault abort {fault.abort_status} is not an HTTP status (200..599)")
+        if fault.abort_grpc is not None and fault.abort_grpc not in GRPC_STATUS_NAMES:
+            self.fail(
+                origin,
+                f"fault abort {fault.abort_grpc!r} is not a gRPC status name"
+                f"{did_you_mean(fault.abort_grpc, GRPC_STATUS_NAMES)}",
+            )
+        self.header_matchers(origin, fault.headers)
+
+    def mirror(self, mirror: MirrorSpec | None) -> None:
+        if mirror is not None:
+            self.version(mirror.origin, mirror.version, what="mirrors traffic")
+            self.percent(mirror.origin, "mirror percent", mirror.percent)
+
+    def header_ops(self, origin: Origin, what: str, ops: HeaderOpsSpec | None) -> None:
+        if ops is None:
+            return
+        names = [name for name, _ in (*ops.set, *ops.add)] + list(ops.remove)
+        for name in names:
+            if not _TOKEN.fullmatch(name):
+                self.fail(origin, f"{what}: {name!r} is not a valid HTTP header name")
+
+    def rule(self, rule: RuleSpec) -> None:
+        origin = rule.origin
+        self.match(origin, rule.match)
+        action = rule.action
+        if isinstance(action, ForwardSpec):
+            self.forward(origin, action)
+        else:
+            self.local_reply(rule, action)
+        if rule.timeout is not None and rule.timeout < 0:
+            self.fail(origin, f"timeout must not be negative, got {rule.timeout:g}s")
+        if rule.rewrite_prefix is not None and not rule.rewrite_prefix.startswith("/"):
+            self.fail(origin, f"rewrite_prefix {rule.rewrite_prefix!r} must start with '/'")
+        self.retry(rule.retry)
+        self.fault(rule.fault)
+        self.mirror(rule.mirror)
+        self.header_ops(origin, "request_headers", rule.request_headers)
+        self.header_ops(origin, "response_headers", rule.response_headers)
+
+    def local_reply(self, rule: RuleSpec, action: RedirectSpec | RespondSpec) -> None:
+        origin = rule.origin
+        verb = "redirect" if isinstance(action, RedirectSpec) else "respond"
+        options = {
+            "timeout": rule.timeout,
+            "retries": rule.retry,
+            "fault": rule.fault,
+            "mirror": rule.mirror,
+            "rewrite_prefix": rule.rewrite_prefix,
+            "request_headers": rule.request_headers,
+        }
+        for name, value in options.items():
+            if value is not None:
+                self.fail(origin, f"a {verb} rule calls no service, so {name}= means nothing here")
+        if isinstance(action, RedirectSpec):
+            if action.status not in REDIRECT_STATUSES:
+                allowed = ", ".join(str(status) for status in REDIRECT_STATUSES)
+                self.fail(origin, f"redirect status {action.status} is not one of {allowed}")
+            if action.path is not None and not action.path.startswith("/"):
+                self.fail(origin, f"redirect path {action.path!r} must start with '/'")
+            if action.host is not None and not action.host.strip():
+                self.fail(origin, "redirect host must not be empty")
+        elif not 200 <= action.status <= 599:
+            self.fail(origin, f"respond status {action.status} is not an HTTP status (200..599)")
+
+
+def _route_problems(route: RouteSpec, versions: list[str]) -> list[Problem]:
+    checker = _RouteChecker(route, versions)
+    for rule in route.rules:
+        checker.rule(rule)
+    if route.default is not None:
+        checker.forward(route.origin, route.default)
+    if route.timeout < 0:
+        checker.fail(route.origin, f"timeout must not be negative, got {route.timeout:g}s")
+    checker.retry(route.retry)
+    checker.fault(route.fault)
+    checker.mirror(route.mirror)
+    checker.header_ops(route.origin, "request_headers", route.request_headers)
+    checker.header_ops(route.origin, "response_headers", route.response_headers)
+    return checker.problems
+
+
+def _policy_problems(policy: PolicySpec) -> list[Problem]:
+    found: list[tuple[Origin, str]] = []
+    breaker = policy.breaker
+    for name, limit in (
+        ("max_connections", breaker.max_connections),
+        ("max_pending", breaker.max_pending),
+        ("max_requests", breaker.max_requests),
+    ):
+        if limit < 1:
+            found.append((breaker.origin, f"breaker {name} must be at least 1, got {limit}"))
+    if breaker.max_retries < 0:
+        found.append(
+            (breaker.origin, f"breaker max_retries must not be negative, got {breaker.max_retries}")
+        )
+    outlier = policy.outlier
+    if outlier.consecutive_errors < 1:
+        found.append(
+            (
+                outlier.origin,
+                f"outlier consecutive_errors must be at least 1, got {outlier.consecutive_errors}",
+            )
+        )
+    if outlier.base_ejection <= 0:
+        found.append(
+            (
+                outlier.origin,
+                f"outlier base_ejection must be greater than 0, got {outlier.base_ejection:g}s",
+            )
+        )
+    if outlier.max_ejection < outlier.base_ejection:
+        found.append(
+            (
+                outlier.origin,
+                f"outlier max_ejection ({outlier.max_ejection:g}s) must not be less than "
+                f"base_ejection ({outlier.base_ejection:g}s)",
+            )
+        )
+    if not 0 <= outlier.max_ejection_percent <= 100:
+        found.append(
+            (
+                outlier.origin,
+                f"outlier max_ejection_percent must be between 0 and 100, got {outlier.max_ejection_percent:g}",
+            )
+        )
+    budget = policy.retry_budget
+    if not 0 <= budget.percent <= 100:
+        found.append(
+            (budget.origin, f"budget percent must be between 0 and 100, got {budget.percent:g}")
+        )
+    if budget.min_per_second < 0:
+        found.append(
+            (
+                budget.origin,
+                f"budget min_per_second must not be negative, got {budget.min_per_second:g}",
+            )
+        )
+    if budget.window <= 0:
+        found.append(
+            (budget.origin, f"budget window must be greater than 0, got {budget.window:g}s")
+        )
+    return [
+        Problem.at(origin, f"policy {policy.service!r}: {message}") for origin, message in found
+    ]

@@ -1,0 +1,93 @@
+"""Circuit breaking per destination (Envoy's): bounded connections, queue, requests, retries.
+
+Admission is immediate: a ``try_*`` call returns a ``Ticket`` to release when
+the resource is given back, or None when the limit is reached; the caller then
+answers 503 with the flag ``UO`` at once instead of queueing.  Releasing a
+ticket twice releases it once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from meshkit.proxy.rules import BreakerLimits
+
+Resource = Literal["connections", "pending", "requests", "retries"]
+
+
+class Ticket:
+    """One admitted unit of a resource; ``release()`` gives it back (idempotent)."""
+
+    __slots__ = ("_breaker", "_released", "resource")
+
+    def __init__(self, breaker: CircuitBreaker, resource: Resource) -> None:
+        self._breaker = breaker
+        self.resource: Resource = resource
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._breaker._give_back(self.resource)
+
+
+class CircuitBreaker:
+    """The four limits of one destination and their current use."""
+
+    def __init__(self, limits: BreakerLimits, *, service: str) -> None:
+        self.service = service
+        self._limits: dict[Resource, int] = {}
+        self._in_use: dict[Resource, int] = {
+            "connections": 0,
+            "pending": 0,
+            "requests": 0,
+            "retries": 0,
+        }
+        self.update_limits(limits)
+
+    def update_limits(self, limits: BreakerLimits) -> None:
+        """Apply new limits; what is in use stays counted (a lower limit refuses new work)."""
+        self._limits = {
+            "connections": limits.max_connections,
+            "pending": limits.max_pending,
+            "requests": limits.max_requests,
+            "retries": limits.max_retries,
+        }
+
+    def _try(self, resource: Resource) -> Ticket | None:
+        if self._in_use[resource] >= self._limits[resource]:
+            return None
+        self._in_use[resource] += 1
+        return Ticket(self, resource)
+
+    def _give_back(self, resource: Resource) -> None:
+        self._in_use[resource] -= 1
+
+    def try_open_connection(self) -> Ticket | None:
+        return self._try("connections")
+
+    def try_queue_pending(self) -> Ticket | None:
+        """A request waiting for a connection from the pool."""
+        return self._try("pending")
+
+    def try_start_request(self) -> Ticket | None:
+        return self._try("requests")
+
+    def try_start_retry(self) -> Ticket | None:
+        return self._try("retries")
+
+    def in_use(self, resource: Resource) -> int:
+        return self._in_use[resource]
+
+    def overflow_reason(self, resource: Resource) -> str:
+        """The sentence for the 503 ``UO`` reply when ``resource`` is at its limit."""
+        names = {
+            "connections": "max_connections",
+            "pending": "max_pending",
+            "requests": "max_requests",
+            "retries": "max_retries",
+        }
+        return (
+            f"circuit breaker open for {self.service!r}: {self._in_use[resource]} {resource} "
+            f"in use ({names[resource]}={self._limits[resource]})"
+        )
