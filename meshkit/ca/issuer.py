@@ -45,6 +45,7 @@ from meshkit.ca.spiffe import (
 )
 
 DEFAULT_LEAF_LIFETIME = 24 * 60 * 60.0
+DEFAULT_GATEWAY_HOSTS = ("localhost", "127.0.0.1")
 ACCEPTED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 log = logging.getLogger("meshkit.ca")
@@ -143,6 +144,35 @@ def _requested_identity(csr: x509.CertificateSigningRequest) -> str:
         raise CsrRefused(str(error)) from error
 
 
+def _host_of(name: x509.GeneralName) -> str:
+    return str(name.value)
+
+
+def _serving_names(
+    csr: x509.CertificateSigningRequest, *, allowed: Sequence[str]
+) -> list[x509.GeneralName]:
+    """The CSR's DNS/IP SANs, each checked against ``allowed``; no other kind of name."""
+    try:
+        requested = list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        requested = []
+    if not requested:
+        raise CsrRefused("a serving certificate request must name its hosts (DNS or IP SANs)")
+    allowed_names = {host.lower() for host in allowed}
+    for name in requested:
+        if not isinstance(name, x509.DNSName | x509.IPAddress):
+            raise CsrRefused(
+                f"a serving certificate may only name hosts, not {type(name).__name__} "
+                f"{name.value!r}"
+            )
+        if str(name.value).lower() not in allowed_names:
+            raise CsrRefused(
+                f"the gateway may not have a certificate for {name.value}; allowed: "
+                f"{', '.join(allowed)}"
+            )
+    return requested
+
+
 def _check_lifetime(lifetime: float) -> None:
     if lifetime <= 0:
         raise ValueError(f"a certificate lifetime must be positive, not {lifetime} s")
@@ -203,22 +233,7 @@ class Issuer:
         _check_lifetime(lifetime)
         csr = _load_csr(csr_pem)
         requested = _requested_identity(csr)
-        presented = self._verify_presented(presented_cert_pem)
-        try:
-            current = check_svid(presented)
-        except CaError as error:
-            raise CsrRefused(f"the presented certificate is not a valid SVID: {error}") from error
-        public_key = presented.public_key()
-        try:
-            if not isinstance(public_key, ec.EllipticCurvePublicKey):
-                raise InvalidSignature
-            csr_der = csr.public_bytes(serialization.Encoding.DER)
-            public_key.verify(proof, csr_der, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature as error:
-            raise CsrRefused(
-                f"renewal for {current} refused: the proof is not signed by the key of the "
-                "presented certificate"
-            ) from error
+        current = self._verify_holder(presented_cert_pem, proof, csr)
         if requested != current:
             log.warning(
                 "refused a renewal CSR for %s presented with a cert of %s", requested, current
@@ -227,6 +242,48 @@ class Issuer:
                 f"the CSR asks for {requested} but the presented certificate is {current}"
             )
         return self._issue_leaf(csr, requested, lifetime=lifetime)
+
+    def sign_gateway_csr(
+        self,
+        csr_pem: bytes,
+        presented_cert_pem: bytes,
+        proof: bytes,
+        *,
+        gateway_identity: str,
+        hosts: Sequence[str] = DEFAULT_GATEWAY_HOSTS,
+        lifetime: float = DEFAULT_LEAF_LIFETIME,
+    ) -> bytes:
+        """An HTTPS serving certificate (PEM) for the gateway's own key.
+
+        The CSR names host names and addresses (DNS/IP SANs, each one of
+        ``hosts``, no URI); it is authorised by the gateway's current SVID
+        (``presented_cert_pem``, which must be ``gateway_identity``) and
+        ``proof``, that SVID's key's signature over the CSR, as for a renewal.
+        """
+        _check_lifetime(lifetime)
+        csr = _load_csr(csr_pem)
+        holder = self._verify_holder(presented_cert_pem, proof, csr)
+        if holder != gateway_identity:
+            log.warning("refused a gateway certificate request from %s", holder)
+            raise CsrRefused(
+                f"only the gateway ({gateway_identity}) may ask for the gateway's HTTPS "
+                f"certificate; the presented certificate is {holder}"
+            )
+        names = _serving_names(csr, allowed=hosts)
+        public_key = csr.public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)  # checked by _load_csr
+        certificate = (
+            self._leaf_builder(public_key, subject_name=_host_of(names[0]), lifetime=lifetime)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self.root.private_key, hashes.SHA256())
+        )
+        log.info(
+            "issued the gateway's HTTPS certificate for %s valid until %s",
+            ", ".join(_host_of(name) for name in names),
+            certificate.not_valid_after_utc,
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
 
     def gateway_certificate(
         self,
@@ -256,6 +313,28 @@ class Issuer:
             serialization.NoEncryption(),
         )
         return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+    def _verify_holder(
+        self, presented_cert_pem: bytes, proof: bytes, csr: x509.CertificateSigningRequest
+    ) -> str:
+        """The identity of a current SVID whose key signed ``csr`` (``proof``); else refuse."""
+        presented = self._verify_presented(presented_cert_pem)
+        try:
+            current = check_svid(presented)
+        except CaError as error:
+            raise CsrRefused(f"the presented certificate is not a valid SVID: {error}") from error
+        public_key = presented.public_key()
+        try:
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                raise InvalidSignature
+            csr_der = csr.public_bytes(serialization.Encoding.DER)
+            public_key.verify(proof, csr_der, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature as error:
+            raise CsrRefused(
+                f"request from {current} refused: the proof is not signed by the key of the "
+                "presented certificate"
+            ) from error
+        return current
 
     def _verify_presented(self, presented_cert_pem: bytes) -> x509.Certificate:
         try:

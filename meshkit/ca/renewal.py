@@ -6,7 +6,9 @@ is measured from when the certificate was installed (not from its notBefore,
 which the issuer backdates for clock skew) to its notAfter.
 
 After a failed attempt, retry after 1 s, 2 s, 4 s ... up to 30 s, but never
-past expiry: the last retry is placed just before notAfter.  Once the
+past expiry: the last retry is placed just before notAfter, and once it has
+failed too the next "attempt" is notAfter itself, where the state turns
+``expired`` (no busy retrying in the last second).  Once the
 certificate has expired, renewal with it is impossible (the issuer refuses an
 expired certificate) and the state is ``expired``: the owner must bootstrap
 again (restart the sidecar with a fresh token).
@@ -77,9 +79,15 @@ class RenewalSchedule:
         if self._not_after is None or now >= self._not_after:
             self._next_attempt = None
             return None
-        delay = min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
-        last_useful = max(now, self._not_after - LAST_RETRY_MARGIN)
-        self._next_attempt = min(now + delay, last_useful)
+        doublings = min(self._failures - 1, 32)  # bounded: 2**n must stay a float
+        delay = min(self.backoff_initial * 2**doublings, self.backoff_max)
+        last_useful = self._not_after - LAST_RETRY_MARGIN
+        if now < last_useful:
+            self._next_attempt = min(now + delay, last_useful)
+        else:
+            # The last retry has failed: nothing is left to try before expiry,
+            # and at expiry ``next_attempt_at`` becomes None.
+            self._next_attempt = self._not_after
         return self._next_attempt
 
     @property

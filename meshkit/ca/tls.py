@@ -1,7 +1,11 @@
 """TLS contexts for mesh traffic (mTLS between sidecars) and for the gateway's HTTPS port.
 
 Between sidecars: TLS 1.3 only, both sides present certificates and verify the
-chain to the mesh root, ALPN ``h2`` then ``http/1.1``.  Host names are not
+chain to the mesh root.  Clients offer ALPN ``h2`` then ``http/1.1``; a server
+selects among the protocols its caller says it speaks (``alpn_protocols``), so
+a sidecar that speaks only HTTP/1.1 passes ``SIDECAR_SERVER_ALPN``.  Servers
+send no TLS 1.3 session tickets: meshkit never resumes sessions, and an
+unread ticket would make an idle pooled connection look readable.  Host names are not
 checked: a peer is who its SPIFFE ID says, so after the handshake the caller
 runs ``verify_peer_identity`` (before sending or reading any HTTP byte).
 
@@ -23,6 +27,7 @@ import os
 import secrets
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +40,9 @@ from meshkit.ca.errors import CaError, PeerIdentityMismatch
 from meshkit.ca.spiffe import check_svid
 
 ALPN_PROTOCOLS = ["h2", "http/1.1"]
+# What a sidecar's servers select today.  HTTP/2 hook: once the listeners speak
+# h2, pass ALPN_PROTOCOLS instead and dispatch on ``selected_alpn_protocol()``.
+SIDECAR_SERVER_ALPN = ["http/1.1"]
 _SHARED_MEMORY = Path("/dev/shm")
 
 PrivateKeyOrPem = ec.EllipticCurvePrivateKey | bytes
@@ -93,18 +101,21 @@ def server_context(
     root_pem: bytes,
     *,
     require_client_cert: bool = True,
+    alpn_protocols: Sequence[str] = ALPN_PROTOCOLS,
 ) -> ssl.SSLContext:
     """A sidecar's inbound context: TLS 1.3, client certificate verified against the root.
 
     ``require_client_cert=False`` still verifies a certificate the client sends,
-    but accepts clients without one (the caller then decides).
+    but accepts clients without one (the caller then decides).  The server
+    selects the first of ``alpn_protocols`` that the client offers.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    context.num_tickets = 0
     _trust_mesh_root(context, root_pem)
     _load_cert_chain(context, cert_pem, key)
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context.set_alpn_protocols(list(alpn_protocols))
     return context
 
 
@@ -123,13 +134,19 @@ def client_context(cert_pem: bytes, key: PrivateKeyOrPem, root_pem: bytes) -> ss
     return context
 
 
-def gateway_server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+def gateway_server_context(
+    cert_pem: bytes,
+    key_pem: PrivateKeyOrPem,
+    *,
+    alpn_protocols: Sequence[str] = ALPN_PROTOCOLS,
+) -> ssl.SSLContext:
     """The gateway's HTTPS context: TLS 1.2 or newer for browsers, no client certificate."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_NONE
+    context.num_tickets = 0
     _load_cert_chain(context, cert_pem, key_pem)
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context.set_alpn_protocols(list(alpn_protocols))
     return context
 
 
@@ -176,11 +193,18 @@ class MeshTlsContexts:
         root_pem: bytes,
         *,
         require_client_cert: bool = True,
+        server_alpn: Sequence[str] = ALPN_PROTOCOLS,
     ) -> MeshTlsContexts:
         certificate = x509.load_pem_x509_certificate(cert_pem)
         return cls(
             identity=check_svid(certificate),
             not_after=certificate.not_valid_after_utc,
-            server=server_context(cert_pem, key, root_pem, require_client_cert=require_client_cert),
+            server=server_context(
+                cert_pem,
+                key,
+                root_pem,
+                require_client_cert=require_client_cert,
+                alpn_protocols=server_alpn,
+            ),
             client=client_context(cert_pem, key, root_pem),
         )

@@ -6,6 +6,8 @@ a caller asks with ``write_private_key`` (0600, atomically).  No event loop here
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -34,6 +36,25 @@ def make_csr(key: PrivateKey, spiffe_id: str) -> bytes:
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
             critical=False,
         )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def make_serving_csr(key: PrivateKey, hosts: Sequence[str]) -> bytes:
+    """A PEM CSR for an HTTPS serving certificate naming ``hosts`` (DNS names or IPs)."""
+    if not hosts:
+        raise ValueError("a serving certificate needs at least one host name or address")
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64])]))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)

@@ -1,4 +1,8 @@
-"""``meshkit status [--json]``: the instances of the mesh running in this directory."""
+"""``meshkit status [--json]``: the instances of the mesh running in this directory.
+
+The CERT column shows each sidecar's certificate: ``valid`` and the time left,
+``expired``, ``refused`` (the reason is in the errors), or ``-`` before it has one.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ COLUMNS = (
     "PORT",
     "INBOUND",
     "AGE",
+    "CERT",
 )
 
 
@@ -70,6 +75,18 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
 
 
+def format_certificate(instance: dict[str, Any], *, now: float) -> str:
+    """``valid 11h59m``, ``expired``, ``refused`` or ``-`` for one instance of the status."""
+    state = str(instance.get("cert_state") or "none")
+    if state.startswith("refused"):
+        return "refused"
+    if state == "valid":
+        expires = instance.get("cert_expires_at")
+        left = None if expires is None else float(expires) - now
+        return "valid" if left is None else f"valid {format_age(left)}"
+    return "-" if state == "none" else state
+
+
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -79,7 +96,8 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
     state = "ready" if document.get("ready") else "not ready"
     lines = [f"mesh {document.get('mesh')!r} ({state}) from {document.get('file')}"]
     for gateway in document.get("gateways", []):
-        lines.append(f"gateway {gateway.get('url')}")
+        urls = [gateway.get("url"), gateway.get("tls_url")]
+        lines.append("gateway " + " ".join(str(url) for url in urls if url))
     rows = [list(COLUMNS)]
     for service in document.get("services", []):
         for instance in service.get("instances", []):
@@ -96,6 +114,7 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
                     _cell(instance.get("port")),
                     _cell(instance.get("inbound_port")),
                     format_age(None if started is None else now - float(started)),
+                    format_certificate(instance, now=now),
                 ]
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

@@ -18,6 +18,12 @@ Listener kinds:
 
 ``port == 0`` means "let the operating system choose"; the sidecar reports the
 ports it bound when it registers as ready.
+
+Transport security: every connection to an ``Endpoint`` is mTLS (TLS 1.3,
+the endpoint's ``identity`` checked after the handshake); ``inbound``
+listeners require mTLS (``mtls == "strict"``) or also accept plaintext
+(``"permissive"``); the other listeners are plaintext on 127.0.0.1, except a
+gateway listener with ``tls=True`` (HTTPS for browsers and curl).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Literal
 import attrs
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
+MtlsMode = Literal["strict", "permissive"]
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +44,8 @@ class Endpoint:
     host: str
     port: int
     version: str | None = None
+    # The SPIFFE ID the endpoint's sidecar must present (None: any mesh identity).
+    identity: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +72,9 @@ class Listener:
     port: int = 0
     cluster: str | None = None  # for kind == "upstream"
     routes: tuple[PrefixRoute, ...] = ()  # for kind == "gateway"
+    # For kind == "gateway": serve HTTPS with the gateway's certificate for
+    # localhost/127.0.0.1 (the sidecar asks the control plane for it).
+    tls: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +108,10 @@ class ProxyConfig:
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     limits: Limits = Limits()
+    # The SPIFFE ID this sidecar's certificate carries ("" in configs without mTLS).
+    identity: str = ""
+    # Inbound listeners: "strict" accepts only mTLS, "permissive" plaintext too.
+    mtls: MtlsMode = "strict"
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:

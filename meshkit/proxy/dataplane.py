@@ -8,9 +8,11 @@ end, so a config update never changes a request half-way.
 from __future__ import annotations
 
 import logging
+import ssl
 
 import trio
 
+from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.balancer import RoundRobin
 from meshkit.proxy.config import Limits, Listener, ProxyConfig
 from meshkit.proxy.metrics import Metrics
@@ -32,6 +34,15 @@ class DataPlane:
             max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2
         )
         self._idle_waits: set[trio.CancelScope] = set()
+        # Transport security, each replaced as a whole on renewal: new
+        # connections take the current value, open ones keep what they used.
+        self.tls: MeshTlsContexts | None = None
+        self.gateway_tls: ssl.SSLContext | None = None
+
+    @property
+    def local_identity(self) -> str | None:
+        """This sidecar's SPIFFE ID, once it has a certificate."""
+        return None if self.tls is None else self.tls.identity
 
     @property
     def limits(self) -> Limits:

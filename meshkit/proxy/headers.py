@@ -4,6 +4,11 @@ Hop-by-hop headers (RFC 9110 7.6.1) describe one connection and never cross a
 proxy, in either direction; a client may name more of them in ``Connection``.
 Forwarding headers are appended to, never trusted as given, and the caller's
 identity header is only ever set by the sidecar from the peer certificate.
+
+The caller's identity reaches the app as Envoy's ``x-forwarded-client-cert``
+(XFCC): ``By=<this sidecar's SPIFFE ID>;URI=<the verified peer's SPIFFE ID>``,
+set by the inbound sidecar from the mTLS handshake only.  Any copy a client
+sent is removed on every hop, so an app can trust the header it sees.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-IDENTITY_HEADER = b"x-meshkit-peer-identity"
+IDENTITY_HEADER = b"x-forwarded-client-cert"
 REQUEST_ID_HEADER = b"x-request-id"
 
 
@@ -46,6 +51,20 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
     ]
 
 
+def forwarded_client_cert(*, local_identity: str | None, peer_identity: str) -> bytes:
+    """The XFCC value for a request from ``peer_identity`` received by ``local_identity``."""
+    by = b"" if local_identity is None else b"By=" + _xfcc_value(local_identity) + b";"
+    return by + b"URI=" + _xfcc_value(peer_identity)
+
+
+def _xfcc_value(value: str) -> bytes:
+    # SPIFFE IDs never hold these characters; quote defensively as Envoy does.
+    encoded = value.encode("ascii", errors="replace")
+    if any(char in encoded for char in b',;="'):
+        return b'"' + encoded.replace(b'"', b'\\"') + b'"'
+    return encoded
+
+
 def rewrite_request_headers(
     headers: Headers,
     *,
@@ -53,13 +72,14 @@ def rewrite_request_headers(
     append_forwarded_for: bool,
     identity: str | None,
     chunked: bool,
+    local_identity: str | None = None,
 ) -> Headers:
     """The headers to send to the next hop for a request received with ``headers``.
 
     * hop-by-hop headers and ``Expect`` are removed (the sidecar answers
       ``100 Continue`` itself);
-    * a client-supplied identity header is dropped, and set again only from
-      ``identity`` (the verified peer);
+    * a client-supplied ``x-forwarded-client-cert`` is dropped, and set again
+      only from ``identity`` (the verified peer) as ``By=<local_identity>;URI=<identity>``;
     * ``x-forwarded-for`` gets ``client_address`` appended when
       ``append_forwarded_for`` (listeners where a request enters the mesh);
     * ``x-forwarded-proto`` is set to ``http`` when absent;
@@ -91,7 +111,12 @@ def rewrite_request_headers(
     if not has_request_id:
         result.append((REQUEST_ID_HEADER, new_request_id()))
     if identity is not None:
-        result.append((IDENTITY_HEADER, identity.encode()))
+        result.append(
+            (
+                IDENTITY_HEADER,
+                forwarded_client_cert(local_identity=local_identity, peer_identity=identity),
+            )
+        )
     if chunked:
         result.append((b"transfer-encoding", b"chunked"))
     return result

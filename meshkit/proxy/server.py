@@ -2,7 +2,9 @@
 
 One task per accepted connection, owned by the sidecar's connection nursery;
 each handles its requests one after another (HTTP/1.1 keep-alive), reading
-the current config snapshot once per request.
+the current config snapshot once per request.  Inbound connections first pass
+``accept_inbound`` (mTLS), a gateway listener with ``tls`` the HTTPS
+handshake, both within ``header_timeout``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from meshkit.proxy.router import (
     ServeAdmin,
     route_request,
 )
-from meshkit.proxy.transport import accept_inbound
+from meshkit.proxy.transport import InboundRefused, accept_https, accept_inbound
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -42,6 +44,12 @@ def _peer_address(stream: trio.abc.Stream) -> str | None:
     return None
 
 
+async def _accept_https(plane: DataPlane, raw_stream: trio.abc.Stream) -> trio.abc.Stream:
+    if plane.gateway_tls is None:
+        raise InboundRefused("the gateway has no HTTPS certificate yet")
+    return await accept_https(raw_stream, plane.gateway_tls)
+
+
 async def handle_connection(
     plane: DataPlane, listener_name: str, raw_stream: trio.abc.Stream
 ) -> None:
@@ -54,10 +62,30 @@ async def handle_connection(
     limits = config.limits
     stream: trio.abc.Stream = raw_stream
     identity: str | None = None
-    if listener.kind == "inbound":
+    if listener.kind == "inbound" or listener.tls:
         with trio.move_on_after(limits.header_timeout) as handshake:
-            stream, identity = await accept_inbound(raw_stream)
+            try:
+                if listener.kind == "inbound":
+                    stream, identity = await accept_inbound(
+                        raw_stream, tls=plane.tls, mode=config.mtls
+                    )
+                else:
+                    stream = await _accept_https(plane, raw_stream)
+            except InboundRefused as refused:
+                log.info(
+                    "%s: refused a connection from %s: %s",
+                    listener_name,
+                    _peer_address(raw_stream) or "?",
+                    refused.reason,
+                )
+                await trio.aclose_forcefully(raw_stream)
+                return
         if handshake.cancelled_caught:
+            log.info(
+                "%s: closed a connection whose TLS handshake took over %gs",
+                listener_name,
+                limits.header_timeout,
+            )
             await trio.aclose_forcefully(raw_stream)
             return
     plane.metrics.connection_opened(listener_name)

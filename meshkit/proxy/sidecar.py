@@ -11,6 +11,13 @@
   config and re-subscribes with backoff (``after=0``, to resync).
 * ``shutdown()`` stops accepting, closes idle keep-alive connections, lets
   in-flight requests finish for up to ``grace_period`` seconds, then returns.
+* With an identity (``meshkit.proxy.identity``), the certificate obtained
+  before ``run`` is installed in the data plane, a renewal task swaps in new
+  TLS contexts as certificates are renewed, and a config naming another
+  identity is rejected.  A config with an HTTPS gateway listener is applied
+  only once the gateway's serving certificate is in hand.  If the certificate
+  expires without renewal the sidecar stops with ``exit_status`` 1, so that
+  its supervisor restarts it with a fresh bootstrap token.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import attrs
 import cattrs
 import trio
 
+from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.backoff import Backoff
 from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.control import ControlClient, ControlPlaneError
 from meshkit.proxy.dataplane import DataPlane
+from meshkit.proxy.identity import IdentityError, SidecarIdentity
 from meshkit.proxy.server import serve_listener
 from meshkit.proxy.wire import config_from_dict
 
@@ -73,6 +82,10 @@ def validate_config(config: ProxyConfig, *, instance: str) -> None:
             raise ConfigRejected(f"upstream listener '{listener.name}' names no cluster")
         if listener.kind == "inbound" and config.app is None:
             raise ConfigRejected(f"inbound listener '{listener.name}' but the config has no app")
+        if listener.tls and listener.kind != "gateway":
+            raise ConfigRejected(
+                f"listener '{listener.name}' asks for TLS, which only gateway listeners serve"
+            )
     clusters: set[str] = set()
     for cluster in config.clusters:
         if cluster.name in clusters:
@@ -111,11 +124,16 @@ class Sidecar:
         control: ControlClient,
         plane: DataPlane | None = None,
         grace_period: float = GRACE_PERIOD,
+        identity: SidecarIdentity | None = None,
     ) -> None:
         self.instance = instance
         self.control = control
         self.plane = plane if plane is not None else DataPlane()
         self.grace_period = grace_period
+        self.identity = identity
+        self.exit_status = 0
+        if identity is not None:
+            self.plane.tls = identity.contexts
         self.applied_version = 0
         self.ready_reported = False
         self._bound: dict[str, _BoundListener] = {}
@@ -139,6 +157,8 @@ class Sidecar:
                 async with trio.open_nursery() as listeners:
                     self._listener_nursery = listeners
                     listeners.start_soon(self._subscribe)
+                    if self.identity is not None:
+                        listeners.start_soon(self._renew_certificates, self.identity)
                     task_status.started()
                     await self._stop.wait()
                     log.info(
@@ -153,6 +173,18 @@ class Sidecar:
         if connections.cancel_scope.cancelled_caught:
             log.info("%s: grace period over, closed the remaining connections", self.instance)
         log.info("%s: stopped", self.instance)
+
+    async def _renew_certificates(self, identity: SidecarIdentity) -> None:
+        def install(contexts: MeshTlsContexts) -> None:
+            self.plane.tls = contexts
+            if identity.gateway_context is not None:
+                self.plane.gateway_tls = identity.gateway_context
+
+        def expired() -> None:
+            self.exit_status = 1
+            self.shutdown()
+
+        await identity.renew_forever(on_renewed=install, on_expired=expired)
 
     async def _subscribe(self) -> None:
         backoff = Backoff()
@@ -193,6 +225,7 @@ class Sidecar:
         """Apply a received config; None when applied, else the reason it was rejected."""
         try:
             config = parse_config(raw, instance=self.instance)
+            await self._prepare_certificates(config)
             await self._rebind(config)
         except ConfigRejected as rejected:
             log.warning("%s: rejected config version %d: %s", self.instance, version, rejected)
@@ -202,6 +235,23 @@ class Sidecar:
         self.applied_version = version
         log.info("%s: applied config version %d", self.instance, version)
         return None
+
+    async def _prepare_certificates(self, config: ProxyConfig) -> None:
+        """Check the config's identity and get the gateway's HTTPS certificate if it needs one."""
+        identity = self.identity
+        if identity is not None and config.identity and config.identity != identity.spiffe_id:
+            raise ConfigRejected(
+                f"config is for identity {config.identity}, this sidecar's certificate is "
+                f"{identity.spiffe_id}"
+            )
+        if not any(listener.tls for listener in config.listeners):
+            return
+        if identity is None:
+            raise ConfigRejected("an HTTPS listener needs a certificate; this sidecar has none")
+        try:
+            self.plane.gateway_tls = await identity.gateway_https_context()
+        except (IdentityError, ControlPlaneError) as error:
+            raise ConfigRejected(f"no HTTPS certificate for the gateway: {error}") from None
 
     async def _rebind(self, config: ProxyConfig) -> None:
         """Bind new or changed listeners, then release removed ones (all or nothing)."""

@@ -9,7 +9,13 @@ relies on:
 * the gateway sidecar (instance ``gateway``) gets ``gateway`` (host and port
   from the Meshfile, routes longest prefix first) and ``admin``;
 * every sidecar gets one cluster per service of the mesh, whose endpoints are
-  the *healthy* instances of any version, at their sidecar's inbound port.
+  the *healthy* instances of any version, at their sidecar's inbound port;
+* identities: each config names its sidecar's SPIFFE ID
+  (``spiffe://meshkit.local/ns/<mesh>/sa/<service>``, the gateway's service
+  being ``gateway``) and the mesh's ``mtls`` mode, and each endpoint the
+  identity its sidecar must present;
+* a gateway with ``tls_port`` gets a second listener, ``gateway-tls`` (HTTPS,
+  same routes).
 
 Versions: a config keeps the version the registry already holds when nothing
 else in it changed, and gets that version + 1 otherwise, so publishing the
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import attrs
 
+from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.config import (
     AppTarget,
@@ -32,6 +39,7 @@ from meshkit.proxy.config import (
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 
 LOOPBACK = "127.0.0.1"
+GATEWAY_TLS_LISTENER = "gateway-tls"
 
 
 def compile_configs(spec: MeshSpec, registry: Registry) -> dict[str, ProxyConfig]:
@@ -43,12 +51,12 @@ def compile_configs(spec: MeshSpec, registry: Registry) -> dict[str, ProxyConfig
         if record.kind == "gateway":
             if spec.gateway is None:
                 continue
-            fresh = _gateway_config(spec.name, spec.gateway, clusters)
+            fresh = _gateway_config(spec, spec.gateway, clusters)
         else:
             deployment = _deployment_of(record, deployments)
             if deployment is None:
                 continue
-            fresh = _app_config(spec.name, deployment, record, clusters)
+            fresh = _app_config(spec, deployment, record, clusters)
         configs[record.id] = _versioned(fresh, registry.config_of(record.id))
     return configs
 
@@ -72,6 +80,7 @@ def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
                 host=LOOPBACK,
                 port=rec.inbound_port,
                 version=rec.version,
+                identity=spiffe_id(spec.name, name),
             )
             for rec in sorted(registry.healthy_instances_of(name), key=lambda r: r.id)
             if rec.inbound_port is not None
@@ -81,7 +90,7 @@ def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
 
 
 def _app_config(
-    mesh: str, deployment: ServiceSpec, record: InstanceRecord, clusters: tuple[Cluster, ...]
+    spec: MeshSpec, deployment: ServiceSpec, record: InstanceRecord, clusters: tuple[Cluster, ...]
 ) -> ProxyConfig:
     listeners = [
         Listener(name="inbound", kind="inbound"),
@@ -94,34 +103,51 @@ def _app_config(
     ]
     return ProxyConfig(
         version=0,
-        mesh=mesh,
+        mesh=spec.name,
         instance=record.id,
         service=record.service,
         app=AppTarget(host=LOOPBACK, port=record.port or 0),
         listeners=tuple(listeners),
         clusters=clusters,
+        identity=spiffe_id(spec.name, record.service),
+        mtls=spec.mtls,
     )
 
 
-def _gateway_config(mesh: str, gateway: GatewaySpec, clusters: tuple[Cluster, ...]) -> ProxyConfig:
+def _gateway_config(
+    spec: MeshSpec, gateway: GatewaySpec, clusters: tuple[Cluster, ...]
+) -> ProxyConfig:
     routes = tuple(
         PrefixRoute(prefix=route.prefix, cluster=route.service)
         for route in sorted(gateway.routes, key=lambda r: len(r.prefix), reverse=True)
     )
-    listeners = (
+    listeners = [
         Listener(
             name="gateway", kind="gateway", host=gateway.host, port=gateway.port, routes=routes
         ),
-        Listener(name="admin", kind="admin"),
-    )
+    ]
+    if gateway.tls_port is not None:
+        listeners.append(
+            Listener(
+                name=GATEWAY_TLS_LISTENER,
+                kind="gateway",
+                host=gateway.host,
+                port=gateway.tls_port,
+                routes=routes,
+                tls=True,
+            )
+        )
+    listeners.append(Listener(name="admin", kind="admin"))
     return ProxyConfig(
         version=0,
-        mesh=mesh,
+        mesh=spec.name,
         instance=GATEWAY_INSTANCE,
         service=GATEWAY_INSTANCE,
         app=None,
-        listeners=listeners,
+        listeners=tuple(listeners),
         clusters=clusters,
+        identity=spiffe_id(spec.name, GATEWAY_INSTANCE),
+        mtls=spec.mtls,
     )
 
 

@@ -8,6 +8,11 @@ Endpoints (JSON bodies, one request per connection):
   once the instance's config version is above N, 204 after ``poll_timeout``.
 * ``POST /v1/instances/<instance>/ready`` ``{"pid", "ports"}`` -> 200 ``{}``.
 * ``POST /v1/instances/<instance>/ack`` ``{"version", "error"}`` -> 200 ``{}``.
+* ``POST /v1/instances/<instance>/certificate`` (``meshkit.ca.exchange`` bodies)
+  -> 200 ``{"certificate", "root"}``; 403 with the reason when refused: a CSR
+  for another identity than the instance's service, a used or unknown token,
+  a renewal without a current certificate and proof.  Issued certificates
+  (their expiry) and refusals are recorded on the instance for the status.
 
 Errors answer 4xx/5xx with ``{"error": "<reason>"}``.  The socket file is made
 0600 and its directory 0700: only the owner may drive the mesh.
@@ -25,10 +30,15 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import h11
 import trio
+from cryptography import x509
 
+from meshkit.ca.errors import CaError, CertificateRefused
+from meshkit.ca.exchange import MalformedCertificateRequest, answer_certificate_request
+from meshkit.ca.issuer import DEFAULT_LEAF_LIFETIME, Issuer
+from meshkit.ca.spiffe import identity_of_csr, spiffe_id
 from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.changes import RegistryChanges
-from meshkit.registry.state import Registry, RegistryError
+from meshkit.registry.state import GATEWAY_INSTANCE, Registry, RegistryError
 from meshkit.registry.status import status_document
 
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -52,7 +62,9 @@ class ControlServer:
     """Serves the control API for one ``Registry``.
 
     ``on_down`` is called (once per request) when someone asks the mesh to stop;
-    ``on_ready`` after a sidecar reported its ports.
+    ``on_ready`` after a sidecar reported its ports.  ``issuer`` signs the
+    sidecars' certificates (none: the certificate endpoint answers 503);
+    ``announce`` tells the person running the mesh about refused requests.
     """
 
     def __init__(
@@ -64,6 +76,9 @@ class ControlServer:
         on_ready: Callable[[str], None] | None = None,
         poll_timeout: float = 20.0,
         changes: RegistryChanges | None = None,
+        issuer: Issuer | None = None,
+        cert_lifetime: float = DEFAULT_LEAF_LIFETIME,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.meshfile = meshfile
@@ -71,6 +86,9 @@ class ControlServer:
         self.on_ready = on_ready
         self.poll_timeout = poll_timeout
         self.changes = changes if changes is not None else RegistryChanges(registry)
+        self.issuer = issuer
+        self.cert_lifetime = cert_lifetime
+        self.announce = announce
 
     async def serve(
         self,
@@ -150,6 +168,9 @@ class ControlServer:
             if route[2] == "ready":
                 return self._ready(route[1], data)
             return self._ack(route[1], data)
+        if len(route) == 3 and route[0] == "instances" and route[2] == "certificate":
+            _expect(method, "POST")
+            return self._certificate(route[1], _json_object(body))
         raise BadRequest(404, f"no such endpoint: {url.path}")
 
     async def _long_poll(self, instance_id: str, query: dict[str, list[str]]) -> Reply:
@@ -189,6 +210,52 @@ class ControlServer:
             raise BadRequest(400, "ack needs {'version': int, 'error': null or string}")
         self.registry.record_ack(instance_id, version=version, error=error)
         return Reply(status=200, body={})
+
+
+    def _certificate(self, instance_id: str, data: dict[str, Any]) -> Reply:
+        record = self.registry.get(instance_id)
+        if self.issuer is None:
+            raise BadRequest(503, "this control plane has no certificate authority")
+        expected = spiffe_id(self.registry.mesh, record.service)
+        gateway = spiffe_id(self.registry.mesh, GATEWAY_INSTANCE)
+        try:
+            if data.get("purpose") is None:
+                _check_requested_identity(data, expected, instance_id)
+            answer = answer_certificate_request(
+                self.issuer,
+                data,
+                lifetime=self.cert_lifetime,
+                gateway_identity=gateway if record.kind == "gateway" else None,
+            )
+        except MalformedCertificateRequest as error:
+            raise BadRequest(400, str(error)) from None
+        except CertificateRefused as error:
+            self.registry.record_certificate(instance_id, error=str(error))
+            if self.announce is not None:
+                self.announce(f"meshkit: refused a certificate for {instance_id}: {error}")
+            return Reply(status=403, body={"error": str(error)})
+        if data.get("purpose") is None:
+            issued = x509.load_pem_x509_certificate(answer["certificate"].encode("ascii"))
+            self.registry.record_certificate(
+                instance_id, not_after=issued.not_valid_after_utc.timestamp()
+            )
+        return Reply(status=200, body=answer)
+
+
+def _check_requested_identity(data: dict[str, Any], expected: str, instance_id: str) -> None:
+    """Refuse, before any token is spent, a CSR for another identity than the instance's."""
+    csr_text = data.get("csr")
+    if not isinstance(csr_text, str):
+        raise MalformedCertificateRequest("the field 'csr' must be a non-empty string")
+    try:
+        requested = identity_of_csr(x509.load_pem_x509_csr(csr_text.encode("ascii", "replace")))
+    except (CaError, ValueError) as error:
+        raise CertificateRefused(f"unusable CSR: {error}") from None
+    if requested != expected:
+        raise CertificateRefused(
+            f"instance {instance_id} may only have a certificate for {expected}, "
+            f"not {requested}"
+        )
 
 
 def _expect(method: str, allowed: str) -> None:

@@ -64,6 +64,10 @@ class InstanceRecord:
     sidecar_ports: dict[str, int] = attrs.field(factory=dict)
     started_at: float | None = None
     last_error: str | None = None
+    # The sidecar's current certificate: when it expires (epoch seconds), and
+    # why the last certificate request for this instance was refused, if it was.
+    cert_not_after: float | None = None
+    cert_error: str | None = None
 
     @property
     def inbound_port(self) -> int | None:
@@ -185,6 +189,15 @@ class Registry:
 
     def mark_sidecar_ready(self, instance_id: str, *, pid: int, ports: dict[str, int]) -> None:
         self.update(instance_id, sidecar_pid=pid, sidecar_ports=dict(ports))
+
+    def record_certificate(
+        self, instance_id: str, *, not_after: float | None = None, error: str | None = None
+    ) -> None:
+        """An issued certificate (``not_after``) clears the error; a refusal records ``error``."""
+        if not_after is not None:
+            self.update(instance_id, cert_not_after=not_after, cert_error=None)
+        else:
+            self.update(instance_id, cert_error=error)
 
     def all_healthy(self) -> bool:
         apps = self.app_instances()

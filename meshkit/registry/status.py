@@ -1,14 +1,21 @@
 """The status document served on ``GET /v1/status`` and shown by ``meshkit status``.
 
-Pure: it reads the registry and returns plain JSON-ready data in the shape the
-control API contract fixes.
+Pure: it reads the registry (and the clock it is given) and returns plain
+JSON-ready data in the shape the control API contract fixes.
+
+Certificates: each instance reports ``cert_expires_at`` (epoch seconds, or
+None before its sidecar has one) and ``cert_state``: ``none``, ``valid``,
+``expired``, or ``refused: <reason>`` when the last certificate request for it
+was refused; the last two also add a line to ``errors``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from meshkit.registry.state import InstanceRecord, Registry
+from meshkit.registry.compile import GATEWAY_TLS_LISTENER
+from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 
 
 def gateway_url(registry: Registry) -> str | None:
@@ -29,12 +36,48 @@ def mesh_ready(registry: Registry) -> bool:
     return registry.all_healthy()
 
 
-def _gateway_dict(registry: Registry, url: str) -> dict[str, Any]:
-    record = registry.get("gateway")
-    return {"url": url, "pid": record.sidecar_pid, "admin_port": record.admin_port}
+def _gateway_dict(registry: Registry, url: str, *, now: float) -> dict[str, Any]:
+    record = registry.get(GATEWAY_INSTANCE)
+    gateway: dict[str, Any] = {
+        "url": url,
+        "pid": record.sidecar_pid,
+        "admin_port": record.admin_port,
+    }
+    tls_port = record.sidecar_ports.get(GATEWAY_TLS_LISTENER)
+    if tls_port is not None:
+        gateway["tls_url"] = f"https://localhost:{tls_port}"
+    gateway.update(_certificate_fields(record, now=now))
+    return gateway
 
 
-def _instance_dict(record: InstanceRecord) -> dict[str, Any]:
+def certificate_state(record: InstanceRecord, *, now: float) -> str:
+    """``none``, ``valid``, ``expired`` or ``refused: <reason>`` (see the module docstring)."""
+    if record.cert_error is not None:
+        return f"refused: {record.cert_error}"
+    if record.cert_not_after is None:
+        return "none"
+    return "expired" if now >= record.cert_not_after else "valid"
+
+
+def _certificate_fields(record: InstanceRecord, *, now: float) -> dict[str, Any]:
+    return {
+        "cert_expires_at": record.cert_not_after,
+        "cert_state": certificate_state(record, now=now),
+    }
+
+
+def _certificate_problem(record: InstanceRecord, *, now: float) -> str | None:
+    if record.state == "stopped":
+        return None
+    state = certificate_state(record, now=now)
+    if state == "expired":
+        return f"{record.id}: its certificate expired and was not renewed"
+    if state.startswith("refused"):
+        return f"{record.id}: certificate {state}"
+    return None
+
+
+def _instance_dict(record: InstanceRecord, *, now: float) -> dict[str, Any]:
     return {
         "id": record.id,
         "state": record.state,
@@ -51,11 +94,19 @@ def _instance_dict(record: InstanceRecord) -> dict[str, Any]:
             if name.startswith("upstream:")
         },
         "started_at": record.started_at,
+        **_certificate_fields(record, now=now),
     }
 
 
-def status_document(registry: Registry, *, file: str) -> dict[str, Any]:
-    """The ``/v1/status`` JSON: services grouped by (name, version), in order."""
+def status_document(
+    registry: Registry, *, file: str, now: float | None = None
+) -> dict[str, Any]:
+    """The ``/v1/status`` JSON: services grouped by (name, version), in order.
+
+    ``now`` (epoch seconds, default the wall clock) decides which certificates
+    have expired.
+    """
+    now = time.time() if now is None else now
     services: dict[tuple[str, str | None], list[InstanceRecord]] = {}
     for record in registry.app_instances():
         services.setdefault((record.service, record.version), []).append(record)
@@ -66,16 +117,20 @@ def status_document(registry: Registry, *, file: str) -> dict[str, Any]:
         for rec in registry.instances()
         if rec.last_error and rec.state in ("crashed", "backoff", "unhealthy")
     )
+    for record in registry.instances():
+        problem = _certificate_problem(record, now=now)
+        if problem is not None:
+            errors.append(problem)
     return {
         "mesh": registry.mesh,
         "ready": mesh_ready(registry),
         "file": file,
-        "gateways": [] if url is None else [_gateway_dict(registry, url)],
+        "gateways": [] if url is None else [_gateway_dict(registry, url, now=now)],
         "services": [
             {
                 "name": name,
                 "version": version,
-                "instances": [_instance_dict(rec) for rec in records],
+                "instances": [_instance_dict(rec, now=now) for rec in records],
             }
             for (name, version), records in services.items()
         ],

@@ -5,6 +5,11 @@
 its control API, the compile loop that keeps every sidecar's config current,
 and one ``InstanceRunner`` per instance (plus the gateway's).
 
+Identity: the mesh's root CA lives in ``.meshkit/ca/`` (created on the first
+run, reused after; a key file others can read stops ``meshkit up`` with exit 1
+before anything starts); the issuer signs each sidecar's certificate through
+the control API, with the Meshfile's ``cert_lifetime``.
+
 Start: services in dependency order, each waiting for a healthy instance of
 every service it depends on.  Stop (``POST /v1/down``, SIGINT, SIGTERM): the
 gateway first, then services in reverse dependency order, each process with
@@ -24,6 +29,9 @@ from typing import IO
 import attrs
 import trio
 
+from meshkit.ca.errors import CaError
+from meshkit.ca.issuer import Issuer
+from meshkit.ca.root import RootCA
 from meshkit.dsl.spec import MeshSpec
 from meshkit.registry.changes import RegistryChanges
 from meshkit.registry.compile import compile_configs
@@ -55,6 +63,10 @@ class StatePaths:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / "ca"
 
     @property
     def control_socket(self) -> Path:
@@ -150,6 +162,11 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
             "stop it with 'meshkit down'\n"
         )
         return EXIT_FAILED
+    try:
+        root = RootCA.load_or_create(paths.ca_dir, mesh=spec.name)
+    except (CaError, OSError, ValueError) as exc:
+        terminal.write(f"meshkit: cannot use the mesh's root CA: {exc}\n")
+        return EXIT_FAILED
     paths.pidfile.write_text(f"{os.getpid()}\n")
     logs = LogHub(paths.logs_dir, terminal=terminal)
     guard: GroupGuard = NoGuard()
@@ -158,7 +175,7 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
         if options.use_guardian:
             guardian = await GuardianLink.start()
             guard = guardian
-        return await _run(spec, options, paths, order, logs, guard)
+        return await _run(spec, options, paths, order, logs, guard, Issuer(root=root))
     finally:
         if guardian is not None:
             await guardian.close()
@@ -173,6 +190,7 @@ async def _run(
     order: list[str],
     logs: LogHub,
     guard: GroupGuard,
+    issuer: Issuer,
 ) -> int:
     registry = build_registry(spec, PortAllocator())
     changes = RegistryChanges(registry)
@@ -188,12 +206,16 @@ async def _run(
         grace=options.grace,
         sidecar_ready_timeout=options.sidecar_ready_timeout,
         sidecar_argv=options.sidecar_argv,
+        issuer=issuer,
     )
     server = ControlServer(
         registry,
         meshfile=options.meshfile,
         changes=changes,
         on_down=lambda: _request_stop(stop, logs, EXIT_DOWN, "meshkit down"),
+        issuer=issuer,
+        cert_lifetime=spec.cert_lifetime,
+        announce=logs.announce,
     )
     started: dict[str, list[InstanceRunner]] = {}
     async with trio.open_nursery() as services:

@@ -86,6 +86,8 @@ class ProcessSpec:
     argv: tuple[str, ...]
     env: dict[str, str] = attrs.field(factory=dict)
     cwd: str | None = None
+    # Descriptors the child inherits (e.g. the sidecar's bootstrap-token pipe).
+    pass_fds: tuple[int, ...] = ()
 
 
 def shell_argv(command: str) -> tuple[str, ...]:
@@ -175,6 +177,7 @@ async def spawn(
             env=spec.env,
             cwd=spec.cwd,
             start_new_session=True,
+            pass_fds=spec.pass_fds,
         )
     except OSError as exc:
         raise ProcessStartError(f"could not start {spec.name} ({spec.argv[0]}): {exc}") from exc

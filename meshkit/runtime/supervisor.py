@@ -9,6 +9,11 @@ gateway's runner has no app: its sidecar is the whole instance.
 
 Every state change goes through the registry, which is how the rest of the
 control plane (compile, control API, status) learns about it.
+
+Identity: with an issuer, each sidecar spawn gets a fresh one-time token for
+its service's SPIFFE ID, written into a pipe whose read end the sidecar
+inherits (``MESHKIT_BOOTSTRAP_FD``); the write end is closed before the spawn
+and the read end right after, so only that one child can read the token.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from pathlib import Path
 import attrs
 import trio
 
+from meshkit.ca.exchange import BOOTSTRAP_FD_ENV, IDENTITY_ENV
+from meshkit.ca.issuer import Issuer
+from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import RestartPolicy, ServiceSpec
 from meshkit.registry.changes import RegistryChanges
 from meshkit.registry.state import InstanceState, Registry
@@ -54,6 +62,7 @@ class SupervisorContext:
     sidecar_ready_timeout: float = 15.0
     hurry: trio.Event = attrs.field(factory=trio.Event)
     sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+    issuer: Issuer | None = None  # None: sidecars run without identity (plaintext)
 
 
 def env_name(service: str) -> str:
@@ -258,8 +267,19 @@ class InstanceRunner:
             os.fspath(self.ctx.control_socket),
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(BOOTSTRAP_FD_ENV, None)
+        token_fd: int | None = None
+        if self.ctx.issuer is not None:
+            identity = spiffe_id(self.registry.mesh, self.registry.get(self.instance_id).service)
+            token = self.ctx.issuer.tokens.issue(identity, ttl=self.ctx.sidecar_ready_timeout)
+            token_fd = bootstrap_pipe(token)
+            env.update({BOOTSTRAP_FD_ENV: str(token_fd), IDENTITY_ENV: identity})
         spec = ProcessSpec(
-            name=f"{self.instance_id} sidecar", argv=argv, env=env, cwd=os.fspath(self.ctx.base_dir)
+            name=f"{self.instance_id} sidecar",
+            argv=argv,
+            env=env,
+            cwd=os.fspath(self.ctx.base_dir),
+            pass_fds=() if token_fd is None else (token_fd,),
         )
         try:
             process = await spawn(
@@ -271,6 +291,9 @@ class InstanceRunner:
         except ProcessStartError as exc:
             self.say(str(exc))
             raise SidecarFailed(127) from exc
+        finally:
+            if token_fd is not None:
+                os.close(token_fd)
         self.sidecar = process
         self.registry.update(self.instance_id, sidecar_pid=process.pid)
         ready = False
@@ -316,6 +339,19 @@ class InstanceRunner:
         )
         self.app = process
         self.registry.update(self.instance_id, pid=process.pid, started_at=time.time())
+
+
+def bootstrap_pipe(token: str) -> int:
+    """The read end of a pipe holding ``token`` and nothing more (the write end is closed)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, token.encode("ascii"))
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
 
 
 class SidecarFailed(Exception):

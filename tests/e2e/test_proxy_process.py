@@ -32,6 +32,9 @@ def config(app_port: int, endpoints: tuple[Endpoint, ...] = ()) -> ProxyConfig:
             Listener(name="admin", kind="admin"),
         ),
         clusters=(Cluster(name="catalog", endpoints=endpoints),),
+        # Started without a bootstrap token, the sidecar has no certificate:
+        # its inbound listener must accept plaintext (mTLS: tests/e2e/test_mtls.py).
+        mtls="permissive",
     )
 
 

@@ -94,11 +94,13 @@ def test_retries_never_go_past_expiry() -> None:
     not_after = clock.now + 60
     clock.now = schedule.certificate_installed(not_after=not_after)
     attempts = []
-    while (retry_at := schedule.renewal_failed("refused")) is not None:
-        assert retry_at < not_after
+    while (retry_at := schedule.renewal_failed("refused")) is not None and retry_at < not_after:
+        assert retry_at > clock.now  # never a busy retry
         attempts.append(retry_at)
-        clock.now = retry_at if retry_at > clock.now else clock.now + 0.5
+        clock.now = retry_at
     assert attempts[-1] >= not_after - 1
+    assert retry_at == not_after  # the last retry failed: wait for expiry
+    clock.now = not_after
     assert schedule.state == "expired"
     assert schedule.next_attempt_at is None
     assert schedule.delay_until_next_attempt() is None

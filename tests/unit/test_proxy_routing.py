@@ -179,7 +179,7 @@ def test_request_rewrite_appends_forwarded_for_and_generates_a_request_id() -> N
             (b"x-forwarded-for", b"10.0.0.1"),
             (b"x-forwarded-for", b"10.0.0.2"),
             (b"expect", b"100-continue"),
-            (b"x-meshkit-peer-identity", b"spoofed"),
+            (b"x-forwarded-client-cert", b"URI=spoofed"),
         ],
         client_address="127.0.0.1",
         append_forwarded_for=True,
@@ -191,7 +191,7 @@ def test_request_rewrite_appends_forwarded_for_and_generates_a_request_id() -> N
     assert values[b"x-forwarded-proto"] == b"http"
     assert len(values[b"x-request-id"]) == 32
     assert values[b"transfer-encoding"] == b"chunked"
-    assert b"expect" not in values and b"x-meshkit-peer-identity" not in values
+    assert b"expect" not in values and b"x-forwarded-client-cert" not in values
 
 
 def test_request_rewrite_keeps_given_ids_and_sets_the_verified_identity() -> None:
@@ -204,13 +204,18 @@ def test_request_rewrite_keeps_given_ids_and_sets_the_verified_identity() -> Non
         client_address="127.0.0.1",
         append_forwarded_for=False,
         identity="spiffe://meshkit.local/ns/shop/sa/frontend",
+        local_identity="spiffe://meshkit.local/ns/shop/sa/catalog",
         chunked=False,
     )
     assert rewritten == [
         (b"x-request-id", b"abc"),
         (b"x-forwarded-proto", b"https"),
         (b"x-forwarded-for", b"1.2.3.4"),
-        (b"x-meshkit-peer-identity", b"spiffe://meshkit.local/ns/shop/sa/frontend"),
+        (
+            b"x-forwarded-client-cert",
+            b"By=spiffe://meshkit.local/ns/shop/sa/catalog;"
+            b"URI=spiffe://meshkit.local/ns/shop/sa/frontend",
+        ),
     ]
 
 

@@ -1,5 +1,9 @@
 """Two real sidecars in-process (frontend, catalog) on 127.0.0.1, a stub control plane
-on a Unix socket and a tiny backend app: traffic, config updates, NACKs."""
+on a Unix socket and a tiny backend app: traffic, config updates, NACKs.
+
+Between the two sidecars of the ``mesh`` fixture every hop is mTLS (strict
+inbound, certificates from a throw-away root); the tests of one sidecar alone
+talk plaintext to its inbound listener, so their configs are permissive."""
 
 from __future__ import annotations
 
@@ -12,15 +16,19 @@ import attrs
 import pytest
 import trio
 
+from meshkit.ca import MeshTlsContexts
 from meshkit.proxy.config import (
     AppTarget,
     Cluster,
     Endpoint,
     Listener,
+    MtlsMode,
     ProxyConfig,
 )
 from meshkit.proxy.control import ControlClient
+from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.sidecar import Sidecar
+from tests.unit.test_identity_transport import CATALOG, FRONTEND, mesh_identities
 from tests.unit.test_proxy_harness import (
     Backend,
     Client,
@@ -31,6 +39,12 @@ from tests.unit.test_proxy_harness import (
 )
 
 
+def plane_with(contexts: MeshTlsContexts) -> DataPlane:
+    plane = DataPlane()
+    plane.tls = contexts
+    return plane
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,7 +52,7 @@ def closed_port() -> int:
     return port
 
 
-def catalog_config(app_port: int) -> ProxyConfig:
+def catalog_config(app_port: int, *, mtls: MtlsMode = "permissive") -> ProxyConfig:
     return ProxyConfig(
         version=1,
         mesh="shop",
@@ -47,6 +61,8 @@ def catalog_config(app_port: int) -> ProxyConfig:
         app=AppTarget(port=app_port),
         listeners=(Listener(name="inbound", kind="inbound"), Listener(name="admin", kind="admin")),
         clusters=(Cluster(name="catalog"),),
+        identity=CATALOG if mtls == "strict" else "",
+        mtls=mtls,
     )
 
 
@@ -65,7 +81,14 @@ def frontend_config(catalog_port: int, refused_port: int) -> ProxyConfig:
         clusters=(
             Cluster(
                 name="catalog",
-                endpoints=(Endpoint(instance="catalog-v1-0", host="127.0.0.1", port=catalog_port),),
+                endpoints=(
+                    Endpoint(
+                        instance="catalog-v1-0",
+                        host="127.0.0.1",
+                        port=catalog_port,
+                        identity=CATALOG,
+                    ),
+                ),
             ),
             Cluster(name="reviews"),
             Cluster(
@@ -73,6 +96,7 @@ def frontend_config(catalog_port: int, refused_port: int) -> ProxyConfig:
                 endpoints=(Endpoint(instance="refused-0", host="127.0.0.1", port=refused_port),),
             ),
         ),
+        identity=FRONTEND,
     )
 
 
@@ -93,14 +117,17 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     async with trio.open_nursery() as nursery:
         await nursery.start(control.serve)
         app_port = await nursery.start(backend.serve)
-        control.publish("catalog-v1-0", catalog_config(app_port))
+        control.publish("catalog-v1-0", catalog_config(app_port, mtls="strict"))
+        identities = mesh_identities(tmp_path / "ca", "catalog", "frontend")
         catalog = Sidecar(
             instance="catalog-v1-0",
             control=ControlClient(socket_path=control.socket_path, instance="catalog-v1-0"),
+            plane=plane_with(identities["catalog"]),
         )
         frontend = Sidecar(
             instance="frontend-0",
             control=ControlClient(socket_path=control.socket_path, instance="frontend-0"),
+            plane=plane_with(identities["frontend"]),
         )
         async with trio.open_nursery() as sidecars:
             await sidecars.start(catalog.run)
@@ -160,13 +187,17 @@ async def test_hop_by_hop_and_spoofed_identity_headers_do_not_cross(mesh: Mesh) 
             ("x-secret", "1"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
-            ("x-meshkit-peer-identity", "spiffe://meshkit.local/ns/shop/sa/admin"),
+            ("x-forwarded-client-cert", "By=x;URI=spiffe://meshkit.local/ns/shop/sa/admin"),
             ("x-kept", "yes"),
         ],
     )
-    names = {name for name, _ in response.json()["headers"]}
+    headers = response.json()["headers"]
+    names = {name for name, _ in headers}
     assert "x-kept" in names
-    assert not names & {"x-secret", "keep-alive", "proxy-connection", "x-meshkit-peer-identity"}
+    assert not names & {"x-secret", "keep-alive", "proxy-connection"}
+    # The only XFCC the app sees is the catalog sidecar's, from the mTLS peer.
+    xfcc = [value for name, value in headers if name == "x-forwarded-client-cert"]
+    assert xfcc == [f"By={CATALOG};URI={FRONTEND}"]
 
 
 async def test_keep_alive_connections_are_reused_on_every_hop(mesh: Mesh) -> None:

@@ -11,7 +11,7 @@ DOCUMENT = {
     "mesh": "shop",
     "ready": False,
     "file": "Meshfile.py",
-    "gateways": [{"url": "http://127.0.0.1:8080"}],
+    "gateways": [{"url": "http://127.0.0.1:8080", "tls_url": "https://localhost:8443"}],
     "services": [
         {
             "name": "catalog",
@@ -28,6 +28,8 @@ DOCUMENT = {
                     "outbound_port": 7002,
                     "admin_port": 7003,
                     "started_at": 1000.0,
+                    "cert_expires_at": 4675.0,
+                    "cert_state": "valid",
                 }
             ],
         }
@@ -40,12 +42,14 @@ def test_status_table_has_every_column() -> None:
     text = format_status(DOCUMENT, now=1075.0)
     lines = text.splitlines()
     assert lines[0] == "mesh 'shop' (not ready) from Meshfile.py"
-    assert lines[1] == "gateway http://127.0.0.1:8080"
+    assert lines[1] == "gateway http://127.0.0.1:8080 https://localhost:8443"
     assert lines[2].split() == [
         "SERVICE", "VERSION", "INSTANCE", "STATE", "PID", "SIDECAR", "RESTARTS", "PORT", "INBOUND", "AGE",
+        "CERT",
     ]  # fmt: skip
     assert lines[3].split() == [
         "catalog", "v1", "catalog-v1-0", "backoff", "-", "11", "4", "9001", "7001", "1m15s",
+        "valid", "1h00m",
     ]  # fmt: skip
     assert lines[4] == "error: catalog-v1-0: app exited with status 3"
 
