@@ -4,19 +4,31 @@ Evaluates the Meshfile (its problems are printed, exit 1), then runs the mesh
 until Ctrl-C, SIGTERM or ``meshkit down``.  State lives in ``.meshkit/`` of
 the current directory; apps run in the Meshfile's directory unless their
 service says otherwise.
+
+Options for test harnesses (``meshkit.testing`` uses them): ``--gateway-port``
+and ``--gateway-tls-port`` override the Meshfile's gateway ports (0: the
+system picks a free one); ``--ingress`` adds the test ingress (see
+``meshkit.testing.ingress``); ``--exit-with-parent`` stops the mesh, as
+SIGTERM would, once standard input reaches end of file, which happens when
+the process holding its other end dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
+import attrs
 import trio
 
 from meshkit.dsl.evaluation import evaluate, find_meshfile
+from meshkit.dsl.spec import MeshSpec
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.plan import PlanError, restrict_spec
+from meshkit.testing.ingress import IngressError, with_test_ingress
 
 STATE_DIRECTORY = ".meshkit"
 
@@ -41,6 +53,66 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="how long a process may take to exit after SIGTERM before SIGKILL (default 10)",
     )
+    parser.add_argument(
+        "--gateway-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="listen on PORT instead of the Meshfile's gateway port (0: any free port)",
+    )
+    parser.add_argument(
+        "--gateway-tls-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the gateway's HTTPS port instead of the Meshfile's, if it declares one (0: any)",
+    )
+    parser.add_argument(
+        "--ingress",
+        action="store_true",
+        help="add a test ingress: one plaintext loopback port per service, into the mesh",
+    )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop the mesh when standard input closes (its parent died or let go of it)",
+    )
+
+
+def override_gateway_ports(spec: MeshSpec, *, port: int | None, tls_port: int | None) -> MeshSpec:
+    """``spec`` with its gateway on other ports; a spec without a gateway is unchanged.
+
+    ``tls_port`` only replaces a TLS port the Meshfile declares: it never adds one.
+    """
+    gateway = spec.gateway
+    if gateway is None:
+        return spec
+    if port is not None:
+        gateway = attrs.evolve(gateway, port=port)
+    if tls_port is not None and gateway.tls_port is not None:
+        gateway = attrs.evolve(gateway, tls_port=tls_port)
+    return attrs.evolve(spec, gateway=gateway)
+
+
+async def _stop_when_stdin_closes() -> None:
+    """Wait for end of file on stdin, then stop the mesh the way SIGTERM does."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stream:
+        try:
+            while await stream.receive_some(4096):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    print("meshkit: standard input closed (--exit-with-parent): stopping", file=sys.stderr)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _run_mesh_with_parent(spec: MeshSpec, options: UpOptions) -> int:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_when_stdin_closes)
+        code = await run_mesh(spec, options)
+        nursery.cancel_scope.cancel()
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,13 +132,21 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as exc:
         print(f"meshkit: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    spec = override_gateway_ports(spec, port=args.gateway_port, tls_port=args.gateway_tls_port)
+    if args.ingress:
+        try:
+            spec = with_test_ingress(spec)
+        except IngressError as exc:
+            print(f"meshkit: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     options = UpOptions(
         state_dir=Path.cwd() / STATE_DIRECTORY,
         base_dir=meshfile.resolve().parent,
         meshfile=str(meshfile),
         grace=args.grace,
     )
+    runner = _run_mesh_with_parent if args.exit_with_parent else run_mesh
     try:
-        return trio.run(run_mesh, spec, options)
+        return trio.run(runner, spec, options)
     except KeyboardInterrupt:
         return EXIT_SIGINT

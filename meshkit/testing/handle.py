@@ -1,0 +1,245 @@
+"""What a test holds: ``MeshHandle`` (blocking) and ``AsyncMeshHandle`` (awaitable).
+
+A test reaches a service through the mesh, never around it:
+
+* ``url(service)``: the gateway's URL when the Meshfile routes the service
+  there (the gateway does not strip prefixes: paths are the service's own, and
+  only paths under its prefix reach it), otherwise ``ingress_url(service)``;
+* ``ingress_url(service)`` / ``addr(service)``: the test ingress's loopback
+  port for that service (see ``meshkit.testing.ingress``): plaintext from the
+  test, mTLS across the mesh, load-balanced over healthy instances.
+
+Ports are read from the control plane on every call, so they stay right
+when a sidecar restarts.  The async handle runs each blocking call in a
+worker thread (``anyio.to_thread``), so it works under pytest-trio and under
+anyio on either backend without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from meshkit.testing.ingress import INGRESS_SERVICE
+from meshkit.testing.launch import MeshProcess
+from meshkit.testing.status import (
+    StatusDocument,
+    describe_unhealthy,
+    gateway_url,
+    ingress_port,
+    instances_of,
+    is_healthy,
+    log_tail,
+    pick_instance,
+    service_names,
+)
+
+T = TypeVar("T")
+POLL_INTERVAL = 0.1
+KILL_NOTICE_TIMEOUT = 10.0
+
+
+class MeshNotHealthy(AssertionError):
+    """``wait_healthy`` ran out of time; the message names the instances and their logs."""
+
+
+class MeshHandle:
+    """A running mesh, as a test sees it.  Blocking; see ``aio`` for the async twin."""
+
+    def __init__(self, process: MeshProcess, *, gateway_routes: dict[str, str]) -> None:
+        self._process = process
+        self._gateway_routes = gateway_routes
+        self.aio = AsyncMeshHandle(self)
+
+    @property
+    def process(self) -> MeshProcess:
+        """The ``meshkit up`` subprocess behind this handle."""
+        return self._process
+
+    @property
+    def meshfile(self) -> Path:
+        return self._process.meshfile
+
+    @property
+    def state_dir(self) -> Path:
+        """The mesh's ``.meshkit`` directory (its logs are under ``logs/``)."""
+        return self._process.state_dir
+
+    @property
+    def workdir(self) -> Path:
+        """Where ``meshkit up`` runs: ``cd`` here to use ``meshkit status`` or ``meshkit down``."""
+        return self._process.workdir
+
+    def status(self) -> StatusDocument:
+        """The control plane's ``/v1/status`` document, fresh."""
+        return self._process.control.status()
+
+    def services(self) -> list[str]:
+        """The services of the Meshfile (the test ingress left out)."""
+        return service_names(self.status())
+
+    def gateway_url(self) -> str:
+        url = gateway_url(self.status())
+        if url is None:
+            raise LookupError(f"{self.meshfile} declares no gateway (or it is not listening)")
+        return url
+
+    def ingress_url(self, service: str) -> str:
+        """``http://127.0.0.1:<port>``: the test ingress's way into ``service``."""
+        return f"http://{self.addr(service)}"
+
+    def addr(self, service: str) -> str:
+        """``127.0.0.1:<port>`` leading to ``service`` through the mesh (h2c, gRPC, raw TCP)."""
+        return f"127.0.0.1:{ingress_port(self.status(), service)}"
+
+    def url(self, service: str) -> str:
+        """A base URL reaching ``service``: through the gateway if routed there, else the ingress."""
+        status = self.status()
+        instances_of(status, service)
+        url = gateway_url(status)
+        if service in self._gateway_routes and url is not None:
+            return url
+        return f"http://127.0.0.1:{ingress_port(status, service)}"
+
+    def instances(self, service: str) -> list[str]:
+        """The ids of ``service``'s instances (every version), in order."""
+        return [instance["id"] for instance in instances_of(self.status(), service)]
+
+    def kill(self, service: str, instance: int | str = 0) -> int:
+        """SIGKILL one app instance (by position or id); return the pid that was killed.
+
+        Returns once the mesh has noticed (the instance left ``healthy`` or has
+        a new pid), so a following ``wait_healthy`` waits for the restart.
+        """
+        target = pick_instance(self.status(), service, instance)
+        pid = target.get("pid")
+        if pid is None or target.get("state") in ("stopped", "crashed", "backoff"):
+            raise RuntimeError(f"{target['id']} has no running app to kill ({target.get('state')})")
+        with contextlib.suppress(ProcessLookupError):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except PermissionError:
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_NOTICE_TIMEOUT
+        while time.monotonic() < deadline:
+            now = pick_instance(self.status(), service, target["id"])
+            if now.get("state") != "healthy" or now.get("pid") != pid:
+                return int(pid)
+            time.sleep(POLL_INTERVAL / 2)
+        raise MeshNotHealthy(
+            f"killed {target['id']} (pid {pid}) but the mesh did not notice within "
+            f"{KILL_NOTICE_TIMEOUT:g}s"
+        )
+
+    def wait_healthy(self, service: str | None = None, timeout: float = 30.0) -> StatusDocument:
+        """Block until ``service`` (or the whole mesh) is healthy; return the status.
+
+        Raises ``MeshNotHealthy`` naming each instance that is not healthy,
+        with the last lines of its log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if is_healthy(status, service):
+                return status
+            if time.monotonic() >= deadline:
+                raise self._not_healthy(status, service, timeout)
+            time.sleep(POLL_INTERVAL)
+
+    def _not_healthy(
+        self, status: StatusDocument, service: str | None, timeout: float
+    ) -> MeshNotHealthy:
+        what = "the mesh" if service is None else f"service {service!r}"
+        report = describe_unhealthy(
+            status, service, logs_dir=self._process.logs_dir, lines=self._process.options.log_lines
+        )
+        return MeshNotHealthy(f"{what} was not healthy after {timeout:g}s:\n{report}")
+
+    def instance_logs(self, service: str, *, sidecar: bool = False) -> dict[str, str]:
+        """Each instance's log text by instance id (its sidecar's log with ``sidecar=True``)."""
+        suffix = ".proxy.log" if sidecar else ".log"
+        logs = {}
+        for instance_id in self.instances(service):
+            path = self._process.logs_dir / f"{instance_id}{suffix}"
+            try:
+                logs[instance_id] = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                logs[instance_id] = ""
+        return logs
+
+    def logs(self, service: str, *, sidecar: bool = False) -> str:
+        """The log text of every instance of ``service``, one after the other."""
+        return "".join(self.instance_logs(service, sidecar=sidecar).values())
+
+    def log_tails(self, lines: int) -> dict[str, str]:
+        """The last lines of every app instance's log (test ingress left out), by instance id."""
+        try:
+            status = self.status()
+        except Exception:
+            names = sorted(path.stem for path in self._process.logs_dir.glob("*.log"))
+            ids = [name for name in names if not name.endswith(".proxy")]
+        else:
+            ids = [
+                instance["id"]
+                for entry in status.get("services", [])
+                if entry["name"] != INGRESS_SERVICE
+                for instance in entry["instances"]
+            ]
+        return {
+            instance_id: log_tail(self._process.logs_dir / f"{instance_id}.log", lines)
+            for instance_id in ids
+        }
+
+
+class AsyncMeshHandle:
+    """The operations of ``MeshHandle``, awaitable (trio, or anyio on any backend)."""
+
+    def __init__(self, handle: MeshHandle) -> None:
+        self._handle = handle
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(call)
+
+    async def status(self) -> StatusDocument:
+        return await self._in_thread(self._handle.status)
+
+    async def url(self, service: str) -> str:
+        return await self._in_thread(functools.partial(self._handle.url, service))
+
+    async def ingress_url(self, service: str) -> str:
+        return await self._in_thread(functools.partial(self._handle.ingress_url, service))
+
+    async def addr(self, service: str) -> str:
+        return await self._in_thread(functools.partial(self._handle.addr, service))
+
+    async def gateway_url(self) -> str:
+        return await self._in_thread(self._handle.gateway_url)
+
+    async def kill(self, service: str, instance: int | str = 0) -> int:
+        return await self._in_thread(functools.partial(self._handle.kill, service, instance))
+
+    async def logs(self, service: str, *, sidecar: bool = False) -> str:
+        call = functools.partial(self._handle.logs, service, sidecar=sidecar)
+        return await self._in_thread(call)
+
+    async def wait_healthy(
+        self, service: str | None = None, timeout: float = 30.0
+    ) -> StatusDocument:
+        """Like ``MeshHandle.wait_healthy``; sleeps on the event loop between polls."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status()
+            if is_healthy(status, service):
+                return status
+            if time.monotonic() >= deadline:
+                raise self._handle._not_healthy(status, service, timeout)
+            await anyio.sleep(POLL_INTERVAL)

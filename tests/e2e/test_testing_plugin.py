@@ -1,0 +1,316 @@
+"""The pytest plugin, run as real inner pytest processes (pytester) against the example shop.
+
+Every inner run carries a unique ``MESHKIT_TEST_MARK`` in its environment; the
+meshes it starts inherit it, so ``/proc`` tells whether anything survived.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from meshkit.cli.up import override_gateway_ports
+from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, ServiceSpec
+from meshkit.testing.ingress import INGRESS_SERVICE, IngressError, with_test_ingress
+from meshkit.testing.launch import LaunchOptions, up_argv
+from meshkit.testing.status import describe_unhealthy, ingress_port, is_healthy, pick_instance
+from tests.meshproc import REPO, marked_pids
+
+pytest_plugins = ["pytester"]
+
+SHOP_DIR = REPO / "examples" / "shop"
+EXAMPLE_TESTS = REPO / "examples" / "shop" / "tests" / "test_shop_mesh.py"
+INI = f"""
+[pytest]
+meshkit_file = {REPO / "meshfile.example.py"}
+trio_mode = true
+filterwarnings = error
+"""
+
+
+@pytest.fixture
+def mark(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A unique mark for the inner run; afterwards, no process may carry it."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv("MESHKIT_TEST_MARK", value)
+    monkeypatch.setenv("NO_COLOR", "1")
+    yield value
+    deadline = time.monotonic() + 10
+    while marked_pids(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = marked_pids(value)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert leftovers == [], "processes of the inner run survived it"
+
+
+def inner_args(*extra: str) -> list[str]:
+    return ["-p", "no:cacheprovider", "-p", "no:randomly", *extra]
+
+
+@pytest.mark.e2e
+def test_example_suite_passes(pytester: pytest.Pytester, mark: str) -> None:
+    result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_TESTS), "-v"))
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.e2e
+def test_example_suite_passes_under_xdist(pytester: pytest.Pytester, mark: str) -> None:
+    result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_TESTS), "-n", "2"))
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.e2e
+def test_failure_reports_and_async_operations(pytester: pytest.Pytester, mark: str) -> None:
+    """One inner session: a pytest-trio test and a failing sync test share the session's
+    mesh; a third test starts a Meshfile it writes itself with ``mesh_factory``."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_async="""
+        import trio
+
+        async def fetch(addr, path):
+            host, port = addr.split(":")
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                request = f"GET {path} HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n"
+                await stream.send_all(request.encode())
+                data = b""
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+            return data
+
+        async def test_kill_and_wait_without_blocking(mesh):
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    await trio.sleep(0.01)
+                    ticks += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tick)
+                killed = await mesh.aio.kill("reviews")
+                status = await mesh.aio.wait_healthy("reviews", timeout=30)
+                nursery.cancel_scope.cancel()
+            assert ticks > 5, "the event loop was blocked"
+            reviews = [s for s in status["services"] if s["name"] == "reviews"][0]
+            assert reviews["instances"][0]["pid"] != killed
+            reply = await fetch(await mesh.aio.addr("reviews"), "/reviews")
+            assert reply.startswith(b"HTTP/1.1 200")
+            assert "/reviews" in await mesh.aio.logs("reviews")
+        """,
+        test_factory=f"""
+        import urllib.request
+
+        def test_a_meshfile_written_by_the_test(mesh_factory, tmp_path):
+            path = tmp_path / "Meshfile.py"
+            path.write_text(
+                "from meshkit import Mesh\\n"
+                "mesh = Mesh('tiny')\\n"
+                "mesh.service('reviews', run='python reviews.py', cwd={str(SHOP_DIR)!r})\\n"
+            )
+            tiny = mesh_factory.start(path)
+            assert tiny.services() == ["reviews"]
+            with urllib.request.urlopen(tiny.url("reviews") + "/reviews", timeout=10) as r:
+                assert r.status == 200
+        """,
+        test_fails="""
+        import urllib.request
+
+        def test_fails(mesh):
+            with urllib.request.urlopen(mesh.url("reviews") + "/reviews", timeout=10) as r:
+                assert r.status == 200
+            assert False, "on purpose"
+        """,
+    )
+    result = pytester.runpytest_subprocess(*inner_args("-p", "no:xdist"))
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_fails.py:6: AssertionError",
+            "*- meshkit catalog-v2-0 log -*",
+            "*- meshkit reviews-0 log -*",
+            "GET /reviews -> 200",
+            "*- meshkit frontend-0 log -*",
+        ]
+    )
+    assert "meshkit meshkit-ingress-0 log" not in result.stdout.str()
+
+
+@pytest.mark.e2e
+def test_a_broken_meshfile_is_an_error_naming_its_line(
+    pytester: pytest.Pytester, mark: str
+) -> None:
+    pytester.makepyfile(
+        Meshfile="""
+        from meshkit import Mesh
+        mesh = Mesh("broken")
+        mesh.service("api", run="true", upstreams=["nowhere"])
+        """,
+        test_broken="""
+        import pytest
+        pytestmark = pytest.mark.meshfile("Meshfile.py")
+
+        def test_uses_it(mesh):
+            pass
+        """,
+    )
+    result = pytester.runpytest_subprocess(*inner_args())
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*Meshfile.py:*nowhere*"])
+
+
+@pytest.mark.e2e
+def test_a_sigkilled_pytest_leaves_no_process_behind(pytester: pytest.Pytester, mark: str) -> None:
+    pytester.makeini(INI)
+    ready = pytester.path / "ready"
+    pytester.makepyfile(
+        test_hang=f"""
+        import pathlib, time
+
+        def test_hangs(mesh):
+            pathlib.Path({str(ready)!r}).write_text(str(mesh.workdir))
+            time.sleep(60)
+        """
+    )
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *inner_args("-q")],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            assert inner.poll() is None, "the inner pytest ended before its mesh was up"
+            time.sleep(0.1)
+        assert ready.exists(), "the inner mesh never became ready"
+        assert len(marked_pids(mark)) > 5, "the mesh's processes should be running"
+        inner.send_signal(signal.SIGKILL)
+        inner.wait()
+        # A SIGKILLed pytest cannot tidy up its mesh's state directory.
+        shutil.rmtree(ready.read_text(), ignore_errors=True)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    # The `mark` fixture proves that every process of the mesh goes away.
+
+
+@pytest.mark.e2e
+def test_meshkit_keep_leaves_the_mesh_running_and_says_how_to_stop_it(
+    pytester: pytest.Pytester, mark: str
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_keep="""
+        def test_uses_it(mesh):
+            assert mesh.url("frontend").startswith("http://127.0.0.1:")
+        """
+    )
+    result = pytester.runpytest_subprocess(*inner_args("--meshkit-keep"))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*meshes left running*", "*stop it with: cd * && meshkit down"])
+    line = next(line for line in result.stdout.lines if "stop it with: cd " in line)
+    workdir = Path(line.split("stop it with: cd ", 1)[1].split(" && ", 1)[0])
+    assert marked_pids(mark), "the kept mesh should still be running"
+    down = subprocess.run(
+        [sys.executable, "-m", "meshkit.cli", "down", "--grace", "3"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert down.returncode == 0, down.stderr
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the pure parts, without processes --------------------------------------
+
+SHOP = MeshSpec(
+    name="shop",
+    file="Meshfile.py",
+    services=(
+        ServiceSpec(name="catalog", command="c", replicas=2),
+        ServiceSpec(name="frontend", command="f", upstreams=("catalog",)),
+    ),
+    gateway=GatewaySpec(
+        port=8080, tls_port=8443, routes=(GatewayRoute(prefix="/", service="frontend"),)
+    ),
+)
+
+
+def _instance(instance_id: str, state: str = "healthy", **extra: object) -> dict[str, object]:
+    return {"id": instance_id, "state": state, "pid": 10, **extra}
+
+
+STATUS = {
+    "ready": False,
+    "gateways": [{"url": "http://127.0.0.1:1234"}],
+    "services": [
+        {"name": "catalog", "instances": [_instance("catalog-0"), _instance("catalog-1", "crashed")]},
+        {
+            "name": INGRESS_SERVICE,
+            "instances": [_instance("meshkit-ingress-0", upstream_ports={"catalog": 4321})],
+        },
+    ],
+    "errors": ["catalog-1: exited with status 3"],
+}
+
+
+def test_gateway_ports_are_overridden_but_no_tls_port_is_added() -> None:
+    spec = override_gateway_ports(SHOP, port=0, tls_port=0)
+    assert spec.gateway is not None and (spec.gateway.port, spec.gateway.tls_port) == (0, 0)
+    assert SHOP.gateway is not None
+    plain = attrs.evolve(SHOP, gateway=attrs.evolve(SHOP.gateway, tls_port=None))
+    overridden = override_gateway_ports(plain, port=0, tls_port=0).gateway
+    assert overridden is not None and (overridden.port, overridden.tls_port) == (0, None)
+    no_gateway = attrs.evolve(SHOP, gateway=None)
+    assert override_gateway_ports(no_gateway, port=0, tls_port=0) is no_gateway
+
+
+def test_the_ingress_is_upstream_of_every_service_and_its_name_is_reserved() -> None:
+    spec = with_test_ingress(SHOP, python="/py")
+    ingress = spec.services[-1]
+    assert (ingress.name, ingress.upstreams) == (INGRESS_SERVICE, ("catalog", "frontend"))
+    assert ingress.command == "/py -m meshkit.testing.ingress"
+    with pytest.raises(IngressError, match="rename that service"):
+        with_test_ingress(spec)
+
+
+def test_up_argv_holds_the_lifeline_unless_the_mesh_is_kept() -> None:
+    argv = up_argv(Path("/m.py"), ("catalog",), LaunchOptions(python="/py"))
+    assert argv[:7] == ["/py", "-m", "meshkit.cli", "up", "-f", "/m.py", "catalog"]
+    assert "--exit-with-parent" in argv and "--ingress" in argv
+    assert "--exit-with-parent" not in up_argv(Path("/m.py"), (), LaunchOptions(keep=True))
+
+
+def test_status_lookups_say_what_exists() -> None:
+    assert pick_instance(STATUS, "catalog", 1)["id"] == "catalog-1"
+    assert pick_instance(STATUS, "catalog", "catalog-0")["id"] == "catalog-0"
+    with pytest.raises(KeyError, match="its instances: catalog-0, catalog-1"):
+        pick_instance(STATUS, "catalog", 5)
+    with pytest.raises(KeyError, match=r"no service 'reviews' \(its services: catalog\)"):
+        pick_instance(STATUS, "reviews", 0)
+    assert ingress_port(STATUS, "catalog") == 4321
+    assert not is_healthy(STATUS, "catalog") and not is_healthy(STATUS, None)
+
+
+def test_an_unhealthy_report_names_the_instance_and_shows_its_log(tmp_path: Path) -> None:
+    (tmp_path / "catalog-1.log").write_text("starting\nTraceback: boom\n")
+    report = describe_unhealthy(STATUS, None, logs_dir=tmp_path, lines=1)
+    assert "catalog-1 is crashed" in report
+    assert "Traceback: boom" in report and "starting" not in report
+    assert "catalog-1: exited with status 3" in report
