@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("up", "down", "status", "check", "config", "ca")
+SUBCOMMANDS = ("up", "down", "status", "reload", "routes", "check", "config", "ca")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,12 @@
 
 The CERT column shows each sidecar's certificate: ``valid`` and the time left,
 ``expired``, ``refused`` (the reason is in the errors), or ``-`` before it has one.
+
+The SYNC column is each sidecar's config sync (``istioctl proxy-status``):
+``SYNCED`` (it applied the newest config), ``STALE`` (not answered yet) or
+``NACKED`` (it refused it; the reason is in the errors), with the version it
+applied.  The ``reload`` line tells how the last Meshfile reload went and how
+long it took from the detected change to the last sidecar's ACK.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ COLUMNS = (
     "INBOUND",
     "AGE",
     "CERT",
+    "SYNC",
 )
 
 
@@ -87,6 +94,31 @@ def format_certificate(instance: dict[str, Any], *, now: float) -> str:
     return "-" if state == "none" else state
 
 
+def format_sync(entry: dict[str, Any]) -> str:
+    """``SYNCED v4``, ``STALE v3``, ``NACKED v3`` (the applied version) or ``-``."""
+    sync = entry.get("sync")
+    if not sync:
+        return "-"
+    word = str(sync).split(":", 1)[0]
+    applied = entry.get("applied_version")
+    return word if applied is None else f"{word} v{applied}"
+
+
+def format_reload(document: dict[str, Any]) -> str | None:
+    """The ``reload`` line of the table, or None before the first reload."""
+    report = document.get("reload") or {}
+    if report.get("error") and not report.get("reloads"):
+        return f"reload: refused: {report.get('error')}"
+    if not report.get("reloads"):
+        return None
+    line = f"reload: {report.get('reloads')} applied, the last in {report.get('duration_ms')} ms"
+    if report.get("summary"):
+        line += f" ({report.get('summary')})"
+    if report.get("error"):
+        line += f"; now: {report.get('error')}"
+    return line
+
+
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -97,7 +129,13 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
     lines = [f"mesh {document.get('mesh')!r} ({state}) from {document.get('file')}"]
     for gateway in document.get("gateways", []):
         urls = [gateway.get("url"), gateway.get("tls_url")]
-        lines.append("gateway " + " ".join(str(url) for url in urls if url))
+        line = "gateway " + " ".join(str(url) for url in urls if url)
+        if gateway.get("sync"):
+            line += f"  config {format_sync(gateway)}"
+        lines.append(line)
+    reload_line = format_reload(document)
+    if reload_line is not None:
+        lines.append(reload_line)
     rows = [list(COLUMNS)]
     for service in document.get("services", []):
         for instance in service.get("instances", []):
@@ -115,6 +153,7 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
                     _cell(instance.get("inbound_port")),
                     format_age(None if started is None else now - float(started)),
                     format_certificate(instance, now=now),
+                    format_sync(instance),
                 ]
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

@@ -11,6 +11,13 @@ system picks a free one); ``--ingress`` adds the test ingress (see
 ``meshkit.testing.ingress``); ``--exit-with-parent`` stops the mesh, as
 SIGTERM would, once standard input reaches end of file, which happens when
 the process holding its other end dies, even by SIGKILL.
+
+Hot reload: the Meshfile, the modules it imports and every service's
+``watch`` paths are watched, and edits are applied while the mesh runs
+(``meshkit.runtime.reload``); ``--no-watch`` turns that off (CI), and
+``meshkit reload`` re-reads the Meshfile on demand either way.  The service
+selection and the options above are applied to every re-read Meshfile too
+(``UpOptions.spec_transform``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -28,6 +36,7 @@ from meshkit.dsl.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.plan import PlanError, restrict_spec
+from meshkit.runtime.reload import SpecTransformError
 from meshkit.testing.ingress import IngressError, with_test_ingress
 
 STATE_DIRECTORY = ".meshkit"
@@ -73,6 +82,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="add a test ingress: one plaintext loopback port per service, into the mesh",
     )
     parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not watch the Meshfile and sources for changes ('meshkit reload' still works)",
+    )
+    parser.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="stop the mesh when standard input closes (its parent died or let go of it)",
@@ -92,6 +106,28 @@ def override_gateway_ports(spec: MeshSpec, *, port: int | None, tls_port: int | 
     if tls_port is not None and gateway.tls_port is not None:
         gateway = attrs.evolve(gateway, tls_port=tls_port)
     return attrs.evolve(spec, gateway=gateway)
+
+
+def spec_transform_for(args: argparse.Namespace) -> Callable[[MeshSpec], MeshSpec]:
+    """What ``meshkit up``'s options do to a spec, for the first and every reloaded one."""
+    services = tuple(args.services)
+
+    def transform(spec: MeshSpec) -> MeshSpec:
+        try:
+            spec = restrict_spec(spec, services)
+        except PlanError as exc:
+            raise SpecTransformError(str(exc)) from None
+        spec = override_gateway_ports(
+            spec, port=args.gateway_port, tls_port=args.gateway_tls_port
+        )
+        if args.ingress:
+            try:
+                spec = with_test_ingress(spec)
+            except IngressError as exc:
+                raise SpecTransformError(str(exc)) from None
+        return spec
+
+    return transform
 
 
 async def _stop_when_stdin_closes() -> None:
@@ -127,26 +163,23 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"meshkit: {meshfile} has problems; nothing was started", file=sys.stderr)
         return EXIT_FAILED
+    transform = spec_transform_for(args)
     try:
-        spec = restrict_spec(result.spec, tuple(args.services))
-    except PlanError as exc:
+        transform(result.spec)
+    except SpecTransformError as exc:
         print(f"meshkit: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    spec = override_gateway_ports(spec, port=args.gateway_port, tls_port=args.gateway_tls_port)
-    if args.ingress:
-        try:
-            spec = with_test_ingress(spec)
-        except IngressError as exc:
-            print(f"meshkit: {exc}", file=sys.stderr)
-            return EXIT_FAILED
     options = UpOptions(
         state_dir=Path.cwd() / STATE_DIRECTORY,
         base_dir=meshfile.resolve().parent,
         meshfile=str(meshfile),
         grace=args.grace,
+        spec_transform=transform,
+        watch=not args.no_watch,
+        files=result.files,
     )
     runner = _run_mesh_with_parent if args.exit_with_parent else run_mesh
     try:
-        return trio.run(runner, spec, options)
+        return trio.run(runner, result.spec, options)
     except KeyboardInterrupt:
         return EXIT_SIGINT

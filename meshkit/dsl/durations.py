@@ -13,9 +13,9 @@ import re
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PART = re.compile(rf"\s*({_NUMBER})\s*(ms|s|m|h)\s*")
-_WHOLE = re.compile(rf"(?:\s*{_NUMBER}\s*(?:ms|s|m|h)\s*)+")
-_BARE_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
+_PART = re.compile(rf"[ \t]*({_NUMBER})[ \t]*(ms|s|m|h)[ \t]*")
+_WHOLE = re.compile(rf"(?:[ \t]*{_NUMBER}[ \t]*(?:ms|s|m|h)[ \t]*)+")
+_BARE_NUMBER = re.compile(rf"[ \t]*{_NUMBER}[ \t]*")
 
 DURATION_HINT = 'use a number of seconds or a string like "250ms", "2s", "1.5m", "1h"'
 

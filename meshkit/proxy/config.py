@@ -32,6 +32,8 @@ from typing import Literal
 
 import attrs
 
+from meshkit.proxy.rules import DestinationPolicy, RouteTable
+
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
 
@@ -112,6 +114,10 @@ class ProxyConfig:
     identity: str = ""
     # Inbound listeners: "strict" accepts only mTLS, "permissive" plaintext too.
     mtls: MtlsMode = "strict"
+    # L7 rules for every destination service of the mesh (``meshkit.proxy.rules``):
+    # each sidecar gets all of them, so a route change reaches every sidecar.
+    routes: tuple[RouteTable, ...] = ()
+    policies: tuple[DestinationPolicy, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:

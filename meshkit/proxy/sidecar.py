@@ -36,6 +36,7 @@ from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.control import ControlClient, ControlPlaneError
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
+from meshkit.proxy.matching import compile_tables
 from meshkit.proxy.server import serve_listener
 from meshkit.proxy.wire import config_from_dict
 
@@ -91,11 +92,29 @@ def validate_config(config: ProxyConfig, *, instance: str) -> None:
         if cluster.name in clusters:
             raise ConfigRejected(f"two clusters named '{cluster.name}'")
         clusters.add(cluster.name)
+    _validate_rules(config)
     limits = config.limits
     if limits.max_header_bytes <= 0 or limits.max_header_count <= 0:
         raise ConfigRejected("header limits must be positive")
     if min(limits.header_timeout, limits.idle_timeout, limits.connect_timeout) <= 0:
         raise ConfigRejected("timeouts must be positive")
+
+
+def _validate_rules(config: ProxyConfig) -> None:
+    """Refuse route tables whose patterns do not compile, or two tables for one service."""
+    for what, services in (
+        ("route tables", [table.service for table in config.routes]),
+        ("destination policies", [policy.service for policy in config.policies]),
+    ):
+        seen: set[str] = set()
+        for service in services:
+            if service in seen:
+                raise ConfigRejected(f"two {what} for service '{service}'")
+            seen.add(service)
+    try:
+        compile_tables(config.routes)
+    except ValueError as error:
+        raise ConfigRejected(f"invalid route: {error}") from None
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,8 @@ relies on:
   (``spiffe://meshkit.local/ns/<mesh>/sa/<service>``, the gateway's service
   being ``gateway``) and the mesh's ``mtls`` mode, and each endpoint the
   identity its sidecar must present;
+* every sidecar gets the route table and destination policy of every service
+  (``meshkit.registry.routes``), so a route change reaches all of them;
 * a gateway with ``tls_port`` gets a second listener, ``gateway-tls`` (HTTPS,
   same routes).
 
@@ -36,6 +38,8 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
+from meshkit.proxy.rules import DestinationPolicy, RouteTable
+from meshkit.registry.routes import destination_policies, route_tables
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 
 LOOPBACK = "127.0.0.1"
@@ -45,20 +49,29 @@ GATEWAY_TLS_LISTENER = "gateway-tls"
 def compile_configs(spec: MeshSpec, registry: Registry) -> dict[str, ProxyConfig]:
     """One config per instance in ``registry``, keyed by instance id."""
     clusters = _clusters(spec, registry)
+    rules = _Rules(routes=route_tables(spec), policies=destination_policies(spec))
     deployments = {svc.key: svc for svc in spec.services}
     configs: dict[str, ProxyConfig] = {}
     for record in registry.instances():
         if record.kind == "gateway":
             if spec.gateway is None:
                 continue
-            fresh = _gateway_config(spec, spec.gateway, clusters)
+            fresh = _gateway_config(spec, spec.gateway, clusters, rules)
         else:
             deployment = _deployment_of(record, deployments)
             if deployment is None:
                 continue
-            fresh = _app_config(spec, deployment, record, clusters)
+            fresh = _app_config(spec, deployment, record, clusters, rules)
         configs[record.id] = _versioned(fresh, registry.config_of(record.id))
     return configs
+
+
+@attrs.frozen(kw_only=True)
+class _Rules:
+    """The route tables and destination policies every sidecar of the mesh gets."""
+
+    routes: tuple[RouteTable, ...]
+    policies: tuple[DestinationPolicy, ...]
 
 
 def deployment_key(service: str, version: str | None) -> str:
@@ -90,7 +103,11 @@ def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
 
 
 def _app_config(
-    spec: MeshSpec, deployment: ServiceSpec, record: InstanceRecord, clusters: tuple[Cluster, ...]
+    spec: MeshSpec,
+    deployment: ServiceSpec,
+    record: InstanceRecord,
+    clusters: tuple[Cluster, ...],
+    rules: _Rules,
 ) -> ProxyConfig:
     listeners = [
         Listener(name="inbound", kind="inbound"),
@@ -111,11 +128,13 @@ def _app_config(
         clusters=clusters,
         identity=spiffe_id(spec.name, record.service),
         mtls=spec.mtls,
+        routes=rules.routes,
+        policies=rules.policies,
     )
 
 
 def _gateway_config(
-    spec: MeshSpec, gateway: GatewaySpec, clusters: tuple[Cluster, ...]
+    spec: MeshSpec, gateway: GatewaySpec, clusters: tuple[Cluster, ...], rules: _Rules
 ) -> ProxyConfig:
     routes = tuple(
         PrefixRoute(prefix=route.prefix, cluster=route.service)
@@ -148,6 +167,8 @@ def _gateway_config(
         clusters=clusters,
         identity=spiffe_id(spec.name, GATEWAY_INSTANCE),
         mtls=spec.mtls,
+        routes=rules.routes,
+        policies=rules.policies,
     )
 
 

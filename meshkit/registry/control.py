@@ -8,6 +8,13 @@ Endpoints (JSON bodies, one request per connection):
   once the instance's config version is above N, 204 after ``poll_timeout``.
 * ``POST /v1/instances/<instance>/ready`` ``{"pid", "ports"}`` -> 200 ``{}``.
 * ``POST /v1/instances/<instance>/ack`` ``{"version", "error"}`` -> 200 ``{}``.
+* ``POST /v1/reload`` -> 200 with the outcome of re-reading the Meshfile
+  (``{"applied", "summary", "error", "duration_ms"}``), once it is applied or refused.
+* ``GET /v1/instances/<instance>/config`` -> 200 ``{"instance", "version",
+  "published_version", "sync", "config"}``: the config that sidecar last
+  acknowledged as applied (``config`` null before its first); ``<instance>``
+  may be the stable name of a replaced instance (``catalog-v1-0`` for
+  ``catalog-v1-0~2``).
 * ``POST /v1/instances/<instance>/certificate`` (``meshkit.ca.exchange`` bodies)
   -> 200 ``{"certificate", "root"}``; 403 with the reason when refused: a CSR
   for another identity than the instance's service, a used or unknown token,
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,7 +46,7 @@ from meshkit.ca.spiffe import identity_of_csr, spiffe_id
 from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.changes import RegistryChanges
 from meshkit.registry.state import GATEWAY_INSTANCE, Registry, RegistryError
-from meshkit.registry.status import status_document
+from meshkit.registry.status import status_document, sync_state
 
 MAX_REQUEST_BYTES = 1024 * 1024
 REQUEST_READ_TIMEOUT = 10.0
@@ -64,7 +71,8 @@ class ControlServer:
     ``on_down`` is called (once per request) when someone asks the mesh to stop;
     ``on_ready`` after a sidecar reported its ports.  ``issuer`` signs the
     sidecars' certificates (none: the certificate endpoint answers 503);
-    ``announce`` tells the person running the mesh about refused requests.
+    ``announce`` tells the person running the mesh about refused requests;
+    ``on_reload`` re-reads the Meshfile and returns the outcome (none: 503).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class ControlServer:
         issuer: Issuer | None = None,
         cert_lifetime: float = DEFAULT_LEAF_LIFETIME,
         announce: Callable[[str], None] | None = None,
+        on_reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.registry = registry
         self.meshfile = meshfile
@@ -89,6 +98,7 @@ class ControlServer:
         self.issuer = issuer
         self.cert_lifetime = cert_lifetime
         self.announce = announce
+        self.on_reload = on_reload
 
     async def serve(
         self,
@@ -159,6 +169,14 @@ class ControlServer:
             _expect(method, "POST")
             self.on_down()
             return Reply(status=202, body={"stopping": True})
+        if route == ["reload"]:
+            _expect(method, "POST")
+            if self.on_reload is None:
+                raise BadRequest(503, "this control plane cannot reload its Meshfile")
+            return Reply(status=200, body=await self.on_reload())
+        if len(route) == 3 and route[0] == "instances" and route[2] == "config":
+            _expect(method, "GET")
+            return self._applied_config(route[1])
         if len(route) == 2 and route[0] == "config":
             _expect(method, "GET")
             return await self._long_poll(route[1], parse_qs(url.query))
@@ -211,6 +229,22 @@ class ControlServer:
         self.registry.record_ack(instance_id, version=version, error=error)
         return Reply(status=200, body={})
 
+    def _applied_config(self, name: str) -> Reply:
+        record = self.registry.newest_named(name)
+        if record is None:
+            self.registry.get(name)  # raises the usual "no instance called ..." error
+            raise AssertionError("unreachable")
+        applied = self.registry.applied_config_of(record.id)
+        return Reply(
+            status=200,
+            body={
+                "instance": record.id,
+                "version": None if applied is None else applied.version,
+                "published_version": self.registry.config_version(record.id),
+                "sync": sync_state(self.registry, record),
+                "config": None if applied is None else config_to_dict(applied),
+            },
+        )
 
     def _certificate(self, instance_id: str, data: dict[str, Any]) -> Reply:
         record = self.registry.get(instance_id)

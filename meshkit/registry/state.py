@@ -14,6 +14,17 @@ State transitions follow one table (``ALLOWED_TRANSITIONS``)::
     crashed   -> backoff | starting | stopped
     backoff   -> starting | stopped
     stopped   -> starting
+
+Rolling restarts: a replacement instance runs beside the one it replaces under
+the same stable name plus a generation (``catalog-v1-0~2``), since the control
+API must tell the two sidecars apart while both run.  An instance being
+replaced is ``retiring``: it leaves every cluster (no new requests) while its
+in-flight requests finish, and is removed from the registry once stopped.
+
+Config sync: besides the config each sidecar should run, the registry keeps
+the last answer of each sidecar (``ack_of``) and the config it last applied
+(``applied_config_of``), and the outcome of the last reload of the Meshfile
+(``reload``).
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ InstanceState = Literal["starting", "healthy", "unhealthy", "crashed", "backoff"
 InstanceKind = Literal["app", "gateway"]
 
 GATEWAY_INSTANCE = "gateway"
+GENERATION_SEPARATOR = "~"
+CONFIG_HISTORY = 8
 
 ALLOWED_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     "starting": frozenset({"healthy", "unhealthy", "crashed", "stopped"}),
@@ -68,6 +81,19 @@ class InstanceRecord:
     # why the last certificate request for this instance was refused, if it was.
     cert_not_after: float | None = None
     cert_error: str | None = None
+    # Being replaced by a rolling restart: out of every cluster, about to stop.
+    retiring: bool = False
+
+    @property
+    def name(self) -> str:
+        """The stable name users see: the id without its generation (``catalog-v1-0``)."""
+        return self.id.partition(GENERATION_SEPARATOR)[0]
+
+    @property
+    def generation(self) -> int:
+        """1 for the first instance under a name, 2 for its first replacement, ..."""
+        _, separator, generation = self.id.partition(GENERATION_SEPARATOR)
+        return int(generation) if separator and generation.isdigit() else 1
 
     @property
     def inbound_port(self) -> int | None:
@@ -94,6 +120,22 @@ class ConfigAck:
     error: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class ReloadReport:
+    """The outcome of the last reload of the Meshfile (``meshkit status`` shows it).
+
+    ``error`` is set while the newest saved Meshfile cannot be applied (the
+    running mesh keeps the last good one); ``duration_ms`` is the time from the
+    detected change to the last sidecar's answer for the last applied reload.
+    """
+
+    reloads: int = 0
+    error: str | None = None
+    duration_ms: float | None = None
+    summary: str = ""
+    finished_at: float | None = None
+
+
 ChangeListener = Callable[[str], None]
 
 
@@ -107,6 +149,9 @@ class Registry:
         self._acks: dict[str, ConfigAck] = {}
         self._listeners: list[ChangeListener] = []
         self._problems: dict[str, str] = {}
+        self._history: dict[str, dict[int, ProxyConfig]] = {}
+        self._applied: dict[str, ProxyConfig] = {}
+        self.reload = ReloadReport()
 
     # -- listeners ---------------------------------------------------------
 
@@ -125,6 +170,16 @@ class Registry:
             raise RegistryError(f"instance {record.id!r} is already registered")
         self._instances[record.id] = record
         self._notify(record.id)
+
+    def remove(self, instance_id: str) -> None:
+        """Forget a stopped instance, its configs and its acks."""
+        record = self.get(instance_id)
+        if record.state != "stopped":
+            raise RegistryError(f"instance {instance_id!r} is {record.state}; stop it first")
+        del self._instances[instance_id]
+        for table in (self._configs, self._acks, self._history, self._applied):
+            table.pop(instance_id, None)
+        self._notify(instance_id)
 
     def get(self, instance_id: str) -> InstanceRecord:
         try:
@@ -152,8 +207,16 @@ class Registry:
             if rec.kind == "app"
             and rec.service == service
             and rec.state == "healthy"
+            and not rec.retiring
             and rec.inbound_port is not None
         ]
+
+    def newest_named(self, name: str) -> InstanceRecord | None:
+        """The newest generation of the instance users call ``name`` (or that exact id)."""
+        if name in self._instances:
+            return self._instances[name]
+        named = [rec for rec in self._instances.values() if rec.name == name]
+        return max(named, key=lambda rec: rec.generation) if named else None
 
     def update(self, instance_id: str, **changes: object) -> InstanceRecord:
         """Replace fields of an instance (not its state: see ``transition``)."""
@@ -236,6 +299,10 @@ class Registry:
             self.get(config.instance)
             if config.version > self.config_version(config.instance):
                 self._configs[config.instance] = config
+                history = self._history.setdefault(config.instance, {})
+                history[config.version] = config
+                for old in sorted(history)[:-CONFIG_HISTORY]:
+                    del history[old]
                 bumped.append(config.instance)
         for instance_id in bumped:
             self._notify(instance_id)
@@ -244,7 +311,23 @@ class Registry:
     def record_ack(self, instance_id: str, *, version: int, error: str | None) -> None:
         self.get(instance_id)
         self._acks[instance_id] = ConfigAck(version=version, error=error)
+        applied = self._history.get(instance_id, {}).get(version)
+        if error is None and applied is not None:
+            self._applied[instance_id] = applied
         self._notify(instance_id)
 
     def ack_of(self, instance_id: str) -> ConfigAck | None:
         return self._acks.get(instance_id)
+
+    def applied_config_of(self, instance_id: str) -> ProxyConfig | None:
+        """The config the sidecar last acknowledged as applied (None before its first)."""
+        return self._applied.get(instance_id)
+
+    def in_sync(self, instance_id: str) -> bool:
+        """The sidecar answered (ACK or NACK) the newest config published for it."""
+        ack = self._acks.get(instance_id)
+        return ack is not None and ack.version >= self.config_version(instance_id)
+
+    def record_reload(self, report: ReloadReport) -> None:
+        self.reload = report
+        self._notify("reload")

@@ -7,6 +7,16 @@ Certificates: each instance reports ``cert_expires_at`` (epoch seconds, or
 None before its sidecar has one) and ``cert_state``: ``none``, ``valid``,
 ``expired``, or ``refused: <reason>`` when the last certificate request for it
 was refused; the last two also add a line to ``errors``.
+
+Config sync (``istioctl proxy-status``): each instance and the gateway report
+``config_version`` (the newest published for it), ``applied_version`` (the
+last it acknowledged as applied) and ``sync``: ``SYNCED`` (it applied the
+newest), ``STALE`` (it has not answered the newest yet) or ``NACKED: <reason>``
+(it refused the newest and serves ``applied_version``; also a line of
+``errors``).  ``reload`` is the outcome of the last Meshfile reload: how many
+were applied, the time from the detected change to the last sidecar's answer
+(``duration_ms``), and the error of a Meshfile that could not be applied
+(also a line of ``errors``, until a good version is saved).
 """
 
 from __future__ import annotations
@@ -47,7 +57,43 @@ def _gateway_dict(registry: Registry, url: str, *, now: float) -> dict[str, Any]
     if tls_port is not None:
         gateway["tls_url"] = f"https://localhost:{tls_port}"
     gateway.update(_certificate_fields(record, now=now))
+    gateway.update(_sync_fields(registry, record))
     return gateway
+
+
+SYNCED = "SYNCED"
+STALE = "STALE"
+NACKED = "NACKED"
+
+
+def sync_state(registry: Registry, record: InstanceRecord) -> str:
+    """``SYNCED``, ``STALE`` or ``NACKED: <reason>`` for one sidecar (see the module docstring)."""
+    ack = registry.ack_of(record.id)
+    if ack is None or ack.version < registry.config_version(record.id):
+        return STALE
+    if ack.error is not None:
+        return f"{NACKED}: {ack.error}"
+    return SYNCED
+
+
+def _sync_fields(registry: Registry, record: InstanceRecord) -> dict[str, Any]:
+    applied = registry.applied_config_of(record.id)
+    return {
+        "config_version": registry.config_version(record.id),
+        "applied_version": None if applied is None else applied.version,
+        "sync": sync_state(registry, record),
+    }
+
+
+def _reload_dict(registry: Registry) -> dict[str, Any]:
+    report = registry.reload
+    return {
+        "reloads": report.reloads,
+        "error": report.error,
+        "duration_ms": report.duration_ms,
+        "summary": report.summary,
+        "finished_at": report.finished_at,
+    }
 
 
 def certificate_state(record: InstanceRecord, *, now: float) -> str:
@@ -77,10 +123,12 @@ def _certificate_problem(record: InstanceRecord, *, now: float) -> str | None:
     return None
 
 
-def _instance_dict(record: InstanceRecord, *, now: float) -> dict[str, Any]:
+def _instance_dict(registry: Registry, record: InstanceRecord, *, now: float) -> dict[str, Any]:
     return {
         "id": record.id,
-        "state": record.state,
+        "name": record.name,
+        "generation": record.generation,
+        "state": "draining" if record.retiring and record.state != "stopped" else record.state,
         "pid": record.pid,
         "sidecar_pid": record.sidecar_pid,
         "restarts": record.restarts,
@@ -95,6 +143,7 @@ def _instance_dict(record: InstanceRecord, *, now: float) -> dict[str, Any]:
         },
         "started_at": record.started_at,
         **_certificate_fields(record, now=now),
+        **_sync_fields(registry, record),
     }
 
 
@@ -112,6 +161,8 @@ def status_document(
         services.setdefault((record.service, record.version), []).append(record)
     url = gateway_url(registry)
     errors = list(registry.problems())
+    if registry.reload.error is not None:
+        errors.append(f"reload: {registry.reload.error}")
     errors.extend(
         f"{rec.id}: {rec.last_error}"
         for rec in registry.instances()
@@ -121,6 +172,9 @@ def status_document(
         problem = _certificate_problem(record, now=now)
         if problem is not None:
             errors.append(problem)
+        sync = sync_state(registry, record)
+        if sync.startswith(NACKED) and record.state != "stopped":
+            errors.append(f"{record.id}: config version {registry.config_version(record.id)} {sync}")
     return {
         "mesh": registry.mesh,
         "ready": mesh_ready(registry),
@@ -130,9 +184,10 @@ def status_document(
             {
                 "name": name,
                 "version": version,
-                "instances": [_instance_dict(rec, now=now) for rec in records],
+                "instances": [_instance_dict(registry, rec, now=now) for rec in records],
             }
             for (name, version), records in services.items()
         ],
+        "reload": _reload_dict(registry),
         "errors": errors,
     }

@@ -16,6 +16,12 @@ gateway first, then services in reverse dependency order, each process with
 SIGTERM then SIGKILL after the grace period; a second SIGINT kills at once.
 The return value is the process exit status: 0 after ``meshkit down``, 130
 after SIGINT, 143 after SIGTERM, 1 if the mesh could not start.
+
+Reload: ``options.spec_transform`` is applied to ``spec`` before anything
+starts and to every re-evaluated Meshfile (``meshkit.runtime.reload``); with
+``options.watch`` the Meshfile, the modules it imports (``options.files``)
+and the services' ``watch`` paths are watched (``meshkit.runtime.watch``);
+``POST /v1/reload`` re-reads the Meshfile in any case.
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ from meshkit.registry.compile import compile_configs
 from meshkit.registry.control import ControlServer
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 from meshkit.registry.status import gateway_url, mesh_ready
+from meshkit.runtime.fleet import Fleet, FleetTimeouts
 from meshkit.runtime.logs import LogHub
-from meshkit.runtime.plan import PlanError, dependencies_of, startup_order
+from meshkit.runtime.plan import PlanError, startup_order
 from meshkit.runtime.ports import PortAllocator
 from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard
-from meshkit.runtime.supervisor import InstanceRunner, SupervisorContext
+from meshkit.runtime.reload import Reloader, SpecTransform, SpecTransformError, identity_transform
+from meshkit.runtime.supervisor import SupervisorContext
+from meshkit.runtime.watch import watch_and_reload
 
 EXIT_DOWN = 0
 EXIT_FAILED = 1
@@ -102,6 +111,12 @@ class UpOptions:
     handle_signals: bool = True
     use_guardian: bool = True
     sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+    # Applied to the first spec and to every re-evaluated one (--gateway-port, --ingress, ...).
+    spec_transform: SpecTransform | None = None
+    watch: bool = False
+    # The Meshfile and the local modules it imported (EvalResult.files): what to watch.
+    files: tuple[str, ...] = ()
+    timeouts: FleetTimeouts = attrs.field(factory=FleetTimeouts)
 
 
 class StopRequest:
@@ -150,8 +165,10 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     terminal = sys.stdout if options.terminal is None else options.terminal
     paths = StatePaths(state_dir=options.state_dir)
     try:
-        order = startup_order(spec)
-    except PlanError as exc:
+        if options.spec_transform is not None:
+            spec = options.spec_transform(spec)
+        startup_order(spec)
+    except (PlanError, SpecTransformError) as exc:
         terminal.write(f"meshkit: {exc}\n")
         return EXIT_FAILED
     prepare_state_dir(paths)
@@ -175,7 +192,7 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
         if options.use_guardian:
             guardian = await GuardianLink.start()
             guard = guardian
-        return await _run(spec, options, paths, order, logs, guard, Issuer(root=root))
+        return await _run(spec, options, paths, logs, guard, Issuer(root=root))
     finally:
         if guardian is not None:
             await guardian.close()
@@ -187,12 +204,12 @@ async def _run(
     spec: MeshSpec,
     options: UpOptions,
     paths: StatePaths,
-    order: list[str],
     logs: LogHub,
     guard: GroupGuard,
     issuer: Issuer,
 ) -> int:
-    registry = build_registry(spec, PortAllocator())
+    ports = PortAllocator()
+    registry = build_registry(spec, ports)
     changes = RegistryChanges(registry)
     registry.publish(compile_configs(spec, registry).values())
     stop = StopRequest()
@@ -208,33 +225,60 @@ async def _run(
         sidecar_argv=options.sidecar_argv,
         issuer=issuer,
     )
+    reloader: Reloader | None = None
+
+    async def reload_now() -> dict[str, object]:
+        """Reload for ``POST /v1/reload``, given up if the mesh stops meanwhile."""
+        if reloader is None:
+            return {"applied": False, "error": "the mesh is still starting; try again"}
+        answer: dict[str, object] = {"applied": False, "error": "the mesh is stopping"}
+        async with trio.open_nursery() as nursery:
+
+            async def give_up_on_stop() -> None:
+                await stop.event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(give_up_on_stop)
+            answer = (await reloader.reload(reason="meshkit reload")).to_dict()
+            nursery.cancel_scope.cancel()
+        return answer
+
     server = ControlServer(
         registry,
         meshfile=options.meshfile,
         changes=changes,
         on_down=lambda: _request_stop(stop, logs, EXIT_DOWN, "meshkit down"),
+        on_reload=reload_now,
         issuer=issuer,
         cert_lifetime=spec.cert_lifetime,
         announce=logs.announce,
     )
-    started: dict[str, list[InstanceRunner]] = {}
+
+    def applied(new_spec: MeshSpec) -> None:
+        server.cert_lifetime = new_spec.cert_lifetime
+
     async with trio.open_nursery() as services:
         await services.start(server.serve, paths.control_socket)
-        services.start_soon(_keep_configs_compiled, spec, registry, changes)
-        services.start_soon(_announce_ready, spec, registry, changes, logs)
         if options.handle_signals:
             services.start_soon(_watch_signals, stop, ctx.hurry, logs)
         async with trio.open_nursery() as runners:
-            startup = trio.CancelScope()
-
-            async def start_everything() -> None:
-                with startup:
-                    await _start_in_order(spec, order, ctx, runners, started)
-
-            runners.start_soon(start_everything)
-            await stop.event.wait()
-            startup.cancel()
-            await _stop_in_order(order, started, logs)
+            fleet = Fleet(ctx, spec, ports=ports, nursery=runners, timeouts=options.timeouts)
+            reloader = Reloader(
+                fleet,
+                meshfile=options.meshfile,
+                files=options.files,
+                transform=options.spec_transform or identity_transform,
+                on_applied=applied,
+            )
+            services.start_soon(_keep_configs_compiled, fleet, changes)
+            services.start_soon(_announce_ready, spec, registry, changes, logs)
+            async with trio.open_nursery() as control:
+                control.start_soon(reloader.start)
+                if options.watch:
+                    control.start_soon(watch_and_reload, reloader)
+                await stop.event.wait()
+                control.cancel_scope.cancel()
+            await fleet.stop_all()
         services.cancel_scope.cancel()
     logs.announce(f"meshkit: mesh '{spec.name}' stopped")
     return stop.exit_code
@@ -245,59 +289,12 @@ def _request_stop(stop: StopRequest, logs: LogHub, exit_code: int, reason: str) 
         logs.announce(f"meshkit: stopping ({reason})")
 
 
-async def _start_in_order(
-    spec: MeshSpec,
-    order: list[str],
-    ctx: SupervisorContext,
-    runners: trio.Nursery,
-    started: dict[str, list[InstanceRunner]],
-) -> None:
-    registry = ctx.registry
-    for name in order:
-        deps = [dep for dep in dependencies_of(spec, name) if dep in order]
-
-        def deps_healthy(reg: Registry, deps: list[str] = deps) -> bool:
-            return all(reg.healthy_instances_of(dep) for dep in deps)
-
-        if not deps_healthy(registry):
-            ctx.logs.announce(f"meshkit: {name} waits for {', '.join(deps)} to be healthy")
-            await ctx.changes.wait_until(deps_healthy)
-        for deployment in spec.deployments_of(name):
-            for instance_id in deployment.instance_ids():
-                runner = InstanceRunner(
-                    ctx,
-                    instance_id=instance_id,
-                    deployment=deployment,
-                    port=registry.get(instance_id).port,
-                )
-                await runners.start(runner.run)
-                started.setdefault(name, []).append(runner)
-    if spec.gateway is not None:
-        runner = InstanceRunner(ctx, instance_id=GATEWAY_INSTANCE, deployment=None, port=None)
-        await runners.start(runner.run)
-        started.setdefault(GATEWAY_INSTANCE, []).append(runner)
-
-
-async def _stop_in_order(
-    order: list[str], started: dict[str, list[InstanceRunner]], logs: LogHub
-) -> None:
-    for name in [GATEWAY_INSTANCE, *reversed(order)]:
-        group = started.get(name, [])
-        if not group:
-            continue
-        async with trio.open_nursery() as nursery:
-            for runner in group:
-                nursery.start_soon(runner.stop)
-
-
-async def _keep_configs_compiled(
-    spec: MeshSpec, registry: Registry, changes: RegistryChanges
-) -> None:
+async def _keep_configs_compiled(fleet: Fleet, changes: RegistryChanges) -> None:
     """Recompile after every registry change; publishing bumps only what changed."""
     seen = changes.generation
     while True:
         seen = await changes.wait_beyond(seen)
-        registry.publish(compile_configs(spec, registry).values())
+        fleet.publish()
         seen = max(seen, changes.generation)
 
 

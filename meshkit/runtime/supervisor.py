@@ -10,6 +10,12 @@ gateway's runner has no app: its sidecar is the whole instance.
 Every state change goes through the registry, which is how the rest of the
 control plane (compile, control API, status) learns about it.
 
+Rolling restarts: a replacement runs under the next generation of its
+instance's id (``catalog-v1-0~2``), but its logs go on in the same file and
+its app sees the stable name in ``MESHKIT_INSTANCE``.  ``stop(drain=True)``
+stops the sidecar first, so that it finishes the requests in flight to its
+app, then the app.
+
 Identity: with an issuer, each sidecar spawn gets a fresh one-time token for
 its service's SPIFFE ID, written into a pipe whose read end the sidecar
 inherits (``MESHKIT_BOOTSTRAP_FD``); the write end is closed before the spawn
@@ -31,7 +37,7 @@ from meshkit.ca.issuer import Issuer
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import RestartPolicy, ServiceSpec
 from meshkit.registry.changes import RegistryChanges
-from meshkit.registry.state import InstanceState, Registry
+from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
 from meshkit.runtime.backoff import RestartBackoff
 from meshkit.runtime.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.logs import LogHub
@@ -128,16 +134,17 @@ class InstanceRunner:
         self._loop_scope = trio.CancelScope()
         self._loop_done = trio.Event()
         self._stopped = trio.Event()
+        self.name = instance_id.partition(GENERATION_SEPARATOR)[0]
         colour_key = deployment.name if deployment is not None else instance_id
         self._app_log = (
             None
             if deployment is None
             else ctx.logs.sink(
-                file_stem=instance_id, display_name=instance_id, colour_key=colour_key
+                file_stem=self.name, display_name=instance_id, colour_key=colour_key
             )
         )
         self._sidecar_log = ctx.logs.sink(
-            file_stem=f"{instance_id}.proxy",
+            file_stem=f"{self.name}.proxy",
             display_name=f"{instance_id}.proxy",
             colour_key=colour_key,
         )
@@ -160,12 +167,17 @@ class InstanceRunner:
             self._loop_done.set()
             await self._stopped.wait()
 
-    async def stop(self) -> None:
-        """Stop probing and restarting; stop the app, then the sidecar (grace, then SIGKILL)."""
+    async def stop(self, *, drain: bool = False) -> None:
+        """Stop probing and restarting; stop the app, then the sidecar (grace, then SIGKILL).
+
+        With ``drain``, the sidecar stops first: it refuses new connections and
+        lets the requests in flight to the app finish before the app stops.
+        """
         with trio.CancelScope(shield=True):
             self._loop_scope.cancel()
             await self._loop_done.wait()
-            for process in (self.app, self.sidecar):
+            order = (self.sidecar, self.app) if drain else (self.app, self.sidecar)
+            for process in order:
                 if process is not None:
                     await process.stop(grace=self.ctx.grace, hurry=self.ctx.hurry)
             self.registry.update(self.instance_id, pid=None, sidecar_pid=None)
@@ -323,7 +335,7 @@ class InstanceRunner:
         assert self.port is not None
         env = app_environment(
             deployment=deployment,
-            instance_id=self.instance_id,
+            instance_id=self.name,
             port=self.port,
             sidecar_ports=record.sidecar_ports,
             base_env=dict(os.environ),

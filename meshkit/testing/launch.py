@@ -55,7 +55,7 @@ class LaunchOptions:
 def up_argv(meshfile: Path, services: tuple[str, ...], options: LaunchOptions) -> list[str]:
     """The ``meshkit up`` command line for a test mesh."""
     argv = [options.python, "-m", "meshkit.cli", "up", "-f", os.fspath(meshfile), *services]
-    argv += ["--gateway-port", "0", "--gateway-tls-port", "0", "--ingress"]
+    argv += ["--gateway-port", "0", "--gateway-tls-port", "0", "--ingress", "--no-watch"]
     argv += ["--grace", f"{options.grace:g}"]
     if not options.keep:
         argv.append("--exit-with-parent")

@@ -45,11 +45,11 @@ def test_status_table_has_every_column() -> None:
     assert lines[1] == "gateway http://127.0.0.1:8080 https://localhost:8443"
     assert lines[2].split() == [
         "SERVICE", "VERSION", "INSTANCE", "STATE", "PID", "SIDECAR", "RESTARTS", "PORT", "INBOUND", "AGE",
-        "CERT",
+        "CERT", "SYNC",
     ]  # fmt: skip
     assert lines[3].split() == [
         "catalog", "v1", "catalog-v1-0", "backoff", "-", "11", "4", "9001", "7001", "1m15s",
-        "valid", "1h00m",
+        "valid", "1h00m", "-",
     ]  # fmt: skip
     assert lines[4] == "error: catalog-v1-0: app exited with status 3"
 

@@ -1,0 +1,184 @@
+"""Hot reload: re-read the Meshfile, and apply only what changed while traffic flows.
+
+``Reloader.reload(meshfile=True)`` evaluates the Meshfile in a fresh
+interpreter, applies the run's spec transform (``UpOptions.spec_transform``:
+the same one the first spec got), diffs the result against the running spec
+(``meshkit.registry.diff``), publishes the new configs (routes and policies
+reach the sidecars without a restart) and executes the rollout plan
+(``meshkit.runtime.rollout``) for the deployments that must start, be
+replaced or stop.  ``reload(forced=keys)`` replaces the instances of those
+deployments (a source file under their ``watch`` paths changed).
+
+A Meshfile that does not evaluate, validate or transform changes nothing that
+runs: its problems (``Meshfile.py:14: ...``) are printed and kept in the
+registry's ``ReloadReport`` (so ``meshkit status`` shows them) until a good
+version is applied.  Every applied reload measures the time from the detected
+change to the last sidecar's answer, logs it and records it.
+
+One reload at a time: reloads and the initial start share a lock; a reload
+that arrives while the mesh is still starting cancels the start, and its plan
+starts whatever had not started yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from meshkit.dsl.evaluation import EvalResult, evaluate_async
+from meshkit.dsl.spec import MeshSpec
+from meshkit.registry.diff import DeploymentChange, DiffRefused, SpecDiff, diff_specs
+from meshkit.registry.state import ReloadReport
+from meshkit.runtime.fleet import Fleet
+from meshkit.runtime.plan import PlanError, startup_order
+from meshkit.runtime.rollout import describe, plan_rollout
+
+Evaluator = Callable[[str], Awaitable[EvalResult]]
+SpecTransform = Callable[[MeshSpec], MeshSpec]
+
+
+class SpecTransformError(Exception):
+    """A spec transform cannot apply to this spec (the message is for people)."""
+
+
+def identity_transform(spec: MeshSpec) -> MeshSpec:
+    return spec
+
+
+async def evaluate_meshfile(path: str) -> EvalResult:
+    return await evaluate_async(path)
+
+
+@attrs.frozen(kw_only=True)
+class ReloadOutcome:
+    """What one reload did: ``applied`` False means nothing that runs was touched."""
+
+    applied: bool
+    summary: str
+    error: str | None = None
+    duration_ms: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+class Reloader:
+    """Applies Meshfile edits and source changes to the mesh of ``fleet``."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        meshfile: str,
+        files: tuple[str, ...] = (),
+        transform: SpecTransform = identity_transform,
+        evaluate: Evaluator = evaluate_meshfile,
+        on_applied: Callable[[MeshSpec], None] | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.meshfile = meshfile
+        self.files = files
+        self.transform = transform
+        self.evaluate = evaluate
+        self.on_applied = on_applied
+        self.lock = trio.Lock()
+        self.startup = trio.CancelScope()
+
+    def announce(self, message: str) -> None:
+        self.fleet.ctx.logs.announce(message)
+
+    async def start(self) -> None:
+        """The initial start of every service, under the reload lock (a reload cancels it)."""
+        async with self.lock:
+            with self.startup:
+                await self.fleet.start_all()
+
+    async def reload(
+        self,
+        *,
+        meshfile: bool = True,
+        forced: frozenset[str] = frozenset(),
+        detected_at: float | None = None,
+        reason: str = "meshkit reload",
+    ) -> ReloadOutcome:
+        """Re-read the Meshfile (if ``meshfile``) and replace the ``forced`` deployments."""
+        detected = trio.current_time() if detected_at is None else detected_at
+        self.startup.cancel()
+        async with self.lock:
+            spec = self.fleet.spec
+            if meshfile:
+                self.announce(f"meshkit: {reason}: reading {self.meshfile}")
+                result = await self.evaluate(self.meshfile)
+                if result.files:
+                    self.files = result.files
+                if not result.ok or result.spec is None:
+                    problems = "; ".join(str(problem) for problem in result.problems)
+                    return self._refuse(problems or "the Meshfile did not evaluate")
+                try:
+                    spec = self.transform(result.spec)
+                    startup_order(spec)
+                except (SpecTransformError, PlanError) as error:
+                    return self._refuse(str(error))
+            try:
+                diff = diff_specs(self.fleet.spec, spec)
+            except DiffRefused as error:
+                return self._refuse(str(error))
+            diff = _with_forced(diff, spec, forced)
+            return await self._apply(spec, diff, forced=forced, detected=detected)
+
+    def _refuse(self, error: str) -> ReloadOutcome:
+        self.announce(f"meshkit: reload refused, nothing changed: {error}")
+        previous = self.fleet.registry.reload
+        self.fleet.registry.record_reload(
+            attrs.evolve(previous, error=error, finished_at=time.time())
+        )
+        return ReloadOutcome(applied=False, summary="nothing changed", error=error)
+
+    async def _apply(
+        self, spec: MeshSpec, diff: SpecDiff, *, forced: frozenset[str], detected: float
+    ) -> ReloadOutcome:
+        fleet = self.fleet
+        fleet.spec = spec
+        if self.on_applied is not None:
+            self.on_applied(spec)
+        fleet.publish()
+        steps = plan_rollout(spec, fleet.running_slots(), forced=forced)
+        summary = diff.summary()
+        self.announce(f"meshkit: reloading: {summary}; {describe(steps)}")
+        problems: list[str] = []
+        if not await fleet.wait_in_sync():
+            problems.append(fleet.unsynced_message())
+        problems += await fleet.execute(steps)
+        if steps and not await fleet.wait_in_sync():
+            problems.append(fleet.unsynced_message())
+        problems += fleet.nacks()
+        duration_ms = round((trio.current_time() - detected) * 1000, 1)
+        error = "; ".join(problems) if problems else None
+        report = ReloadReport(
+            reloads=fleet.registry.reload.reloads + 1,
+            error=error,
+            duration_ms=duration_ms,
+            summary=summary,
+            finished_at=time.time(),
+        )
+        fleet.registry.record_reload(report)
+        outcome = f"with problems: {error}" if error else "every sidecar in sync"
+        self.announce(
+            f"meshkit: reload applied in {duration_ms:.0f} ms "
+            f"(change detected -> last sidecar ACK), {outcome}"
+        )
+        return ReloadOutcome(applied=True, summary=summary, error=error, duration_ms=duration_ms)
+
+
+def _with_forced(diff: SpecDiff, spec: MeshSpec, forced: frozenset[str]) -> SpecDiff:
+    """``diff`` plus a restart for each forced deployment it does not change already."""
+    changed = {change.key for change in diff.deployments}
+    extra = tuple(
+        DeploymentChange(key=svc.key, service=svc.name, kind="restart", reasons=("source",))
+        for svc in spec.services
+        if svc.key in forced and svc.key not in changed
+    )
+    return attrs.evolve(diff, deployments=(*diff.deployments, *extra))

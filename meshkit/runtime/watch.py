@@ -1,0 +1,171 @@
+"""The file watcher: Meshfile edits reload the mesh, source edits restart their service.
+
+What is watched (``WatchTargets``): the Meshfile and the local modules it
+imported (their directories, not recursively: editors replace files rather
+than write them in place), and each deployment's ``watch`` paths (recursively).
+``.git``, ``__pycache__``, ``.venv``, ``node_modules``, ``.meshkit`` and the
+like are ignored.  watchfiles groups the changes of one save (it yields once
+no change came for ``step`` ms), and the changes that arrive while a reload
+runs are merged into the next one.
+
+``classify`` (pure) says what a batch of changed paths means: a Meshfile
+reload, and/or the deployments whose sources changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import attrs
+import trio
+import watchfiles
+
+from meshkit.dsl.spec import MeshSpec
+from meshkit.runtime.reload import Reloader
+
+IGNORED_DIRECTORIES = (*watchfiles.DefaultFilter.ignore_dirs, ".meshkit")
+STEP_MS = 50
+DEBOUNCE_MS = 1600
+
+
+@attrs.frozen(kw_only=True)
+class WatchTargets:
+    meshfile_files: frozenset[str]
+    sources: tuple[tuple[str, tuple[str, ...]], ...]  # (deployment key, watch paths)
+
+    @classmethod
+    def of(cls, spec: MeshSpec, files: Iterable[str]) -> WatchTargets:
+        return cls(
+            meshfile_files=frozenset(os.path.abspath(file) for file in files),
+            sources=tuple(
+                (svc.key, tuple(os.path.abspath(path) for path in svc.watch))
+                for svc in spec.services
+                if svc.watch
+            ),
+        )
+
+    def roots(self) -> list[tuple[tuple[str, ...], bool]]:
+        """The (paths, recursive) pairs to hand to watchfiles; missing paths left out."""
+        directories = sorted({os.path.dirname(file) for file in self.meshfile_files})
+        sources = sorted({path for _, paths in self.sources for path in paths})
+        pairs: list[tuple[tuple[str, ...], bool]] = []
+        existing_dirs = tuple(path for path in directories if os.path.isdir(path))
+        if existing_dirs:
+            pairs.append((existing_dirs, False))
+        existing_sources = tuple(path for path in sources if os.path.exists(path))
+        if existing_sources:
+            pairs.append((existing_sources, True))
+        return pairs
+
+
+@attrs.frozen(kw_only=True)
+class Trigger:
+    meshfile: bool = False
+    restart: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.meshfile and not self.restart
+
+    def merge(self, other: Trigger) -> Trigger:
+        return Trigger(
+            meshfile=self.meshfile or other.meshfile, restart=self.restart | other.restart
+        )
+
+
+def classify(paths: Iterable[str], targets: WatchTargets) -> Trigger:
+    """What changes to ``paths`` ask for: a Meshfile reload, restarts of deployments."""
+    meshfile = False
+    restart: set[str] = set()
+    for path in paths:
+        absolute = os.path.abspath(path)
+        if _ignored(absolute):
+            continue
+        if absolute in targets.meshfile_files:
+            meshfile = True
+        for key, watched in targets.sources:
+            if any(_is_under(absolute, root) for root in watched):
+                restart.add(key)
+    return Trigger(meshfile=meshfile, restart=frozenset(restart))
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _ignored(path: str) -> bool:
+    return any(part in IGNORED_DIRECTORIES for part in path.split(os.sep))
+
+
+def describe_trigger(trigger: Trigger) -> str:
+    parts = ["Meshfile changed"] if trigger.meshfile else []
+    if trigger.restart:
+        parts.append(f"sources of {', '.join(sorted(trigger.restart))} changed")
+    return " and ".join(parts)
+
+
+async def watch_and_reload(
+    reloader: Reloader, *, step_ms: int = STEP_MS, debounce_ms: int = DEBOUNCE_MS
+) -> None:
+    """Watch the targets of the running spec and reload on changes, until cancelled."""
+    while True:
+        targets = WatchTargets.of(reloader.fleet.spec, reloader.files)
+        async with trio.open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[set[str]](64)
+            async with send:
+                for paths, recursive in targets.roots():
+                    nursery.start_soon(
+                        _pump, paths, recursive, send.clone(), step_ms, debounce_ms, reloader
+                    )
+            while True:
+                try:
+                    batch = await receive.receive()
+                except trio.EndOfChannel:
+                    await trio.sleep_forever()  # nothing (left) to watch; 'meshkit reload' works
+                trigger = classify(batch, targets)
+                detected = trio.current_time()
+                while True:
+                    try:
+                        trigger = trigger.merge(classify(receive.receive_nowait(), targets))
+                    except trio.WouldBlock:
+                        break
+                if trigger.empty:
+                    continue
+                await reloader.reload(
+                    meshfile=trigger.meshfile,
+                    forced=trigger.restart,
+                    detected_at=detected,
+                    reason=describe_trigger(trigger),
+                )
+                if WatchTargets.of(reloader.fleet.spec, reloader.files) != targets:
+                    break
+            nursery.cancel_scope.cancel()
+
+
+async def _pump(
+    paths: tuple[str, ...],
+    recursive: bool,
+    send: trio.MemorySendChannel[set[str]],
+    step_ms: int,
+    debounce_ms: int,
+    reloader: Reloader,
+) -> None:
+    watch_filter = watchfiles.DefaultFilter(ignore_dirs=IGNORED_DIRECTORIES)
+    async with send:
+        try:
+            async for changes in watchfiles.awatch(
+                *paths,
+                watch_filter=watch_filter,
+                step=step_ms,
+                debounce=debounce_ms,
+                recursive=recursive,
+            ):
+                await send.send({path for _, path in changes})
+        except (OSError, RuntimeError) as error:
+            # A watched directory that disappears, or inotify running out of
+            # watches, stops this watcher only; the mesh runs on.
+            reloader.announce(
+                f"meshkit: stopped watching {', '.join(paths)}: {error}; "
+                "'meshkit reload' still applies edits"
+            )
