@@ -32,7 +32,7 @@ from typing import Literal
 
 import attrs
 
-from meshkit.proxy.rules import DestinationPolicy, RouteTable
+from meshkit.proxy.rules import DestinationPolicy, RouteTable, RuntimeFault
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
@@ -118,6 +118,9 @@ class ProxyConfig:
     # each sidecar gets all of them, so a route change reaches every sidecar.
     routes: tuple[RouteTable, ...] = ()
     policies: tuple[DestinationPolicy, ...] = ()
+    # Faults injected at runtime (``meshkit fault``, ``mesh.fault``), each with
+    # its own wall-clock expiry; the sidecar ignores expired ones.
+    runtime_faults: tuple[RuntimeFault, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:
