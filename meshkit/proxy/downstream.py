@@ -13,7 +13,8 @@ import trio
 
 from meshkit.proxy.config import Limits
 from meshkit.proxy.dataplane import DataPlane
-from meshkit.proxy.http1 import Http1ServerCodec, refusal_bytes
+from meshkit.proxy.http1 import refusal_bytes
+from meshkit.proxy.http1_fast import new_server_codec
 from meshkit.proxy.messages import (
     Body,
     Closed,
@@ -25,6 +26,7 @@ from meshkit.proxy.messages import (
     ResponseHead,
 )
 from meshkit.proxy.router import FLAG_HEADER, REASON_HEADER
+from meshkit.proxy.streamio import receive_some, send_all
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -51,7 +53,7 @@ class Downstream:
     ) -> None:
         self.stream = stream
         self.plane = plane
-        self.codec = Http1ServerCodec(limits)
+        self.codec = new_server_codec(limits)
         self.limits = limits
         self.listener_name = listener_name
         self.peer_address = peer_address
@@ -60,14 +62,14 @@ class Downstream:
 
     async def _receive(self) -> None:
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await receive_some(self.stream, RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             raise DownstreamGone(str(error)) from None
         self.codec.receive_data(data)
 
     async def send(self, data: bytes | bytearray) -> None:
         try:
-            await self.stream.send_all(data)
+            await send_all(self.stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             raise DownstreamGone(str(error)) from None
 

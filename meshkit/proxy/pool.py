@@ -18,6 +18,7 @@ import trio
 
 from meshkit.proxy.config import Limits
 from meshkit.proxy.http1 import Http1ClientCodec
+from meshkit.proxy.http1_fast import new_client_codec
 
 PoolKey = tuple[str, int]
 
@@ -65,7 +66,7 @@ class ConnectionPool:
                 return connection
             await _close_quietly(connection.stream)
         stream = await connect()
-        return UpstreamConnection(key=key, stream=stream, codec=Http1ClientCodec(limits))
+        return UpstreamConnection(key=key, stream=stream, codec=new_client_codec(limits))
 
     async def release(self, connection: UpstreamConnection) -> None:
         """Return a connection after a complete exchange; closes it if it cannot be reused."""
@@ -97,6 +98,8 @@ def _peer_has_spoken(stream: trio.abc.Stream) -> bool:
     One non-blocking ``select`` per reuse, so a connection the endpoint closed
     while idle (servers often keep-alive for only a few seconds) is not used.
     """
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream  # TLS servers here send no session tickets
     if not isinstance(stream, trio.SocketStream):
         return False
     try:

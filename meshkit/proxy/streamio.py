@@ -1,0 +1,88 @@
+"""Reading and writing a stream with fewer trips through trio's scheduler.
+
+``trio.SocketStream`` makes every successful send or receive a checkpoint: the
+task yields and waits for a scheduler pass even when the kernel took the bytes
+at once, and a receive with nothing there yet costs a failing ``recv`` before
+the wait.  On the hot path of a proxy that is most of the work per request.
+
+For a plain ``trio.SocketStream`` these helpers try the non-blocking system
+call first and only wait (``trio.lowlevel.wait_readable``/``wait_writable``)
+when the kernel says "would block".  Trio's guarantees are kept where they
+matter: a cancelled task is cancelled at every call, and a task yields at
+least every ``YIELD_EVERY`` operations, so a connection whose peer never
+stops sending cannot starve the others.  Any other stream (TLS) goes through
+its own ``receive_some``/``send_all``.  (Putting the same short path under
+``trio.SSLStream`` was measured too, and saved nothing measurable.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+YIELD_EVERY = 16
+
+
+class _Budget:
+    """Operations done without yielding, shared by every stream of the process."""
+
+    unyielded = 0
+
+
+async def _maybe_yield() -> None:
+    _Budget.unyielded += 1
+    if _Budget.unyielded >= YIELD_EVERY:
+        _Budget.unyielded = 0
+        await trio.lowlevel.checkpoint()
+    else:
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+
+async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytearray:
+    """Like ``stream.receive_some``; ``b""`` when the peer closed its side.
+
+    Raises ``OSError`` (or trio's ``ClosedResourceError``) when the connection broke.
+    """
+    if type(stream) is trio.SocketStream:
+        return await _receive(stream.socket, max_bytes)
+    return await stream.receive_some(max_bytes)
+
+
+async def send_all(stream: trio.abc.Stream, data: bytes | bytearray | memoryview) -> None:
+    """Like ``stream.send_all``: every byte of ``data`` is written before it returns."""
+    if type(stream) is trio.SocketStream:
+        await _send(stream.socket, data)
+    else:
+        await stream.send_all(data)
+
+
+async def _receive(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    await _maybe_yield()
+    fd = sock.fileno()
+    if fd < 0:
+        raise trio.ClosedResourceError("the connection was closed")
+    while True:
+        try:
+            return os.read(fd, max_bytes)
+        except BlockingIOError:
+            _Budget.unyielded = 0
+            await trio.lowlevel.wait_readable(sock)
+
+
+async def _send(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> None:
+    await _maybe_yield()
+    fd = sock.fileno()
+    if fd < 0:
+        raise trio.ClosedResourceError("the connection was closed")
+    with memoryview(data) as whole:
+        offset = 0
+        while offset < len(whole):
+            with whole[offset:] as rest:
+                try:
+                    offset += os.write(fd, rest)
+                    continue
+                except BlockingIOError:
+                    pass
+            _Budget.unyielded = 0
+            await trio.lowlevel.wait_writable(sock)
