@@ -8,14 +8,22 @@ end, so a config update never changes a request half-way.
 from __future__ import annotations
 
 import logging
+import random
 import ssl
+import time
 
 import trio
 
 from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.balancer import RoundRobin
+from meshkit.proxy.calls import CallLog
 from meshkit.proxy.config import Limits, Listener, ProxyConfig
+from meshkit.proxy.destinations import Destinations
+from meshkit.proxy.h2upstream import H2Upstreams
+from meshkit.proxy.headers import REQUEST_ID_HEADER
+from meshkit.proxy.messages import RequestHead, header_value
 from meshkit.proxy.metrics import Metrics
+from meshkit.proxy.mirror import Mirrors
 from meshkit.proxy.pool import ConnectionPool
 
 access_log = logging.getLogger("meshkit.proxy.access")
@@ -29,7 +37,19 @@ class DataPlane:
         self.ready = False
         self.draining = False
         self.balancer = RoundRobin()
+        # Breakers, outlier detectors, retry budgets and balancers per
+        # destination service: they outlive config swaps (``Destinations.sync``).
+        self.destinations = Destinations(
+            clock=trio.current_time, wall_clock=time.time, random=random.Random()
+        )
+        # Mirrored copies; the sidecar sets ``mirrors.nursery`` to one that lives as long as it.
+        self.mirrors = Mirrors()
         self.metrics = Metrics()
+        # The requests the inbound listener served (admin ``/calls``).
+        self.calls = CallLog()
+        # Multiplexed HTTP/2 connections (to h2 apps and between sidecars); the
+        # sidecar sets ``h2_upstreams.nursery`` to one that lives as long as it.
+        self.h2_upstreams = H2Upstreams()
         self.pool = ConnectionPool(
             max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2
         )
@@ -73,8 +93,25 @@ class DataPlane:
     def begin_drain(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their response."""
         self.draining = True
+        self.h2_upstreams.begin_drain()
         for scope in self._idle_waits:
             scope.cancel()
+
+    def record_call(
+        self, head: RequestHead, *, status: int, started: float, flag: str, caller: str | None
+    ) -> None:
+        """Add a request the inbound listener answered to the call log (admin ``/calls``)."""
+        request_id = header_value(head.headers, REQUEST_ID_HEADER)
+        self.calls.record(
+            time=time.time(),
+            method=head.method.decode("ascii", "replace"),
+            path=head.target.decode("ascii", "replace"),
+            status=status,
+            caller=caller,
+            duration_ms=(trio.current_time() - started) * 1000,
+            flag=flag,
+            request_id=None if request_id is None else request_id.decode("ascii", "replace"),
+        )
 
     def log_access(
         self, *, method: bytes, target: bytes, status: int, started: float, flag: str

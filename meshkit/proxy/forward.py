@@ -15,11 +15,15 @@ had no body (nothing can have been processed twice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import RECEIVE_SIZE, Downstream, DownstreamGone
+from meshkit.proxy.h2downstream import H2Downstream
+from meshkit.proxy.h2forward import forward_http2, speaks_http2
 from meshkit.proxy.headers import is_chunked, rewrite_request_headers, rewrite_response_headers
 from meshkit.proxy.messages import (
     Body,
@@ -30,6 +34,8 @@ from meshkit.proxy.messages import (
     ResponseHead,
 )
 from meshkit.proxy.pool import UpstreamConnection
+from meshkit.proxy.replay import RequestBodySource
+from meshkit.proxy.streamio import receive_some, send_all
 from meshkit.proxy.transport import ConnectFailure, connect_app, connect_endpoint
 
 FLUSH_SIZE = 64 * 1024
@@ -46,26 +52,40 @@ class _UpstreamBroken(Exception):
 
 
 class Outcome:
-    """How a forwarded exchange ended: the status sent, the flag, and keep-alive."""
+    """How a forwarded exchange ended: the status sent, the flag, and keep-alive.
 
-    __slots__ = ("flag", "keep_alive", "status")
+    ``answered`` is False when nothing was sent to the client: the failure was
+    left to the caller (``answer_failures=False``; ``reason`` says what
+    happened) or ``on_response`` held the response back (``status`` is the
+    endpoint's).
+    """
 
-    def __init__(self, *, status: int, flag: str, keep_alive: bool) -> None:
+    __slots__ = ("answered", "flag", "keep_alive", "reason", "status")
+
+    def __init__(
+        self, *, status: int, flag: str, keep_alive: bool, answered: bool = True, reason: str = ""
+    ) -> None:
         self.status = status
         self.flag = flag
         self.keep_alive = keep_alive
+        self.answered = answered
+        self.reason = reason
 
 
-async def _open(destination: Endpoint | AppTarget, limits: Limits) -> trio.abc.Stream:
+async def _open(
+    plane: DataPlane, destination: Endpoint | AppTarget, limits: Limits
+) -> trio.abc.Stream:
     if isinstance(destination, Endpoint):
-        return await connect_endpoint(destination, timeout=limits.connect_timeout)
+        return await connect_endpoint(
+            destination, timeout=limits.connect_timeout, tls=plane.tls
+        )
     return await connect_app(destination, timeout=limits.connect_timeout)
 
 
 async def _receive_from(upstream: UpstreamConnection, limits: Limits, *, got_head: bool) -> None:
     with trio.move_on_after(limits.idle_timeout) as scope:
         try:
-            data = await upstream.stream.receive_some(RECEIVE_SIZE)
+            data = await receive_some(upstream.stream, RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             raise _UpstreamBroken(
                 f"connection lost: {error}", before_response=not got_head
@@ -83,7 +103,7 @@ async def _receive_from(upstream: UpstreamConnection, limits: Limits, *, got_hea
 
 async def _send_to(upstream: UpstreamConnection, data: bytes | bytearray) -> None:
     try:
-        await upstream.stream.send_all(data)
+        await send_all(upstream.stream, data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
         raise _UpstreamBroken(f"connection lost: {error}", before_response=True) from None
 
@@ -91,15 +111,46 @@ async def _send_to(upstream: UpstreamConnection, data: bytes | bytearray) -> Non
 async def forward(
     *,
     plane: DataPlane,
-    downstream: Downstream,
+    downstream: Downstream | H2Downstream,
     head: RequestHead,
     target: bytes,
     destination: Endpoint | AppTarget,
     cluster_name: str,
     limits: Limits,
     append_forwarded_for: bool,
+    body: RequestBodySource | None = None,
+    on_response: Callable[[ResponseHead], ResponseHead | None] | None = None,
+    answer_failures: bool = True,
 ) -> Outcome:
-    """Forward ``head`` (and its body, read from ``downstream``) to ``destination``."""
+    """Forward ``head`` (and its body, read from ``body`` or else ``downstream``) to ``destination``.
+
+    ``on_response`` sees the endpoint's response head and returns the head to
+    send, or None to drop the response unsent (a retry will follow).  With
+    ``answer_failures=False`` a failure before the response (UF, UC, UT) is
+    returned unanswered for the caller to retry or answer.  When a side speaks
+    HTTP/2 the exchange goes through ``h2forward`` under the same rules.
+    """
+    if isinstance(downstream, H2Downstream) or speaks_http2(downstream, destination):
+        result = await forward_http2(
+            plane=plane,
+            downstream=downstream,
+            head=head,
+            target=target,
+            destination=destination,
+            cluster_name=cluster_name,
+            limits=limits,
+            append_forwarded_for=append_forwarded_for,
+            body=body,
+            on_response=on_response,
+            answer_failures=answer_failures,
+        )
+        return Outcome(
+            status=result.status,
+            flag=result.flag,
+            keep_alive=result.keep_alive,
+            answered=result.answered,
+            reason=result.reason,
+        )
     chunked = is_chunked(head.headers)
     has_body = chunked or any(
         name == b"content-length" and value.strip() != b"0" for name, value in head.headers
@@ -112,6 +163,7 @@ async def forward(
             client_address=downstream.peer_address,
             append_forwarded_for=append_forwarded_for,
             identity=downstream.identity,
+            local_identity=plane.local_identity,
             chunked=chunked,
         ),
         http_version=b"1.1",
@@ -125,15 +177,25 @@ async def forward(
     for attempt in (1, 2):
         try:
             upstream = await plane.pool.acquire(
-                key, limits=limits, connect=lambda: _open(destination, limits)
+                key, limits=limits, connect=lambda: _open(plane, destination, limits)
             )
         except ConnectFailure as failure:
             plane.metrics.record_connect_failure(cluster=cluster_name)
             reason = f"upstream connect error: {failure.reason}"
+            if not answer_failures:
+                return Outcome(status=0, flag="UF", keep_alive=True, answered=False, reason=reason)
             keep = await downstream.reply(503, (reason + "\n").encode(), reason=reason, flag="UF")
             return Outcome(status=503, flag="UF", keep_alive=keep)
         try:
-            return await _exchange(plane, downstream, upstream, upstream_head, limits)
+            return await _exchange(
+                plane,
+                downstream,
+                upstream,
+                upstream_head,
+                limits,
+                downstream if body is None else body,
+                on_response,
+            )
         except _UpstreamBroken as broken:
             await plane.pool.discard(upstream)
             if broken.before_response and upstream.reused and not has_body and attempt == 1:
@@ -142,6 +204,8 @@ async def forward(
                 return Outcome(status=0, flag="UC", keep_alive=False)
             status, flag = (504, "UT") if broken.timed_out else (502, "UC")
             reason = f"{what} {broken.reason}"
+            if not answer_failures:
+                return Outcome(status=0, flag=flag, keep_alive=True, answered=False, reason=reason)
             keep = await downstream.reply(
                 status, (reason + "\n").encode(), reason=reason, flag=flag
             )
@@ -166,6 +230,8 @@ async def _exchange(
     upstream: UpstreamConnection,
     upstream_head: RequestHead,
     limits: Limits,
+    body: RequestBodySource,
+    on_response: Callable[[ResponseHead], ResponseHead | None] | None,
 ) -> Outcome:
     """One request/response on ``upstream``; releases it to the pool when reusable.
 
@@ -179,13 +245,13 @@ async def _exchange(
     # so a small exchange costs one write per direction.
     pending = bytearray(codec.send_head(upstream_head))
     try:
-        await downstream.send_continue_if_expected()
+        await body.send_continue_if_expected()
         while True:
-            event = downstream.poll_body_event()
+            event = body.poll_body_event()
             if isinstance(event, NeedData):
                 await _send_to(upstream, pending)
                 pending.clear()
-                await downstream.receive_body_bytes()
+                await body.receive_body_bytes()
             elif isinstance(event, EndOfBody):
                 pending += codec.send_end()
                 await _send_to(upstream, pending)
@@ -227,9 +293,19 @@ async def _exchange(
                 headers = rewrite_response_headers(response_event.headers)
                 if plane.draining:
                     headers.append((b"connection", b"close"))
-                out += client.send_head(
-                    ResponseHead(status=status, headers=headers, reason=response_event.reason)
+                response_head = ResponseHead(
+                    status=status, headers=headers, reason=response_event.reason
                 )
+                if on_response is not None:
+                    chosen = on_response(response_head)
+                    if chosen is None:
+                        await plane.pool.discard(upstream)
+                        return Outcome(
+                            status=status, flag="-", keep_alive=True, answered=False,
+                            reason="response held back for a retry",
+                        )
+                    response_head = chosen
+                out += client.send_head(response_head)
             elif isinstance(response_event, EndOfBody):
                 out += client.send_end()
                 await downstream.send(out)

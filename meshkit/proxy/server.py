@@ -10,17 +10,24 @@ handshake, both within ``header_timeout``.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import trio
 
 from meshkit.proxy.admin import answer_admin
-from meshkit.proxy.config import AppTarget, Endpoint
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import Downstream, DownstreamGone
 from meshkit.proxy.forward import forward
+from meshkit.proxy.h2downstream import (
+    H2Downstream,
+    ReplayedStream,
+    is_http2,
+    read_preface,
+    serve_http2,
+)
+from meshkit.proxy.l7 import serve_service_request
 from meshkit.proxy.messages import RequestHead
 from meshkit.proxy.router import (
-    ForwardToApp,
     ForwardToCluster,
     LocalReply,
     ServeAdmin,
@@ -91,6 +98,23 @@ async def handle_connection(
     plane.metrics.connection_opened(listener_name)
     try:
         async with stream:
+            first_bytes = b""
+            if _selected_alpn(stream) != "h2":
+                with trio.move_on_after(limits.header_timeout) as sniffing:
+                    first_bytes = await read_preface(stream)
+                if not first_bytes and not sniffing.cancelled_caught:
+                    return
+            if _selected_alpn(stream) == "h2" or is_http2(first_bytes):
+                await serve_http2(
+                    plane,
+                    transport=ReplayedStream(stream, first_bytes),
+                    limits=limits,
+                    listener_name=listener_name,
+                    peer_address=_peer_address(raw_stream),
+                    identity=identity,
+                    handle_request=handle_request,
+                )
+                return
             downstream = Downstream(
                 stream=stream,
                 plane=plane,
@@ -99,6 +123,12 @@ async def handle_connection(
                 peer_address=_peer_address(raw_stream),
                 identity=identity,
             )
+            downstream.codec.receive_data(first_bytes)
+            if not first_bytes:
+                await downstream.refuse(
+                    408, f"request head not received within {limits.header_timeout:g}s"
+                )
+                return
             first = True
             while True:
                 head = await downstream.read_head(first=first)
@@ -117,8 +147,15 @@ async def handle_connection(
         plane.metrics.connection_closed(listener_name)
 
 
-async def handle_request(plane: DataPlane, downstream: Downstream, head: RequestHead) -> bool:
-    """Answer one request; True when the connection may carry another."""
+def _selected_alpn(stream: trio.abc.Stream) -> str | None:
+    return stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
+
+
+async def handle_request(
+    plane: DataPlane, downstream: Downstream | H2Downstream, head: RequestHead
+) -> bool:
+    """Answer one request (HTTP/1.1, or one HTTP/2 stream); True when the connection may
+    carry another."""
     started = trio.current_time()
     config = plane.config
     listener = None if config is None else plane.listener(config, downstream.listener_name)
@@ -136,26 +173,39 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             )
         elif isinstance(decision, ServeAdmin):
             answer = answer_admin(
-                decision.path, config=config, ready=plane.ready, metrics=plane.metrics
+                decision.path,
+                config=config,
+                ready=plane.ready,
+                metrics=plane.metrics,
+                calls=plane.calls,
+                method=head.method,
+                query=head.target.partition(b"?")[2],
             )
             status, flag = answer.status, "-"
             keep = await downstream.reply(status, answer.body, content_type=answer.content_type)
+        elif isinstance(decision, ForwardToCluster):
+            # Outbound, upstream and gateway: the service's L7 rules and resilience.
+            cluster_label = decision.cluster.name
+            result = await serve_service_request(
+                plane,
+                # An H2Downstream offers all that the L7 flow uses of a Downstream.
+                cast(Downstream, downstream),
+                head,
+                config=config,
+                cluster=decision.cluster,
+                target=decision.target,
+                append_forwarded_for=listener.kind in ENTRY_KINDS,
+            )
+            status, flag, keep = result.status, result.flag, result.keep_alive
         else:
-            if isinstance(decision, ForwardToCluster):
-                cluster_label = decision.cluster.name
-                endpoint = plane.balancer.pick(decision.cluster)
-                assert endpoint is not None  # the router answers UH for empty clusters
-                destination: Endpoint | AppTarget = endpoint
-            else:
-                assert isinstance(decision, ForwardToApp)
-                cluster_label = f"{config.service} (local app)"
-                destination = decision.app
+            # Inbound: the caller's sidecar applied the rules; straight to the local app.
+            cluster_label = f"{config.service} (local app)"
             outcome = await forward(
                 plane=plane,
                 downstream=downstream,
                 head=head,
                 target=decision.target,
-                destination=destination,
+                destination=decision.app,
                 cluster_name=cluster_label,
                 limits=config.limits,
                 append_forwarded_for=listener.kind in ENTRY_KINDS,
@@ -167,6 +217,10 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
     plane.log_access(
         method=head.method, target=head.target, status=status, started=started, flag=flag
     )
+    if listener is not None and listener.kind == "inbound":
+        plane.record_call(
+            head, status=status, started=started, flag=flag, caller=downstream.identity
+        )
     return keep
 
 

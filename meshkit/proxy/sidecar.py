@@ -173,6 +173,8 @@ class Sidecar:
         try:
             async with trio.open_nursery() as connections:
                 self._connection_nursery = connections
+                self.plane.mirrors.nursery = connections
+                self.plane.h2_upstreams.nursery = connections
                 async with trio.open_nursery() as listeners:
                     self._listener_nursery = listeners
                     listeners.start_soon(self._subscribe)
