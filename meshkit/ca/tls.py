@@ -40,9 +40,10 @@ from meshkit.ca.errors import CaError, PeerIdentityMismatch
 from meshkit.ca.spiffe import check_svid
 
 ALPN_PROTOCOLS = ["h2", "http/1.1"]
-# What a sidecar's servers select today.  HTTP/2 hook: once the listeners speak
-# h2, pass ALPN_PROTOCOLS instead and dispatch on ``selected_alpn_protocol()``.
-SIDECAR_SERVER_ALPN = ["http/1.1"]
+# What a sidecar's servers select: h2 when offered; the listener dispatches on
+# ``selected_alpn_protocol()``.
+SIDECAR_SERVER_ALPN = ["h2", "http/1.1"]
+HTTP1_ONLY_ALPN = ["http/1.1"]
 _SHARED_MEMORY = Path("/dev/shm")
 
 PrivateKeyOrPem = ec.EllipticCurvePrivateKey | bytes
@@ -119,7 +120,13 @@ def server_context(
     return context
 
 
-def client_context(cert_pem: bytes, key: PrivateKeyOrPem, root_pem: bytes) -> ssl.SSLContext:
+def client_context(
+    cert_pem: bytes,
+    key: PrivateKeyOrPem,
+    root_pem: bytes,
+    *,
+    alpn_protocols: Sequence[str] = ALPN_PROTOCOLS,
+) -> ssl.SSLContext:
     """A sidecar's outbound context: TLS 1.3, presents its certificate, verifies the server's.
 
     No host name check: call ``verify_peer_identity`` after the handshake.
@@ -130,7 +137,7 @@ def client_context(cert_pem: bytes, key: PrivateKeyOrPem, root_pem: bytes) -> ss
     context.verify_mode = ssl.CERT_REQUIRED
     _trust_mesh_root(context, root_pem)
     _load_cert_chain(context, cert_pem, key)
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context.set_alpn_protocols(list(alpn_protocols))
     return context
 
 
@@ -184,6 +191,8 @@ class MeshTlsContexts:
     not_after: datetime.datetime
     server: ssl.SSLContext
     client: ssl.SSLContext
+    # Offers only http/1.1 (pooled HTTP/1.1 connections); None: use ``client``.
+    client_http1: ssl.SSLContext | None = None
 
     @classmethod
     def build(
@@ -207,4 +216,7 @@ class MeshTlsContexts:
                 alpn_protocols=server_alpn,
             ),
             client=client_context(cert_pem, key, root_pem),
+            client_http1=client_context(
+                cert_pem, key, root_pem, alpn_protocols=HTTP1_ONLY_ALPN
+            ),
         )

@@ -38,6 +38,7 @@ from meshkit.dsl.spec import (
     RestartMode,
     RestartPolicy,
     RouteSpec,
+    ServiceProtocol,
     ServiceSpec,
 )
 from meshkit.dsl.suggest import did_you_mean
@@ -48,6 +49,7 @@ Duration: TypeAlias = int | float | str
 """Seconds as a number, or a string such as ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``."""
 
 RESTART_MODES: tuple[str, ...] = get_args(RestartMode)
+SERVICE_PROTOCOLS: tuple[str, ...] = get_args(ServiceProtocol)
 MTLS_MODES: tuple[str, ...] = get_args(MtlsMode)
 DEFAULT_GATEWAY_ROUTES: Mapping[str, str] = MappingProxyType({"/": "frontend"})
 
@@ -284,6 +286,14 @@ class _ArgumentReader:
         return tuple(routes)
 
 
+def _protocol(choice: str | None) -> ServiceProtocol:
+    if choice == "http2":
+        return "http2"
+    if choice == "grpc":
+        return "grpc"
+    return "http1"
+
+
 def _restart_policy(mode: str) -> RestartPolicy:
     if mode == "no":
         return RestartPolicy(mode="no")
@@ -349,6 +359,7 @@ class Mesh:
         upstreams: ServiceRef | Iterable[ServiceRef] = (),
         restart: RestartPolicy | RestartMode = "always",
         watch: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = (),
+        protocol: ServiceProtocol = "http1",
     ) -> ServiceHandle:
         """Declare one deployment of a service; returns a handle naming it.
 
@@ -356,7 +367,9 @@ class Mesh:
         variables in its environment; ``version`` makes this one subset of a
         service that has several; ``depends_on`` services are started (and
         healthy) first; ``upstreams`` get a local port and ``<NAME>_URL``;
-        ``watch`` paths restart this service when they change.  Relative
+        ``watch`` paths restart this service when they change; ``protocol``
+        is what the app speaks (``"http2"``/``"grpc"``: h2c with prior
+        knowledge, ``"http1"`` by default).  Relative
         ``cwd`` and ``watch`` paths are resolved against the Meshfile's
         directory.
         """
@@ -375,6 +388,7 @@ class Mesh:
             upstreams=reader.service_refs("upstreams", upstreams),
             restart=reader.restart_policy("restart", restart),
             watch=reader.paths("watch", watch),
+            protocol=_protocol(reader.choice("protocol", protocol, SERVICE_PROTOCOLS)),
             origin=origin,
         )
         _report(reader.problems)

@@ -16,6 +16,8 @@ import attrs
 HealthKind = Literal["http", "tcp"]
 RestartMode = Literal["no", "on_failure", "always"]
 MtlsMode = Literal["strict", "permissive"]
+# What the app speaks on $PORT: "http2" and "grpc" mean h2c with prior knowledge.
+ServiceProtocol = Literal["http1", "http2", "grpc"]
 
 
 @attrs.frozen(kw_only=True)
@@ -83,6 +85,7 @@ class ServiceSpec:
     upstreams: tuple[str, ...] = ()
     restart: RestartPolicy = RestartPolicy()
     watch: tuple[str, ...] = ()
+    protocol: ServiceProtocol = "http1"
     origin: Origin = UNKNOWN_ORIGIN
 
     @property

@@ -194,6 +194,16 @@ def _duplicate_problems(services: tuple[ServiceSpec, ...]) -> list[Problem]:
             continue
         first_by_key[key] = service
         same_name = first_by_name.setdefault(service.name, service)
+        if same_name.protocol != service.protocol:
+            problems.append(
+                Problem.at(
+                    service.origin,
+                    f"{_subject(service)} speaks protocol={service.protocol!r} but "
+                    f"{_subject(same_name)} (at {_where(same_name.origin, service.origin)}) "
+                    f"speaks {same_name.protocol!r}; every version of a service speaks the "
+                    f"same protocol",
+                )
+            )
         if (same_name.version is None) != (service.version is None):
             problems.append(
                 Problem.at(

@@ -36,6 +36,7 @@ from meshkit.proxy.rules import DestinationPolicy, RouteTable, RuntimeFault
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
+AppProtocol = Literal["http1", "http2"]
 
 
 @attrs.frozen(kw_only=True)
@@ -81,10 +82,15 @@ class Listener:
 
 @attrs.frozen(kw_only=True)
 class AppTarget:
-    """Where the local app listens (inbound listeners forward here)."""
+    """Where the local app listens (inbound listeners forward here).
+
+    ``protocol`` is what the app speaks: ``"http2"`` is h2c with prior
+    knowledge (the Meshfile's ``protocol="http2"`` or ``"grpc"``).
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
+    protocol: AppProtocol = "http1"
 
 
 @attrs.frozen(kw_only=True)

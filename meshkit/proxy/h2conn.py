@@ -103,6 +103,38 @@ class Http2Stream:
             self._raise_if_failed()
             await self._changed.wait()
 
+    def poll_chunk(self) -> bytes | None:
+        """Like ``receive_chunk`` without waiting: None when nothing new has arrived yet."""
+        if self._buffer or self._peer_ended:
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+            if chunk:
+                self._connection._acknowledge(self.stream_id, self._unacknowledged)
+                self._unacknowledged = 0
+            return chunk
+        self._raise_if_failed()
+        return None
+
+    async def wait_for_data(self) -> None:
+        """Wait until body bytes, the end of the body or a failure arrive."""
+        while not (self._buffer or self._peer_ended):
+            self._raise_if_failed()
+            await self._changed.wait()
+
+    @property
+    def peer_ended(self) -> bool:
+        """The peer ended its side (END_STREAM or trailers); buffered bytes may remain."""
+        return self._peer_ended
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Body bytes received and not yet taken."""
+        return len(self._buffer)
+
+    @property
+    def failed(self) -> StreamError | None:
+        return self._error
+
     async def receive_body(self) -> AsyncIterator[bytes]:
         """The body as chunks; after the loop ``trailers`` holds any trailers."""
         while chunk := await self.receive_chunk():

@@ -367,6 +367,12 @@ class Http2Codec:
     def open_streams(self) -> int:
         return int(self._h2.open_inbound_streams + self._h2.open_outbound_streams)
 
+    @property
+    def can_open_stream(self) -> bool:
+        """Whether a new request stream fits the peer's max concurrent streams (client side)."""
+        allowed = int(self._h2.remote_settings.max_concurrent_streams)
+        return self.ended is None and int(self._h2.open_outbound_streams) < allowed
+
     # ------------------------------------------------------------ internals
 
     def _end(self, error_code: int, reason: str, *, by_peer: bool = False) -> ConnectionEnded:

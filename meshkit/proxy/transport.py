@@ -15,14 +15,16 @@
 Contexts are passed in by the caller for each connection: after a renewal new
 connections get the new contexts and open ones keep theirs.
 
-The servers select ``http/1.1`` by ALPN (``meshkit.ca.tls.SIDECAR_SERVER_ALPN``);
-a peer that selected ``h2`` would need an HTTP/2 codec this sidecar does not
-have yet, so ``connect_endpoint`` refuses it: that is where HTTP/2 plugs in.
+The servers select ``h2`` when offered, else ``http/1.1``
+(``meshkit.ca.tls.SIDECAR_SERVER_ALPN``); ``connect_endpoint`` offers exactly
+the protocol its caller will speak (``alpn``), so a pooled HTTP/1.1 connection
+never lands on an HTTP/2 server and a multiplexed HTTP/2 one always does.
 """
 
 from __future__ import annotations
 
 import ssl
+from typing import Literal
 
 import trio
 
@@ -31,7 +33,8 @@ from meshkit.ca.tls import MeshTlsContexts, verify_peer_identity
 from meshkit.proxy.config import AppTarget, Endpoint, MtlsMode
 
 TLS_RECORD_HANDSHAKE = 0x16
-SPOKEN_ALPN = frozenset({"http/1.1"})
+SPOKEN_ALPN = frozenset({"http/1.1", "h2"})
+Alpn = Literal["http/1.1", "h2"]
 
 
 class ConnectFailure(Exception):
@@ -75,14 +78,19 @@ async def _open_tcp(host: str, port: int, what: str, timeout: float) -> trio.Soc
 
 
 async def connect_endpoint(
-    endpoint: Endpoint, *, timeout: float, tls: MeshTlsContexts | None
+    endpoint: Endpoint,
+    *,
+    timeout: float,
+    tls: MeshTlsContexts | None,
+    alpn: Alpn = "http/1.1",
 ) -> trio.abc.Stream:
     """An mTLS stream to ``endpoint``'s sidecar whose peer is ``endpoint.identity``.
 
     ``tls=None`` (a sidecar without a certificate, as in configs without
     identities) gives plaintext, but only to an endpoint that expects none.
     Raises ``ConnectFailure`` with the reason (TCP, handshake, identity, ALPN),
-    all within ``timeout`` seconds.
+    all within ``timeout`` seconds.  With ``alpn="h2"`` the peer must select
+    h2 (a plaintext stream then carries h2c with prior knowledge).
     """
     what = f"instance '{endpoint.instance}'"
     if tls is None:
@@ -94,17 +102,18 @@ async def connect_endpoint(
         return await _open_tcp(endpoint.host, endpoint.port, what, timeout)
     deadline = trio.current_time() + timeout
     tcp = await _open_tcp(endpoint.host, endpoint.port, what, timeout)
-    stream = trio.SSLStream(tcp, tls.client, server_hostname=None, https_compatible=True)
+    context = tls.client if alpn == "h2" or tls.client_http1 is None else tls.client_http1
+    stream = trio.SSLStream(tcp, context, server_hostname=None, https_compatible=True)
     try:
         with trio.move_on_after(max(0.0, deadline - trio.current_time())) as scope:
             await stream.do_handshake()
         if scope.cancelled_caught:
             raise ConnectFailure(f"TLS handshake with {what} timed out after {timeout:g}s")
         verify_peer_identity(stream, endpoint.identity)
-        protocol = stream.selected_alpn_protocol()
-        if protocol is not None and protocol not in SPOKEN_ALPN:
+        protocol = stream.selected_alpn_protocol() or "http/1.1"
+        if protocol != alpn:
             raise ConnectFailure(
-                f"{what} selected ALPN {protocol!r}; this sidecar speaks only http/1.1"
+                f"{what} selected ALPN {protocol!r} where this sidecar asked for {alpn!r}"
             )
     except PeerIdentityMismatch as mismatch:
         await trio.aclose_forcefully(tcp)
