@@ -9,7 +9,18 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("up", "down", "status", "reload", "routes", "check", "config", "ca")
+SUBCOMMANDS = (
+    "up",
+    "down",
+    "status",
+    "reload",
+    "restart",
+    "fault",
+    "routes",
+    "check",
+    "config",
+    "ca",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

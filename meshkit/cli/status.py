@@ -7,7 +7,8 @@ The SYNC column is each sidecar's config sync (``istioctl proxy-status``):
 ``SYNCED`` (it applied the newest config), ``STALE`` (not answered yet) or
 ``NACKED`` (it refused it; the reason is in the errors), with the version it
 applied.  The ``reload`` line tells how the last Meshfile reload went and how
-long it took from the detected change to the last sidecar's ACK.
+long it took from the detected change to the last sidecar's ACK.  A ``fault``
+line shows each runtime fault in force (``meshkit fault``) and its time left.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import trio
 
+from meshkit.dsl.durations import format_duration
 from meshkit.proxy.control import ControlPlaneError, request_json
 
 CONTROL_SOCKET = Path(".meshkit") / "run" / "control.sock"
@@ -119,6 +121,25 @@ def format_reload(document: dict[str, Any]) -> str | None:
     return line
 
 
+def describe_fault(fault: dict[str, Any], *, now: float) -> str:
+    """One runtime fault of the status document, for people: what, where, how long."""
+    effects = []
+    if fault.get("abort") is not None:
+        effects.append(f"abort {fault['abort']}")
+    if fault.get("delay") is not None:
+        effects.append(f"delay {format_duration(float(fault['delay']))}")
+    line = f"{fault.get('id')}: {fault.get('service')} {' + '.join(effects) or '-'}"
+    line += f" on {float(fault.get('percent') or 0):g}% of requests"
+    if fault.get("path"):
+        line += f" under {fault['path']}"
+    for name, value in (fault.get("headers") or {}).items():
+        line += f" with {name}: {value}"
+    expires = fault.get("expires_at")
+    if expires is not None:
+        line += f", {format_age(float(expires) - now)} left"
+    return line
+
+
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -161,6 +182,8 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    for fault in document.get("faults", []):
+        lines.append(f"fault {describe_fault(fault, now=now)}")
     for error in document.get("errors", []):
         lines.append(f"error: {error}")
     return "\n".join(lines)

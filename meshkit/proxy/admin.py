@@ -1,4 +1,4 @@
-"""The admin listener's answers: ``/ready``, ``/config``, ``/metrics`` (pure)."""
+"""The admin listener's answers: ``/ready``, ``/config``, ``/metrics``, ``/calls`` (pure)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import attrs
 
+from meshkit.proxy.calls import CallLog, answer_calls
 from meshkit.proxy.config import ProxyConfig
 from meshkit.proxy.metrics import Metrics
 from meshkit.proxy.wire import config_to_dict
@@ -25,9 +26,21 @@ def _text(status: int, text: str) -> AdminAnswer:
 
 
 def answer_admin(
-    path: bytes, *, config: ProxyConfig | None, ready: bool, metrics: Metrics
+    path: bytes,
+    *,
+    config: ProxyConfig | None,
+    ready: bool,
+    metrics: Metrics,
+    calls: CallLog | None = None,
+    method: bytes = b"GET",
+    query: bytes = b"",
 ) -> AdminAnswer:
-    """What the admin listener answers for a GET of ``path``."""
+    """What the admin listener answers for ``method`` of ``path`` (``/calls``: see ``calls``)."""
+    if path == b"/calls" and calls is not None:
+        answer = answer_calls(method, query, calls)
+        return AdminAnswer(
+            status=answer.status, content_type=answer.content_type, body=answer.body
+        )
     if path == b"/ready":
         return _text(200, "ready") if ready else _text(503, "not ready: no config applied yet")
     if path == b"/config":
@@ -46,4 +59,4 @@ def answer_admin(
             body=metrics.render().encode(),
         )
     shown = path.decode("ascii", "replace")
-    return _text(404, f"no admin page '{shown}' (try /ready, /config or /metrics)")
+    return _text(404, f"no admin page '{shown}' (try /ready, /config, /metrics or /calls)")

@@ -2,7 +2,8 @@
 
 One mechanism for both kinds of fault: the route's ``FaultRule`` and the
 service-wide ``RuntimeFault``s (the same rule with an expiry in wall-clock
-seconds).  A fault applies to a request when its header conditions hold; its
+seconds).  A fault applies to a request when its header conditions hold (and
+its ``path_prefix``, if any, starts the request's path); its
 delay and its abort are then each drawn with their own percentage from the
 caller's seeded ``random.Random``.  When several faults apply, the longest
 delay and the first abort win.
@@ -54,7 +55,11 @@ class FaultInjector:
         self._wall_clock = wall_clock
         self._conditions: dict[FaultRule, list[HeaderCondition]] = {}
 
-    def _holds(self, rule: FaultRule, headers: Headers) -> bool:
+    def _holds(self, rule: FaultRule, headers: Headers, path: bytes) -> bool:
+        if rule.path_prefix is not None:
+            bare_path = path.partition(b"?")[0]
+            if not bare_path.startswith(rule.path_prefix.encode("utf-8", "replace")):
+                return False
         conditions = self._conditions.get(rule)
         if conditions is None:
             if len(self._conditions) > 1024:
@@ -81,15 +86,20 @@ class FaultInjector:
         headers: Headers,
         route_fault: FaultRule | None = None,
         runtime_faults: Sequence[RuntimeFault] = (),
+        path: bytes = b"",
     ) -> FaultDecision:
-        """The fault for one request to ``service``; ``NO_FAULT`` most of the time."""
+        """The fault for one request to ``service``; ``NO_FAULT`` most of the time.
+
+        ``path`` is the request target (a query is ignored); a rule with a
+        ``path_prefix`` never applies to a request whose path is not given.
+        """
         rules = [] if route_fault is None else [route_fault]
         rules.extend(self.active_runtime_faults(service, runtime_faults))
         delay = 0.0
         abort_status: int | None = None
         abort_grpc: int | None = None
         for rule in rules:
-            if not self._holds(rule, headers):
+            if not self._holds(rule, headers, path):
                 continue
             if rule.delay > 0 and chance(rule.delay_percent, self._random):
                 delay = max(delay, rule.delay)

@@ -81,7 +81,11 @@ class RetryRule:
 
 @attrs.frozen(kw_only=True)
 class FaultRule:
-    """A delay for ``delay_percent`` and an abort for ``abort_percent`` of matching requests."""
+    """A delay for ``delay_percent`` and an abort for ``abort_percent`` of matching requests.
+
+    A request matches when every header condition holds and, with a
+    ``path_prefix``, its path (the query left out) starts with it.
+    """
 
     delay: float = 0.0
     delay_percent: float = 0.0
@@ -89,6 +93,7 @@ class FaultRule:
     abort_grpc: str | None = None
     abort_percent: float = 0.0
     headers: tuple[HeaderMatch, ...] = ()
+    path_prefix: str | None = None
 
 
 @attrs.frozen(kw_only=True)

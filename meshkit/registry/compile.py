@@ -17,7 +17,9 @@ relies on:
 * every sidecar gets the route table and destination policy of every service
   (``meshkit.registry.routes``), so a route change reaches all of them;
 * a gateway with ``tls_port`` gets a second listener, ``gateway-tls`` (HTTPS,
-  same routes).
+  same routes);
+* every sidecar gets the runtime faults of the registry that have not expired
+  at ``now`` (the wall clock by default), since faults apply on the caller side.
 
 Versions: a config keeps the version the registry already holds when nothing
 else in it changed, and gets that version + 1 otherwise, so publishing the
@@ -25,6 +27,8 @@ result wakes only the sidecars with something new to apply.
 """
 
 from __future__ import annotations
+
+import time
 
 import attrs
 
@@ -38,7 +42,8 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
-from meshkit.proxy.rules import DestinationPolicy, RouteTable
+from meshkit.proxy.rules import DestinationPolicy, RouteTable, RuntimeFault
+from meshkit.registry.faults import runtime_faults
 from meshkit.registry.routes import destination_policies, route_tables
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 
@@ -46,10 +51,20 @@ LOOPBACK = "127.0.0.1"
 GATEWAY_TLS_LISTENER = "gateway-tls"
 
 
-def compile_configs(spec: MeshSpec, registry: Registry) -> dict[str, ProxyConfig]:
-    """One config per instance in ``registry``, keyed by instance id."""
+def compile_configs(
+    spec: MeshSpec, registry: Registry, *, now: float | None = None
+) -> dict[str, ProxyConfig]:
+    """One config per instance in ``registry``, keyed by instance id.
+
+    ``now`` (epoch seconds, default the wall clock) decides which runtime
+    faults have expired.
+    """
     clusters = _clusters(spec, registry)
-    rules = _Rules(routes=route_tables(spec), policies=destination_policies(spec))
+    rules = _Rules(
+        routes=route_tables(spec),
+        policies=destination_policies(spec),
+        runtime_faults=runtime_faults(registry.faults, time.time() if now is None else now),
+    )
     deployments = {svc.key: svc for svc in spec.services}
     configs: dict[str, ProxyConfig] = {}
     for record in registry.instances():
@@ -72,6 +87,7 @@ class _Rules:
 
     routes: tuple[RouteTable, ...]
     policies: tuple[DestinationPolicy, ...]
+    runtime_faults: tuple[RuntimeFault, ...] = ()
 
 
 def deployment_key(service: str, version: str | None) -> str:
@@ -123,13 +139,18 @@ def _app_config(
         mesh=spec.name,
         instance=record.id,
         service=record.service,
-        app=AppTarget(host=LOOPBACK, port=record.port or 0),
+        app=AppTarget(
+            host=LOOPBACK,
+            port=record.port or 0,
+            protocol="http1" if deployment.protocol == "http1" else "http2",
+        ),
         listeners=tuple(listeners),
         clusters=clusters,
         identity=spiffe_id(spec.name, record.service),
         mtls=spec.mtls,
         routes=rules.routes,
         policies=rules.policies,
+        runtime_faults=rules.runtime_faults,
     )
 
 
@@ -169,6 +190,7 @@ def _gateway_config(
         mtls=spec.mtls,
         routes=rules.routes,
         policies=rules.policies,
+        runtime_faults=rules.runtime_faults,
     )
 
 

@@ -20,6 +20,12 @@ Endpoints (JSON bodies, one request per connection):
   for another identity than the instance's service, a used or unknown token,
   a renewal without a current certificate and proof.  Issued certificates
   (their expiry) and refusals are recorded on the instance for the status.
+* ``POST /v1/faults``, ``GET /v1/faults``, ``DELETE /v1/faults?service=X``,
+  ``DELETE /v1/faults/<id>``: runtime faults (``meshkit.registry.faultcontrol``;
+  the control server also runs the task that expires them).
+* ``POST /v1/services/<service>/restart`` -> 200 with the outcome of a rolling
+  restart of every instance of the service (``{"applied", "summary", "error",
+  "duration_ms"}``), once it is done; 404 naming the services for an unknown one.
 
 Errors answer 4xx/5xx with ``{"error": "<reason>"}``.  The socket file is made
 0600 and its directory 0700: only the owner may drive the mesh.
@@ -45,6 +51,8 @@ from meshkit.ca.issuer import DEFAULT_LEAF_LIFETIME, Issuer
 from meshkit.ca.spiffe import identity_of_csr, spiffe_id
 from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.changes import RegistryChanges
+from meshkit.registry.faultcontrol import FaultControl
+from meshkit.registry.faults import UnknownService
 from meshkit.registry.state import GATEWAY_INSTANCE, Registry, RegistryError
 from meshkit.registry.status import status_document, sync_state
 
@@ -72,7 +80,10 @@ class ControlServer:
     ``on_ready`` after a sidecar reported its ports.  ``issuer`` signs the
     sidecars' certificates (none: the certificate endpoint answers 503);
     ``announce`` tells the person running the mesh about refused requests;
-    ``on_reload`` re-reads the Meshfile and returns the outcome (none: 503).
+    ``on_reload`` re-reads the Meshfile and returns the outcome (none: 503);
+    ``on_restart`` restarts every instance of a service, one by one, and
+    returns the outcome (none: 503).  ``faults`` serves the runtime faults
+    (default: a ``FaultControl`` on the wall clock).
     """
 
     def __init__(
@@ -88,6 +99,8 @@ class ControlServer:
         cert_lifetime: float = DEFAULT_LEAF_LIFETIME,
         announce: Callable[[str], None] | None = None,
         on_reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        on_restart: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+        faults: FaultControl | None = None,
     ) -> None:
         self.registry = registry
         self.meshfile = meshfile
@@ -99,6 +112,8 @@ class ControlServer:
         self.cert_lifetime = cert_lifetime
         self.announce = announce
         self.on_reload = on_reload
+        self.on_restart = on_restart
+        self.faults = faults if faults is not None else FaultControl(registry, self.changes)
 
     async def serve(
         self,
@@ -122,6 +137,7 @@ class ControlServer:
             sock.listen(64)
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.faults.expire_forever)
                 task_status.started()
                 await trio.serve_listeners(
                     self._handle_connection, [listener], handler_nursery=nursery
@@ -189,7 +205,39 @@ class ControlServer:
         if len(route) == 3 and route[0] == "instances" and route[2] == "certificate":
             _expect(method, "POST")
             return self._certificate(route[1], _json_object(body))
+        if route[:1] == ["faults"] and len(route) <= 2:
+            return await self._faults(method, route[1:], parse_qs(url.query), body)
+        if len(route) == 3 and route[0] == "services" and route[2] == "restart":
+            _expect(method, "POST")
+            return await self._restart(route[1])
         raise BadRequest(404, f"no such endpoint: {url.path}")
+
+    async def _faults(
+        self, method: str, rest: list[str], query: dict[str, list[str]], body: bytes
+    ) -> Reply:
+        if rest:
+            _expect(method, "DELETE")
+            status, answer = await self.faults.clear_one(rest[0])
+        elif method == "GET":
+            status, answer = self.faults.listing()
+        elif method == "POST":
+            status, answer = await self.faults.inject(_json_object(body))
+        elif method == "DELETE":
+            services = query.get("service")
+            if not services:
+                raise BadRequest(400, "say which faults to clear: ?service=<name> or /<id>")
+            status, answer = await self.faults.clear_service(services[0])
+        else:
+            raise BadRequest(405, f"method {method} not allowed here; use GET, POST or DELETE")
+        return Reply(status=status, body=answer)
+
+    async def _restart(self, service: str) -> Reply:
+        known = self.faults.known_services()
+        if service not in known:
+            raise BadRequest(404, str(UnknownService(service, known)))
+        if self.on_restart is None:
+            raise BadRequest(503, "this control plane cannot restart services")
+        return Reply(status=200, body=await self.on_restart(service))
 
     async def _long_poll(self, instance_id: str, query: dict[str, list[str]]) -> Reply:
         self.registry.get(instance_id)

@@ -25,6 +25,8 @@ Config sync: besides the config each sidecar should run, the registry keeps
 the last answer of each sidecar (``ack_of``) and the config it last applied
 (``applied_config_of``), and the outcome of the last reload of the Meshfile
 (``reload``).
+
+Runtime faults live in ``Registry.faults`` (``meshkit.registry.faults``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Literal
 import attrs
 
 from meshkit.proxy.config import ProxyConfig
+from meshkit.registry.faults import FaultStore
 
 InstanceState = Literal["starting", "healthy", "unhealthy", "crashed", "backoff", "stopped"]
 InstanceKind = Literal["app", "gateway"]
@@ -152,6 +155,9 @@ class Registry:
         self._history: dict[str, dict[int, ProxyConfig]] = {}
         self._applied: dict[str, ProxyConfig] = {}
         self.reload = ReloadReport()
+        # Runtime faults (``meshkit fault``): every change is a registry change,
+        # so the compile loop puts them into (or takes them out of) the configs.
+        self.faults = FaultStore(on_change=lambda: self._notify("faults"))
 
     # -- listeners ---------------------------------------------------------
 

@@ -17,6 +17,9 @@ newest), ``STALE`` (it has not answered the newest yet) or ``NACKED: <reason>``
 were applied, the time from the detected change to the last sidecar's answer
 (``duration_ms``), and the error of a Meshfile that could not be applied
 (also a line of ``errors``, until a good version is saved).
+
+``faults`` lists the runtime faults in force (``meshkit fault``), each as
+``StoredFault.to_dict`` shapes it.
 """
 
 from __future__ import annotations
@@ -189,5 +192,6 @@ def status_document(
             for (name, version), records in services.items()
         ],
         "reload": _reload_dict(registry),
+        "faults": [stored.to_dict(now=now) for stored in registry.faults.active(now)],
         "errors": errors,
     }

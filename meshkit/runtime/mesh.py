@@ -21,7 +21,9 @@ Reload: ``options.spec_transform`` is applied to ``spec`` before anything
 starts and to every re-evaluated Meshfile (``meshkit.runtime.reload``); with
 ``options.watch`` the Meshfile, the modules it imports (``options.files``)
 and the services' ``watch`` paths are watched (``meshkit.runtime.watch``);
-``POST /v1/reload`` re-reads the Meshfile in any case.
+``POST /v1/reload`` re-reads the Meshfile in any case;
+``POST /v1/services/<service>/restart`` replaces the service's instances one
+by one through the same machinery.
 """
 
 from __future__ import annotations
@@ -243,12 +245,33 @@ async def _run(
             nursery.cancel_scope.cancel()
         return answer
 
+    async def restart_now(service: str) -> dict[str, object]:
+        """A rolling restart of ``service`` for ``POST /v1/services/<service>/restart``."""
+        if reloader is None:
+            return {"applied": False, "error": "the mesh is still starting; try again"}
+        forced = frozenset(svc.key for svc in reloader.fleet.spec.deployments_of(service))
+        answer: dict[str, object] = {"applied": False, "error": "the mesh is stopping"}
+        async with trio.open_nursery() as nursery:
+
+            async def give_up_on_stop() -> None:
+                await stop.event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(give_up_on_stop)
+            outcome = await reloader.reload(
+                meshfile=False, forced=forced, reason=f"meshkit restart {service}"
+            )
+            answer = outcome.to_dict()
+            nursery.cancel_scope.cancel()
+        return answer
+
     server = ControlServer(
         registry,
         meshfile=options.meshfile,
         changes=changes,
         on_down=lambda: _request_stop(stop, logs, EXIT_DOWN, "meshkit down"),
         on_reload=reload_now,
+        on_restart=restart_now,
         issuer=issuer,
         cert_lifetime=spec.cert_lifetime,
         announce=logs.announce,

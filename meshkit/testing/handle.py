@@ -9,6 +9,10 @@ A test reaches a service through the mesh, never around it:
   port for that service (see ``meshkit.testing.ingress``): plaintext from the
   test, mTLS across the mesh, load-balanced over healthy instances.
 
+At runtime a test can also inject faults (``fault``: a context manager, or
+an object with ``clear()``), read the calls a service answered (``calls``,
+``clear_calls``) and restart a service instance by instance (``restart``).
+
 Ports are read from the control plane on every call, so they stay right
 when a sidecar restarts.  The async handle runs each blocking call in a
 worker thread (``anyio.to_thread``), so it works under pytest-trio and under
@@ -24,11 +28,19 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 
+from meshkit.testing.calls import (
+    AsyncFaultRequest,
+    Call,
+    InjectedFault,
+    clear_calls,
+    read_calls,
+)
 from meshkit.testing.ingress import INGRESS_SERVICE
 from meshkit.testing.launch import MeshProcess
 from meshkit.testing.status import (
@@ -46,10 +58,16 @@ from meshkit.testing.status import (
 T = TypeVar("T")
 POLL_INTERVAL = 0.1
 KILL_NOTICE_TIMEOUT = 10.0
+FAULT_CALL_TIMEOUT = 20.0  # the control plane answers within ~5 s, once sidecars applied it
+RESTART_TIMEOUT = 300.0
 
 
 class MeshNotHealthy(AssertionError):
     """``wait_healthy`` ran out of time; the message names the instances and their logs."""
+
+
+class MeshRefused(AssertionError):
+    """The control plane refused a request of the test (unknown service, bad fault, ...)."""
 
 
 class MeshHandle:
@@ -140,6 +158,84 @@ class MeshHandle:
             f"{KILL_NOTICE_TIMEOUT:g}s"
         )
 
+    def _control(self, method: str, path: str, body: object = None, *, timeout: float) -> Any:
+        code, answer = self._process.control.call(method, path, body, timeout=timeout)
+        if code != 200:
+            error = answer.get("error") if isinstance(answer, dict) else answer
+            raise MeshRefused(f"{method} {path}: {error} (control plane answered {code})")
+        return answer
+
+    def fault(
+        self,
+        service: str,
+        abort: int | str | None = None,
+        delay: float | str | None = None,
+        percent: float = 100,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
+        duration: float | str | None = None,
+    ) -> InjectedFault:
+        """Make requests to ``service`` fail (``abort``: 503 or ``"unavailable"``) and/or wait.
+
+        In force when this returns (every sidecar applied it), until ``clear()``
+        or the end of a ``with`` block; it expires after ``duration`` (default
+        5 minutes) in any case.  ``path`` and ``headers`` narrow it to the
+        requests whose path starts with ``path`` and that carry those headers.
+        """
+        body = {
+            "service": service,
+            "abort": abort,
+            "delay": delay,
+            "percent": percent,
+            "path": path,
+            "headers": headers,
+            "for": duration,
+        }
+        answer = self._control("POST", "/v1/faults", body, timeout=FAULT_CALL_TIMEOUT)
+
+        def clear(fault_id: str) -> None:
+            self._control("DELETE", f"/v1/faults/{fault_id}", timeout=FAULT_CALL_TIMEOUT)
+
+        return InjectedFault(
+            id=str(answer["id"]),
+            service=service,
+            expires_at=float(answer["expires_at"]),
+            clear=clear,
+        )
+
+    def clear_faults(self, service: str) -> list[str]:
+        """Remove every fault on ``service``; return their ids."""
+        answer = self._control(
+            "DELETE", f"/v1/faults?service={quote(service)}", timeout=FAULT_CALL_TIMEOUT
+        )
+        return [str(fault_id) for fault_id in answer["removed"]]
+
+    def calls(self, service: str, since: float | None = None) -> list[Call]:
+        """The requests the current instances of ``service`` answered, oldest first.
+
+        Each ``Call`` says who called (``caller``: ``gateway`` or a service
+        name, from the caller's mTLS identity), the method, path, status,
+        duration and response flag.  ``since`` (``time.time()`` seconds)
+        leaves out older calls; each sidecar keeps its last 1000.
+        """
+        return read_calls(self.status(), service, since=since)
+
+    def clear_calls(self, service: str) -> None:
+        """Forget the calls logged so far by every current instance of ``service``."""
+        clear_calls(self.status(), service)
+
+    def restart(self, service: str) -> dict[str, Any]:
+        """Restart every instance of ``service``, one at a time; return when done.
+
+        Raises ``MeshRefused`` if the restart could not be done or had problems.
+        """
+        path = f"/v1/services/{quote(service, safe='')}/restart"
+        outcome = self._control("POST", path, timeout=RESTART_TIMEOUT)
+        if not outcome.get("applied") or outcome.get("error"):
+            raise MeshRefused(f"restarting {service}: {outcome.get('error')}")
+        assert isinstance(outcome, dict)
+        return outcome
+
     def wait_healthy(self, service: str | None = None, timeout: float = 30.0) -> StatusDocument:
         """Block until ``service`` (or the whole mesh) is healthy; return the status.
 
@@ -226,6 +322,41 @@ class AsyncMeshHandle:
 
     async def kill(self, service: str, instance: int | str = 0) -> int:
         return await self._in_thread(functools.partial(self._handle.kill, service, instance))
+
+    def fault(
+        self,
+        service: str,
+        abort: int | str | None = None,
+        delay: float | str | None = None,
+        percent: float = 100,
+        path: str | None = None,
+        headers: dict[str, str] | None = None,
+        duration: float | str | None = None,
+    ) -> AsyncFaultRequest:
+        """``fault = await mesh.aio.fault(...)`` or ``async with mesh.aio.fault(...):``."""
+        inject = functools.partial(
+            self._handle.fault,
+            service,
+            abort=abort,
+            delay=delay,
+            percent=percent,
+            path=path,
+            headers=headers,
+            duration=duration,
+        )
+        return AsyncFaultRequest(inject)
+
+    async def clear_faults(self, service: str) -> list[str]:
+        return await self._in_thread(functools.partial(self._handle.clear_faults, service))
+
+    async def calls(self, service: str, since: float | None = None) -> list[Call]:
+        return await self._in_thread(functools.partial(self._handle.calls, service, since))
+
+    async def clear_calls(self, service: str) -> None:
+        await self._in_thread(functools.partial(self._handle.clear_calls, service))
+
+    async def restart(self, service: str) -> dict[str, Any]:
+        return await self._in_thread(functools.partial(self._handle.restart, service))
 
     async def logs(self, service: str, *, sidecar: bool = False) -> str:
         call = functools.partial(self._handle.logs, service, sidecar=sidecar)

@@ -48,10 +48,20 @@ class ControlClient:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        connection = _UnixHTTPConnection(self.socket_path, self.timeout)
+    def call(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """One request (``body`` sent as JSON); ``timeout`` overrides the client's."""
+        connection = _UnixHTTPConnection(
+            self.socket_path, self.timeout if timeout is None else timeout
+        )
         try:
-            connection.request(method, path)
+            if body is None:
+                connection.request(method, path)
+            else:
+                payload = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json"}
+                connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as exc:

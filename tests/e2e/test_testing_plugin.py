@@ -30,6 +30,7 @@ pytest_plugins = ["pytester"]
 
 SHOP_DIR = REPO / "examples" / "shop"
 EXAMPLE_TESTS = REPO / "examples" / "shop" / "tests" / "test_shop_mesh.py"
+EXAMPLE_FAULT_TESTS = REPO / "examples" / "shop" / "tests" / "test_shop_faults.py"
 INI = f"""
 [pytest]
 meshkit_file = {REPO / "meshfile.example.py"}
@@ -68,6 +69,15 @@ def test_example_suite_passes(pytester: pytest.Pytester, mark: str) -> None:
 def test_example_suite_passes_under_xdist(pytester: pytest.Pytester, mark: str) -> None:
     result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_TESTS), "-n", "2"))
     result.assert_outcomes(passed=4)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_example_fault_and_call_suite_passes(
+    pytester: pytest.Pytester, mark: str, workers: tuple[str, ...]
+) -> None:
+    result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_FAULT_TESTS), *workers))
+    result.assert_outcomes(passed=3)
 
 
 @pytest.mark.e2e
@@ -110,6 +120,13 @@ def test_failure_reports_and_async_operations(pytester: pytest.Pytester, mark: s
             reply = await fetch(await mesh.aio.addr("reviews"), "/reviews")
             assert reply.startswith(b"HTTP/1.1 200")
             assert "/reviews" in await mesh.aio.logs("reviews")
+            async with mesh.aio.fault("reviews", abort=503):
+                reply = await fetch(await mesh.aio.addr("reviews"), "/reviews")
+                assert reply.startswith(b"HTTP/1.1 503")
+            fault = await mesh.aio.fault("reviews", delay="10ms")
+            await fault.clear()
+            calls = await mesh.aio.calls("reviews")
+            assert [call.status for call in calls][-1:] == [200]
         """,
         test_factory=f"""
         import urllib.request

@@ -1,0 +1,211 @@
+"""``meshkit fault``: inject faults into the running mesh, list them, clear them.
+
+* ``meshkit fault SERVICE --abort 503|unavailable [--delay 200ms] [--percent 50]
+  [--path /items] [--header k=v ...] [--for 30s]``: every request *to* SERVICE
+  (from the gateway or another service) that matches is delayed and/or
+  answered by the mesh with the abort (flag ``FI``; ``DI`` for a delay).
+  The command returns once every sidecar applied it.  Faults expire by
+  themselves (``--for``, default 5 minutes).
+* ``meshkit fault SERVICE --clear``: remove every fault on SERVICE.
+* ``meshkit fault --list`` (or ``meshkit fault`` alone): the faults in force.
+
+Exit status 0 on success, 1 when no mesh runs or the control plane refused,
+2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import trio
+
+from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, describe_fault, no_mesh_message
+from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
+from meshkit.dsl.traffic_checks import GRPC_STATUS_NAMES
+from meshkit.proxy.control import ControlPlaneError, request_json
+
+REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags
+
+
+class UsageError(Exception):
+    """Bad arguments; the message names the flag and what it accepts."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fault",
+        help="inject, list or clear runtime faults (abort, delay) on a service",
+        description=(
+            "Make requests to SERVICE fail or slow down while the mesh runs. "
+            "Without SERVICE (or with --list): show the faults in force."
+        ),
+    )
+    parser.add_argument("service", nargs="?", metavar="SERVICE", help="the destination service")
+    parser.add_argument(
+        "--abort",
+        metavar="STATUS",
+        help="answer with this HTTP status (503) or gRPC code name (unavailable)",
+    )
+    parser.add_argument("--delay", metavar="DURATION", help="delay requests (200ms, 1.5s)")
+    parser.add_argument(
+        "--percent",
+        metavar="PERCENT",
+        default="100",
+        help="share of matching requests affected (default 100)",
+    )
+    parser.add_argument("--path", metavar="PREFIX", help="only requests whose path starts so")
+    parser.add_argument(
+        "--header",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="only requests carrying this header value (repeatable)",
+    )
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="how long the fault lasts (default 5m)",
+    )
+    parser.add_argument("--clear", action="store_true", help="remove every fault on SERVICE")
+    parser.add_argument("--list", action="store_true", help="show the faults in force")
+
+
+def _duration(flag: str, value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except DurationError:
+        raise UsageError(f"{flag} {value!r} is not a duration ({DURATION_HINT})") from None
+    if seconds <= 0 and flag == "--for":
+        raise UsageError(f"--for must be longer than 0 (got {value!r})")
+    if seconds < 0:
+        raise UsageError(f"{flag} must not be negative (got {value!r})")
+    return seconds
+
+
+def _abort(value: str) -> int | str:
+    if value.isdigit():
+        status = int(value)
+        if not 200 <= status <= 599:
+            raise UsageError(f"--abort {value}: an HTTP status is from 200 to 599")
+        return status
+    if value.lower() in GRPC_STATUS_NAMES:
+        return value.lower()
+    raise UsageError(
+        f"--abort {value!r} is neither an HTTP status (e.g. 503) nor a gRPC code name "
+        f"({', '.join(GRPC_STATUS_NAMES)})"
+    )
+
+
+def _percent(value: str) -> float:
+    try:
+        percent = float(value.removesuffix("%"))
+    except ValueError:
+        percent = -1.0
+    if not 0 < percent <= 100:
+        raise UsageError(f"--percent {value!r}: give a number above 0 and at most 100")
+    return percent
+
+
+def _headers(values: list[str]) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
+    for item in values:
+        name, separator, value = item.partition("=")
+        if not separator or not name.strip():
+            raise UsageError(f"--header {item!r}: write it as NAME=VALUE (x-canary=1)")
+        headers[name.strip().lower()] = value
+    return headers or None
+
+
+def fault_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``POST /v1/faults`` body for ``meshkit fault SERVICE ...``; ``UsageError`` if bad."""
+    if args.abort is None and args.delay is None:
+        raise UsageError(
+            f"say what to do to {args.service}: --abort 503 (or a gRPC code like unavailable) "
+            "and/or --delay 200ms; --clear removes its faults"
+        )
+    if args.path is not None and not args.path.startswith("/"):
+        raise UsageError(f"--path {args.path!r}: a path prefix starts with '/' (/items)")
+    return {
+        "service": args.service,
+        "abort": None if args.abort is None else _abort(args.abort),
+        "delay": None if args.delay is None else _duration("--delay", args.delay),
+        "percent": _percent(args.percent),
+        "path": args.path,
+        "headers": _headers(args.header),
+        "for": None if args.duration is None else _duration("--for", args.duration),
+    }
+
+
+def plan_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """``(method, path, body)`` of the control API call the arguments ask for."""
+    if args.list or args.service is None:
+        if args.clear:
+            raise UsageError("--clear needs the SERVICE whose faults to remove")
+        return "GET", "/v1/faults", None
+    if args.clear:
+        return "DELETE", f"/v1/faults?service={quote(args.service)}", None
+    return "POST", "/v1/faults", fault_body(args)
+
+
+async def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+    if not CONTROL_SOCKET.exists():
+        raise NoMeshRunning(no_mesh_message(CONTROL_SOCKET))
+    try:
+        with trio.fail_after(REQUEST_TIMEOUT):
+            return await request_json(CONTROL_SOCKET, method, path, body)
+    except (ControlPlaneError, trio.TooSlowError) as exc:
+        raise NoMeshRunning(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})") from None
+
+
+def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, Any]) -> str:
+    now = time.time()
+    if method == "GET":
+        faults = answer.get("faults") or []
+        if not faults:
+            return "meshkit: no faults in force"
+        return "\n".join(describe_fault(fault, now=now) for fault in faults)
+    lagging = "" if answer.get("synced") else " (not every sidecar has applied it yet)"
+    if method == "DELETE":
+        removed = answer.get("removed") or []
+        if not removed:
+            return "meshkit: there was no fault to clear"
+        return f"meshkit: cleared {', '.join(removed)}{lagging}"
+    assert body is not None
+    left = float(answer.get("expires_at") or now) - now
+    shown = {
+        "id": answer.get("id"),
+        "service": body["service"],
+        "abort": body["abort"],
+        "delay": body["delay"],
+        "percent": body["percent"],
+        "path": body["path"],
+        "headers": body["headers"],
+    }
+    return (
+        f"meshkit: fault {describe_fault(shown, now=now)}, for {format_duration(round(left))}"
+        f"{lagging}; clear it with 'meshkit fault {body['service']} --clear'"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        method, path, body = plan_request(args)
+    except UsageError as exc:
+        print(f"meshkit fault: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status, answer = trio.run(call, method, path, body)
+    except NoMeshRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if status != 200 or not isinstance(answer, dict):
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        print(f"meshkit fault: {error} (control plane answered {status})", file=sys.stderr)
+        return 1
+    print(format_answer(method, body, answer))
+    return 0
