@@ -58,3 +58,13 @@ def test_a_killed_instance_is_back_and_its_calls_are_logged(mesh: MeshHandle) ->
     [call] = mesh.calls("reviews")
     assert (call.method, call.path, call.status, call.flag) == ("GET", "/reviews", 200, "-")
     assert call.caller_identity is not None and call.caller_identity.startswith("spiffe://")
+
+
+def test_a_failing_catalog_breaks_the_page_cleanly(mesh: MeshHandle) -> None:
+    """The README's example, kept true by running it."""
+    mesh.clear_calls("catalog")
+    with mesh.fault("catalog", abort=503), pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(mesh.url("frontend") + "/api", timeout=10)
+    assert error.value.code == 502  # the frontend's own error page
+    error.value.close()
+    assert mesh.calls("catalog") == []  # the mesh answered: catalog never saw it
