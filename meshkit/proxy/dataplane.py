@@ -7,7 +7,6 @@ end, so a config update never changes a request half-way.
 
 from __future__ import annotations
 
-import logging
 import random
 import ssl
 import time
@@ -15,6 +14,7 @@ import time
 import trio
 
 from meshkit.ca.tls import MeshTlsContexts
+from meshkit.proxy.accesslog import AccessLog
 from meshkit.proxy.balancer import RoundRobin
 from meshkit.proxy.calls import CallLog
 from meshkit.proxy.config import Limits, Listener, ProxyConfig
@@ -25,8 +25,6 @@ from meshkit.proxy.messages import RequestHead, header_value
 from meshkit.proxy.metrics import Metrics
 from meshkit.proxy.mirror import Mirrors
 from meshkit.proxy.pool import ConnectionPool
-
-access_log = logging.getLogger("meshkit.proxy.access")
 
 DEFAULT_LIMITS = Limits()
 
@@ -47,6 +45,7 @@ class DataPlane:
         self.metrics = Metrics()
         # The requests the inbound listener served (admin ``/calls``).
         self.calls = CallLog()
+        self.access_log = AccessLog()
         # Multiplexed HTTP/2 connections (to h2 apps and between sidecars); the
         # sidecar sets ``h2_upstreams.nursery`` to one that lives as long as it.
         self.h2_upstreams = H2Upstreams()
@@ -116,12 +115,10 @@ class DataPlane:
     def log_access(
         self, *, method: bytes, target: bytes, status: int, started: float, flag: str
     ) -> None:
-        duration_ms = (trio.current_time() - started) * 1000
-        access_log.info(
-            "%s %s %d %.1fms %s",
-            method.decode("ascii", "replace"),
-            target.decode("ascii", "replace"),
-            status,
-            duration_ms,
-            flag,
+        self.access_log.record(
+            method=method,
+            target=target,
+            status=status,
+            duration_ms=(trio.current_time() - started) * 1000,
+            flag=flag,
         )

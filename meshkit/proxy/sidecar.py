@@ -170,6 +170,14 @@ class Sidecar:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``shutdown()``; returns after the drain."""
+        async with trio.open_nursery() as background:
+            background.start_soon(self.plane.access_log.run_flusher)
+            try:
+                await self._serve_until_stopped(task_status)
+            finally:
+                background.cancel_scope.cancel()
+
+    async def _serve_until_stopped(self, task_status: trio.TaskStatus[None]) -> None:
         try:
             async with trio.open_nursery() as connections:
                 self._connection_nursery = connections
