@@ -1,8 +1,8 @@
 """Whether a mesh's routes and policies make sense; pure, every finding a ``Problem``.
 
 Routes and policies must name a service of the mesh (once each), send traffic
-only to versions that service declares, split by positive weights summing to
-100, use regular expressions that compile, real status codes, percentages in
+only to versions that service declares, split by weights of 0 or more summing
+to 100, use regular expressions that compile, real status codes, percentages in
 0..100, and positive counts and durations.
 """
 
@@ -136,10 +136,11 @@ class _RouteChecker:
     def forward(self, origin: Origin, forward: ForwardSpec) -> None:
         for weighted in forward.versions:
             self.version(origin, weighted.version)
-            if weighted.weight <= 0:
+            # 0 is allowed (Istio's canary idiom: split(v1=100, v2=0), then flip it).
+            if weighted.weight < 0:
                 self.fail(
                     origin,
-                    f"weight of {weighted.version!r} must be positive, got {weighted.weight}",
+                    f"weight of {weighted.version!r} must be 0 or more, got {weighted.weight}",
                 )
         if len(forward.versions) > 1:
             total = sum(weighted.weight for weighted in forward.versions)

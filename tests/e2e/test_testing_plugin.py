@@ -77,7 +77,7 @@ def test_example_fault_and_call_suite_passes(
     pytester: pytest.Pytester, mark: str, workers: tuple[str, ...]
 ) -> None:
     result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_FAULT_TESTS), *workers))
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 @pytest.mark.e2e

@@ -201,8 +201,8 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             ["Meshfile.py:6: route 'catalog': split weights must sum to 100, got 90 + 20 = 110"],
         ),
         (
-            "mesh.route('catalog',\n    default=split(v1=100, v2=0))\n",
-            ["Meshfile.py:6: route 'catalog': weight of 'v2' must be positive, got 0"],
+            "mesh.route('catalog',\n    default=split(v1=101, v2=-1))\n",
+            ["Meshfile.py:6: route 'catalog': weight of 'v2' must be 0 or more, got -1"],
         ),
         (
             "mesh.route('catalogue')\n",
