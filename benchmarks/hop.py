@@ -2,7 +2,8 @@
 
     python benchmarks/hop.py [--rounds 3] [--duration 10] [--rate 1000]
                              [--json benchmarks/results/hop.json]
-                             [--only direct,nginx,meshkit] [--install]
+                             [--only direct,nginx,meshkit,meshkit-h2hop]
+                             [--client-proto h1|h2] [--install]
 
 Setups, each on 127.0.0.1 with ports the OS picks, each started afresh for its
 turn in every round (round r runs the setups rotated by r, so slow drift of the
@@ -11,7 +12,18 @@ machine spreads evenly):
 - direct:  load generator -> nginx backend (1 KiB body);
 - nginx:   load generator -> nginx outbound -> mTLS 1.3 (P-256) -> nginx inbound -> backend;
 - meshkit: load generator -> loadgen's sidecar -> mTLS -> backend's sidecar -> backend,
-           started by ``meshkit up`` on a generated Meshfile.
+           started by ``meshkit up`` on a generated Meshfile;
+- meshkit-h2hop: the same, with the hop between the sidecars on one multiplexed
+           HTTP/2 connection per peer (``MESHKIT_SIDECAR_PROTOCOL=h2``) instead of
+           pooled HTTP/1.1, for HTTP/1.1 clients.
+
+``--client-proto h2`` makes the load generator an HTTP/2 client (h2c, prior
+knowledge): direct talks to an nginx ``listen ... http2`` backend; the nginx
+pair's outbound listens with ``http2`` (nginx proxies upstream over HTTP/1.1
+only, so its hop stays HTTP/1.1); meshkit's sidecars take HTTP/2 clients on
+the same listener and send their requests over HTTP/2 between sidecars (the
+sidecar protocol setting only concerns HTTP/1.1 clients).  Saturation is then
+``h2load -c16 -m10 -D<s>`` instead of wrk.
 
 Each turn: a warm-up, 2000 sequential requests on one connection, the paced
 run (h2load, ``--rate`` req/s over 16 connections; proxies' CPU is measured over
@@ -48,7 +60,8 @@ from hopbench.report import (
     to_json,
 )
 
-SETUPS = ("direct", "nginx", "meshkit")
+SETUPS = ("direct", "nginx", "meshkit", "meshkit-h2hop")
+DEFAULT_SETUPS = ("direct", "nginx", "meshkit")
 ONE_CONNECTION_REQUESTS = 2000
 REQUIRED_TOOLS = {"wrk": "wrk", "h2load": "nghttp2-client", "nginx": "nginx"}
 
@@ -61,19 +74,19 @@ class Target:
     proxies: tuple[tuple[str, int], ...]
 
 
-SetupStarter = Callable[[Servers, Path], Target]
+SetupStarter = Callable[[Servers, Path, bool], Target]
 
 
-def start_direct(servers: Servers, workdir: Path) -> Target:
-    _, port = start_backend(servers, workdir=workdir)
+def start_direct(servers: Servers, workdir: Path, h2: bool) -> Target:
+    _, port = start_backend(servers, workdir=workdir, http2=h2)
     return Target(url=f"http://127.0.0.1:{port}/", proxies=())
 
 
-def start_nginx_pair(servers: Servers, workdir: Path) -> Target:
+def start_nginx_pair(servers: Servers, workdir: Path, h2: bool) -> Target:
     _, backend_port = start_backend(servers, workdir=workdir)
     certs = make_bench_certs(workdir / "certs")
     outbound, outbound_port, inbound = start_pair(
-        servers, workdir=workdir, backend_port=backend_port, certs=certs
+        servers, workdir=workdir, backend_port=backend_port, certs=certs, http2=h2
     )
     return Target(
         url=f"http://127.0.0.1:{outbound_port}/",
@@ -81,8 +94,15 @@ def start_nginx_pair(servers: Servers, workdir: Path) -> Target:
     )
 
 
-def start_meshkit(servers: Servers, workdir: Path) -> Target:
+def start_meshkit(servers: Servers, workdir: Path, h2: bool) -> Target:
     hop = start_meshkit_hop(servers, directory=workdir)
+    return Target(
+        url=hop.url, proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid))
+    )
+
+
+def start_meshkit_h2hop(servers: Servers, workdir: Path, h2: bool) -> Target:
+    hop = start_meshkit_hop(servers, directory=workdir, sidecar_protocol="h2")
     return Target(
         url=hop.url, proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid))
     )
@@ -92,6 +112,7 @@ STARTERS: dict[str, SetupStarter] = {
     "direct": start_direct,
     "nginx": start_nginx_pair,
     "meshkit": start_meshkit,
+    "meshkit-h2hop": start_meshkit_h2hop,
 }
 
 
@@ -99,19 +120,29 @@ def measure(
     setup: str, round_number: int, target: Target, *, args: argparse.Namespace, workdir: Path
 ) -> SetupSample:
     """Warm up, then one connection, the paced run (with CPU), and saturation."""
-    load.check_response(target.url, body_bytes=BODY_BYTES)
-    load.warm_up(target.url)
+    h2 = args.client_proto == "h2"
+    if h2:
+        load.check_response_h2(target.url, body_bytes=BODY_BYTES)
+    else:
+        load.check_response(target.url, body_bytes=BODY_BYTES)
+    load.warm_up(target.url, h2=h2)
     one_connection = load.one_connection(
-        target.url, requests=ONE_CONNECTION_REQUESTS, log_path=workdir / "one-connection.tsv"
+        target.url,
+        requests=ONE_CONNECTION_REQUESTS,
+        log_path=workdir / "one-connection.tsv",
+        h2=h2,
     )
     trees = {role: ProcessTree.of(pid) for role, pid in target.proxies}
     rss_after_warm_up = {role: tree.rss_bytes() for role, tree in trees.items()}
     cpu_before = {role: tree.cpu_seconds() for role, tree in trees.items()}
     paced = load.paced(
-        target.url, rate=args.rate, duration=args.duration, log_path=workdir / "paced.tsv"
+        target.url, rate=args.rate, duration=args.duration, log_path=workdir / "paced.tsv", h2=h2
     )
     cpu_used = {role: tree.cpu_seconds() - cpu_before[role] for role, tree in trees.items()}
-    saturation = load.saturate(target.url, duration=args.duration)
+    if h2:
+        saturation = load.saturate_h2(target.url, duration=args.duration)
+    else:
+        saturation = load.saturate(target.url, duration=args.duration)
     proxies = tuple(
         ProxySample(
             role=role,
@@ -136,7 +167,7 @@ def run_turn(setup: str, round_number: int, args: argparse.Namespace, root: Path
     workdir = root / f"round{round_number}-{setup}"
     workdir.mkdir()
     with Servers() as servers:
-        target = STARTERS[setup](servers, workdir)
+        target = STARTERS[setup](servers, workdir, args.client_proto == "h2")
         return measure(setup, round_number, target, args=args, workdir=workdir)
 
 
@@ -201,8 +232,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        default=",".join(SETUPS),
-        help="comma-separated setups to run (default direct,nginx,meshkit)",
+        default=",".join(DEFAULT_SETUPS),
+        help=f"comma-separated setups to run, of {','.join(SETUPS)} (default direct,nginx,meshkit)",
+    )
+    parser.add_argument(
+        "--client-proto",
+        choices=("h1", "h2"),
+        default="h1",
+        help="the load generator's protocol: HTTP/1.1 (default) or HTTP/2 with prior knowledge",
     )
     parser.add_argument(
         "--install",
@@ -261,15 +298,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries = [summarise([s for s in samples if s.setup == name]) for name in args.setups]
     checks = check_targets(summaries)
     print()
+    client = "HTTP/2 (h2c) clients" if args.client_proto == "h2" else "HTTP/1.1 keep-alive"
+    saturation_tool = "h2load -c16 -m10" if args.client_proto == "h2" else "wrk -t1 -c16"
     print(
-        f"One hop, HTTP/1.1 keep-alive, 1 KiB responses; medians of {args.rounds} round(s), "
-        f"{args.duration} s runs, paced at {args.rate:g} req/s over 16 connections"
+        f"One hop, {client}, 1 KiB responses; medians of {args.rounds} round(s), "
+        f"{args.duration} s runs, paced at {args.rate:g} req/s over 16 connections; "
+        f"saturation by {saturation_tool}"
     )
     print(render_table(summaries, rate=args.rate))
     print()
     print("Targets of the issue (meshkit is the subject; nginx is shown for scale):")
     for check in checks:
         print(check.line())
+    by_name = {summary.setup: summary for summary in summaries}
+    if "meshkit" in by_name and "meshkit-h2hop" in by_name:
+        ratio = (
+            by_name["meshkit-h2hop"].max_rps / max(by_name["meshkit"].max_rps, 1e-9)
+        )
+        verdict = "met" if ratio >= 0.5 else "missed"
+        print(
+            f"  HTTP/2 hop between sidecars at >= 50 % of the HTTP/1.1 hop's saturation: "
+            f"{ratio:.0%} ({verdict})"
+        )
     settings = {key: value for key, value in vars(args).items() if key != "json"}
     result = to_json(
         settings={**settings, "json": str(args.json)},

@@ -7,12 +7,18 @@
   third column is the request's time in microseconds);
 - one connection: ``h2load --h1 -c1 -n<N>``, N sequential requests on one
   keep-alive connection, percentiles from the same kind of log.
+
+With ``h2=True`` the client speaks HTTP/2 (h2c, prior knowledge): the same
+h2load runs without ``--h1`` (one stream at a time per connection), and
+saturation is ``h2load -c16 -m10 -D<s>`` (16 connections, 10 streams each)
+since wrk speaks only HTTP/1.1.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -141,7 +147,22 @@ def saturate(url: str, *, duration: float) -> Saturation:
     return parse_wrk(_run(argv, timeout=duration + 30))
 
 
-def paced(url: str, *, rate: float, duration: float, log_path: Path) -> Latencies:
+def _protocol_flags(h2: bool) -> list[str]:
+    return [] if h2 else ["--h1"]
+
+
+def saturate_h2(url: str, *, duration: float) -> Saturation:
+    """h2load over 16 HTTP/2 connections of 10 concurrent streams for ``duration`` seconds."""
+    argv = ["h2load", f"-c{SATURATION_CONNECTIONS}", "-m10", f"-D{round(duration)}", url]
+    output = _run(argv, timeout=duration + 30)
+    return Saturation(
+        requests_per_second=parse_h2load_rate(output), errors=_h2load_failures(output)
+    )
+
+
+def paced(
+    url: str, *, rate: float, duration: float, log_path: Path, h2: bool = False
+) -> Latencies:
     """``rate`` requests per second in all, evenly spaced over 16 keep-alive connections.
 
     Each h2load client fires its ``--rps`` timer from the moment it connects.
@@ -155,7 +176,7 @@ def paced(url: str, *, rate: float, duration: float, log_path: Path) -> Latencie
     period_ms = max(1, round(1000 / rate))
     argv = [
         "h2load",
-        "--h1",
+        *_protocol_flags(h2),
         f"-c{PACED_CLIENTS}",
         "-r1",
         f"--rate-period={period_ms}ms",
@@ -166,9 +187,9 @@ def paced(url: str, *, rate: float, duration: float, log_path: Path) -> Latencie
     return _latencies(argv, log_path, timeout=duration * 3 + 30)
 
 
-def one_connection(url: str, *, requests: int, log_path: Path) -> Latencies:
+def one_connection(url: str, *, requests: int, log_path: Path, h2: bool = False) -> Latencies:
     """``requests`` sequential requests on one keep-alive connection, nothing else running."""
-    argv = ["h2load", "--h1", "-c1", f"-n{requests}", url]
+    argv = ["h2load", *_protocol_flags(h2), "-c1", f"-n{requests}", url]
     return _latencies(argv, log_path, timeout=120)
 
 
@@ -190,9 +211,24 @@ def check_response(url: str, *, body_bytes: int) -> None:
         )
 
 
-def warm_up(url: str, *, requests: int = 2000) -> None:
+def check_response_h2(url: str, *, body_bytes: int) -> None:
+    """``check_response`` for an HTTP/2-only (h2c prior knowledge) URL, through curl."""
+    curl = shutil.which("curl")
+    if curl is None:
+        raise BenchError("curl is needed to check an HTTP/2 URL")
+    output = _run(
+        [curl, "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-o", "/dev/null",
+         "-w", "%{http_code} %{size_download} %{http_version}", url],
+        timeout=30,
+    )
+    if output.split() != ["200", str(body_bytes), "2"]:
+        raise BenchError(f"GET {url} over HTTP/2 gave (status size version) {output!r}")
+
+
+def warm_up(url: str, *, requests: int = 2000, h2: bool = False) -> None:
     """Open the pools and finish the TLS handshakes before anything is measured."""
-    output = _run(["h2load", "--h1", f"-c{PACED_CLIENTS}", f"-n{requests}", url], timeout=120)
+    argv = ["h2load", *_protocol_flags(h2), f"-c{PACED_CLIENTS}", f"-n{requests}", url]
+    output = _run(argv, timeout=120)
     failures = _h2load_failures(output)
     if failures:
         raise BenchError(f"warm-up of {url}: {failures} of {requests} requests failed:\n{output}")

@@ -21,6 +21,7 @@ outbound proxy, the backend sidecar the inbound one.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ for the benchmark to use when ``meshkit status --json`` does not say.
 """
 import http.server
 import json
+import os
 import os
 from pathlib import Path
 
@@ -203,8 +205,13 @@ def read_status(directory: Path) -> Mapping[str, Any] | None:
     return status if isinstance(status, Mapping) else None
 
 
-def start_meshkit_hop(servers: Servers, *, directory: Path) -> MeshkitHop:
+def start_meshkit_hop(
+    servers: Servers, *, directory: Path, sidecar_protocol: str = "http1"
+) -> MeshkitHop:
     """``meshkit up`` on a generated Meshfile; return once status says ready.
+
+    ``sidecar_protocol`` (``http1`` or ``h2``) is what carries an HTTP/1.1
+    client's requests between the sidecars (``MESHKIT_SIDECAR_PROTOCOL``).
 
     ``meshkit up`` is owned by ``servers`` and stopped with SIGINT, as a person
     would with Ctrl-C; anything of it still alive after the grace period is
@@ -216,6 +223,7 @@ def start_meshkit_hop(servers: Servers, *, directory: Path) -> MeshkitHop:
         argv=[sys.executable, "-m", "meshkit.cli", "up", "-f", str(meshfile)],
         cwd=directory,
         log_path=directory / "meshkit-up.log",
+        env={**os.environ, "MESHKIT_SIDECAR_PROTOCOL": sidecar_protocol},
         stop_signal=signal.SIGINT,
     )
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS

@@ -53,14 +53,20 @@ def _http_common(prefix: Path) -> str:
     )
 
 
-def backend_conf(*, prefix: Path, port: int | str) -> str:
-    """A server answering every GET with a fixed 1 KiB body on 127.0.0.1:``port``."""
+def _listen(port: int | str, *, http2: bool) -> str:
+    # ``listen ... http2`` without TLS is h2c with prior knowledge only (no HTTP/1.1).
+    return f"        listen 127.0.0.1:{port}{' http2' if http2 else ''};\n"
+
+
+def backend_conf(*, prefix: Path, port: int | str, http2: bool = False) -> str:
+    """A server answering every GET with a fixed 1 KiB body on 127.0.0.1:``port``
+    (h2c with prior knowledge when ``http2``)."""
     return (
         _main_block(prefix, "backend")
         + "http {\n"
         + _http_common(prefix)
         + "    server {\n"
-        + f"        listen 127.0.0.1:{port};\n"
+        + _listen(port, http2=http2)
         + "        location / {\n"
         + "            default_type application/octet-stream;\n"
         + f'            return 200 "{RESPONSE_BODY}";\n'
@@ -70,8 +76,12 @@ def backend_conf(*, prefix: Path, port: int | str) -> str:
     )
 
 
-def outbound_conf(*, prefix: Path, port: int, inbound_port: int, certs: BenchCerts) -> str:
-    """Plain HTTP in on ``port``, mTLS (TLS 1.3, verified) out to the inbound proxy."""
+def outbound_conf(
+    *, prefix: Path, port: int, inbound_port: int, certs: BenchCerts, http2: bool = False
+) -> str:
+    """Plain HTTP in on ``port`` (h2c when ``http2``), mTLS (TLS 1.3, verified) out to the
+    inbound proxy.  nginx proxies to an upstream over HTTP/1.1 only, so with ``http2``
+    only the client's side is HTTP/2."""
     return (
         _main_block(prefix, "outbound")
         + "http {\n"
@@ -82,7 +92,7 @@ def outbound_conf(*, prefix: Path, port: int, inbound_port: int, certs: BenchCer
         + f"        keepalive_requests {KEEPALIVE_REQUESTS};\n"
         + "    }\n"
         + "    server {\n"
-        + f"        listen 127.0.0.1:{port};\n"
+        + _listen(port, http2=http2)
         + "        location / {\n"
         + "            proxy_pass https://inbound;\n"
         + "            proxy_http_version 1.1;\n"
@@ -158,14 +168,16 @@ def start_nginx(servers: Servers, *, name: str, conf_text: str, prefix: Path, po
     return server
 
 
-def start_backend(servers: Servers, *, workdir: Path) -> tuple[Server, int]:
+def start_backend(
+    servers: Servers, *, workdir: Path, http2: bool = False
+) -> tuple[Server, int]:
     """The 1 KiB backend on a free port; returns the server and its port."""
     prefix = workdir / "backend"
     port = free_port()
     server = start_nginx(
         servers,
         name="backend",
-        conf_text=backend_conf(prefix=prefix, port=port),
+        conf_text=backend_conf(prefix=prefix, port=port, http2=http2),
         prefix=prefix,
         port=port,
     )
@@ -173,7 +185,7 @@ def start_backend(servers: Servers, *, workdir: Path) -> tuple[Server, int]:
 
 
 def start_pair(
-    servers: Servers, *, workdir: Path, backend_port: int, certs: BenchCerts
+    servers: Servers, *, workdir: Path, backend_port: int, certs: BenchCerts, http2: bool = False
 ) -> tuple[Server, int, Server]:
     """Inbound then outbound nginx; returns (outbound, its plain HTTP port, inbound)."""
     inbound_prefix = workdir / "inbound"
@@ -193,7 +205,11 @@ def start_pair(
         servers,
         name="outbound",
         conf_text=outbound_conf(
-            prefix=outbound_prefix, port=outbound_port, inbound_port=inbound_port, certs=certs
+            prefix=outbound_prefix,
+            port=outbound_port,
+            inbound_port=inbound_port,
+            certs=certs,
+            http2=http2,
         ),
         prefix=outbound_prefix,
         port=outbound_port,

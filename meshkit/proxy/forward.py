@@ -130,7 +130,7 @@ async def forward(
     returned unanswered for the caller to retry or answer.  When a side speaks
     HTTP/2 the exchange goes through ``h2forward`` under the same rules.
     """
-    if isinstance(downstream, H2Downstream) or speaks_http2(downstream, destination):
+    if isinstance(downstream, H2Downstream) or speaks_http2(downstream, destination, head=head):
         result = await forward_http2(
             plane=plane,
             downstream=downstream,

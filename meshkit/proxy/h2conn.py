@@ -77,6 +77,7 @@ class Http2Stream:
         self._buffer = bytearray()
         self._unacknowledged = 0
         self._peer_ended = False
+        self._local_ended = False
         self._error: StreamError | None = None
         self._changed = trio.Event()
 
@@ -144,9 +145,20 @@ class Http2Stream:
 
     async def send_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
         """Send the response head (server streams)."""
+        self.queue_head(head, end_stream=end_stream)
+        await self._connection._flush()
+
+    def queue_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
+        """Queue the response head without waiting for it to be written.
+
+        The writer task sends it at the next checkpoint, together with body
+        bytes queued before then (one write, not two, for a small response).
+        """
         self._raise_if_failed()
         self._connection._codec.send_response(self.stream_id, head, end_stream=end_stream)
-        await self._connection._flush()
+        if end_stream:
+            self._ended_locally()
+        self._connection._signal_output()
 
     async def send_body(self, data: bytes, *, end_stream: bool = False) -> None:
         """Send ``data`` as the peer's window allows; returns once it is written.
@@ -163,6 +175,8 @@ class Http2Stream:
             last = size == len(data)
             codec = self._connection._codec
             codec.send_data(self.stream_id, data[:size], end_stream=end_stream and last)
+            if end_stream and last:
+                self._ended_locally()
             data = data[size:]
             await self._connection._flush()
             if end_stream and last:
@@ -174,12 +188,14 @@ class Http2Stream:
         """Send trailers; they end our side of the stream."""
         self._raise_if_failed()
         self._connection._codec.send_trailers(self.stream_id, trailers)
+        self._ended_locally()
         await self._connection._flush()
 
     async def end(self) -> None:
         """End our side of the stream (END_STREAM on an empty DATA frame)."""
         self._raise_if_failed()
         self._connection._codec.end_stream(self.stream_id)
+        self._ended_locally()
         await self._connection._flush()
 
     def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
@@ -188,12 +204,17 @@ class Http2Stream:
             self._connection._codec.reset_stream(self.stream_id, error_code)
             self._connection._signal_output()
             self._fail(StreamError(self.stream_id, error_code, "reset by this side"))
+            self._connection._streams.pop(self.stream_id, None)
 
     # ------------------------------------------------------------ driven by the connection
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def _ended_locally(self) -> None:
+        self._local_ended = True
+        self._connection._forget_if_closed(self)
 
     def _fail(self, error: StreamError) -> None:
         if self._error is None:
@@ -260,6 +281,7 @@ class Http2Connection:
         stream_id = self._codec.send_request(head, scheme=scheme, end_stream=end_stream)
         stream = Http2Stream(self, stream_id, head)
         stream.scheme = scheme
+        stream._local_ended = end_stream
         self._streams[stream_id] = stream
         await self._flush()
         return stream
@@ -274,6 +296,11 @@ class Http2Connection:
     @property
     def codec(self) -> Http2Codec:
         return self._codec
+
+    @property
+    def tracked_streams(self) -> int:
+        """Streams frames may still arrive for (closed ones are forgotten at once)."""
+        return len(self._streams)
 
     # ------------------------------------------------------------ tasks
 
@@ -318,6 +345,13 @@ class Http2Connection:
     async def _wait_for_window(self) -> None:
         await self._window_opened.wait()
 
+    def _forget_if_closed(self, stream: Http2Stream) -> None:
+        # Both sides sent END_STREAM: no frame of the peer concerns the stream any
+        # more.  Its consumer keeps the object (and what is buffered in it); the
+        # connection must not, or a long-lived connection grows with every request.
+        if stream._local_ended and stream._peer_ended:
+            self._streams.pop(stream.stream_id, None)
+
     def _acknowledge(self, stream_id: int, flow_controlled_length: int) -> None:
         self._codec.acknowledge(stream_id, flow_controlled_length)
         self._signal_output()
@@ -334,6 +368,7 @@ class Http2Connection:
                 stream_or_none._response = event.head
                 stream_or_none._peer_ended = event.end_stream
                 stream_or_none._notify()
+                self._forget_if_closed(stream_or_none)
         elif isinstance(event, DataReceived):
             self._receive_body_data(event)
         elif isinstance(event, TrailersReceived):
@@ -341,6 +376,7 @@ class Http2Connection:
                 stream_or_none.trailers = event.trailers
                 stream_or_none._peer_ended = True
                 stream_or_none._notify()
+                self._forget_if_closed(stream_or_none)
         elif isinstance(event, StreamReset):
             if (stream_or_none := self._streams.pop(event.stream_id, None)) is not None:
                 stream_or_none._fail(StreamError(event.stream_id, event.error_code, event.reason))
@@ -363,6 +399,7 @@ class Http2Connection:
         stream.peak_buffered_bytes = max(stream.peak_buffered_bytes, len(stream._buffer))
         stream._peer_ended = stream._peer_ended or event.end_stream
         stream._notify()
+        self._forget_if_closed(stream)
 
     def _connection_ended(self, event: ConnectionEnded) -> None:
         self.ended = event

@@ -145,7 +145,23 @@ class H2Downstream:
 
     async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
         self.response_started = True
-        await self._guard(self.stream.send_head(head, end_stream=end_stream))
+        if end_stream:
+            await self._guard(self.stream.send_head(head, end_stream=True))
+            return
+        # The body follows: queue the head so that it leaves with the first bytes of it.
+        try:
+            self.stream.queue_head(head)
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
+        """A response whose body is all here: head and body in one write."""
+        self.response_started = True
+        try:
+            self.stream.queue_head(head)
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+        await self._guard(self.stream.send_body(body, end_stream=True))
 
     async def send_response_body(self, data: bytes) -> None:
         await self._guard(self.stream.send_body(data))

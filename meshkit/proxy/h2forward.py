@@ -9,7 +9,17 @@ upstream is an HTTP/2 client to an ``http1`` app (``_exchange_http1``).
 Full duplex: the request body is pumped in its own task while the response
 streams back, each side moving only as fast as the other end's window (or
 socket) allows, so nothing is held beyond one window per direction.
-Trailers cross in both directions between HTTP/2 peers (gRPC status).
+Trailers cross in both directions between HTTP/2 peers (gRPC status).  An
+HTTP/1.1 client gets the response's trailers only when it sent ``te: trailers``
+and the response is chunked (RFC 9112 7.1.2): such a request travels over
+HTTP/2 between sidecars, the one hop protocol here that carries trailers.
+Without ``te: trailers`` (or with a ``content-length`` response) they are
+dropped, as RFC 9110 6.5.1 allows a proxy to do.
+
+Which protocol carries an HTTP/1.1 client's request between sidecars is read
+once from ``MESHKIT_SIDECAR_PROTOCOL`` (``http1``, the default: pooled
+HTTP/1.1; ``h2``: one multiplexed HTTP/2 connection per endpoint), kept for
+measuring one against the other (benchmarks/hop.py ``--sidecar-protocol``).
 
 Failures map across hops: a refused stream (REFUSED_STREAM, or GOAWAY naming
 an older stream) is retried once on a fresh connection; any other reset
@@ -20,8 +30,9 @@ closes the client's HTTP/1.1 connection).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 from h2.errors import ErrorCodes
@@ -31,7 +42,7 @@ from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import Downstream, DownstreamGone
 from meshkit.proxy.h2conn import Http2Stream, StreamError
 from meshkit.proxy.h2downstream import H2Downstream
-from meshkit.proxy.headers import rewrite_request_headers, rewrite_response_headers
+from meshkit.proxy.headers import HOP_BY_HOP, rewrite_request_headers, rewrite_response_headers
 from meshkit.proxy.messages import (
     Body,
     EndOfBody,
@@ -58,12 +69,20 @@ class ResponseSink(Protocol):
 
     async def end_response(self) -> None: ...
 
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None: ...
+
 
 class Http1ResponseSink:
-    """A response to an HTTP/1.1 client; trailers have no place there and are dropped."""
+    """A response to an HTTP/1.1 client.
 
-    def __init__(self, downstream: Downstream) -> None:
+    Trailers are written only when ``send_trailers`` (the client sent ``te:
+    trailers``) and the codec framed the body as chunked; otherwise they are
+    dropped and the body simply ends.
+    """
+
+    def __init__(self, downstream: Downstream, *, send_trailers: bool = False) -> None:
         self._downstream = downstream
+        self._send_trailers = send_trailers
 
     async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
         codec = self._downstream.codec
@@ -76,10 +95,44 @@ class Http1ResponseSink:
         await self._downstream.send(self._downstream.codec.send_body(data))
 
     async def send_response_trailers(self, trailers: Headers) -> None:
-        await self.end_response()
+        end = self._downstream.codec.send_end()
+        if self._send_trailers and end == LAST_CHUNK:
+            end = chunked_trailer_section(trailers)
+        await self._downstream.send(end)
 
     async def end_response(self) -> None:
         await self._downstream.send(self._downstream.codec.send_end())
+
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
+        codec = self._downstream.codec
+        await self._downstream.send(codec.send_head(head) + codec.send_body(body) + codec.send_end())
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+# Fields a trailer section must not carry (RFC 9110 6.5.1): framing, routing, hop-by-hop.
+FORBIDDEN_TRAILERS = HOP_BY_HOP | {b"content-length", b"content-type", b"host"}
+
+
+def chunked_trailer_section(trailers: Headers) -> bytes:
+    """The last chunk of a chunked body carrying ``trailers`` (RFC 9112 7.1.2)."""
+    lines = b"".join(
+        name + b": " + value + b"\r\n"
+        for name, value in trailers
+        if name.lower() not in FORBIDDEN_TRAILERS and not name.startswith(b":")
+    )
+    return b"0\r\n" + lines + b"\r\n"
+
+
+SidecarProtocol = Literal["http1", "h2"]
+
+
+def sidecar_protocol_from(environ: dict[str, str] | os._Environ[str]) -> SidecarProtocol:
+    """``MESHKIT_SIDECAR_PROTOCOL`` as a protocol name (``http1`` when unset or unknown)."""
+    return "h2" if environ.get("MESHKIT_SIDECAR_PROTOCOL", "").lower() == "h2" else "http1"
+
+
+SIDECAR_PROTOCOL: SidecarProtocol = sidecar_protocol_from(os.environ)
 
 
 class AttemptResult:
@@ -103,11 +156,23 @@ class _Failed(Exception):
         self.timed_out = timed_out
 
 
-def speaks_http2(downstream: object, destination: Endpoint | AppTarget) -> bool:
-    """Whether this exchange goes through ``forward_http2``."""
+def speaks_http2(
+    downstream: object,
+    destination: Endpoint | AppTarget,
+    *,
+    head: RequestHead | None = None,
+    sidecar_protocol: SidecarProtocol = SIDECAR_PROTOCOL,
+) -> bool:
+    """Whether this exchange goes through ``forward_http2``.
+
+    Always for an HTTP/2 client and an ``http2`` app; for an HTTP/1.1 client
+    to another sidecar, when that hop is HTTP/2 or the client accepts trailers.
+    """
     if isinstance(downstream, H2Downstream):
         return True
-    return isinstance(destination, AppTarget) and destination.protocol == "http2"
+    if isinstance(destination, AppTarget):
+        return destination.protocol == "http2"
+    return sidecar_protocol == "h2" or (head is not None and _accepts_trailers(head.headers))
 
 
 async def forward_http2(
@@ -127,7 +192,9 @@ async def forward_http2(
     """``forward`` for exchanges where a side speaks HTTP/2 (same arguments, same rules)."""
     source: RequestBodySource = downstream if body is None else body
     sink: ResponseSink = (
-        downstream if isinstance(downstream, H2Downstream) else Http1ResponseSink(downstream)
+        downstream
+        if isinstance(downstream, H2Downstream)
+        else Http1ResponseSink(downstream, send_trailers=_accepts_trailers(head.headers))
     )
     upstream_head = RequestHead(
         method=head.method,
@@ -314,9 +381,13 @@ async def _relay_response(
         if chosen is None:
             return response.status, False
         head = chosen
-    ended = stream.peer_ended and not stream.buffered_bytes
-    if ended and stream.trailers is None:
-        await sink.send_response_head(head, end_stream=True)
+    if stream.peer_ended and stream.trailers is None:
+        # The whole response is here (the common small one): one write downstream.
+        body = b"".join([chunk async for chunk in stream.receive_body()])
+        if body:
+            await sink.send_whole_response(head, body)
+        else:
+            await sink.send_response_head(head, end_stream=True)
         return response.status, True
     await sink.send_response_head(head)
     while True:
@@ -400,9 +471,25 @@ async def _exchange_http1(
                 await upstream.stream.send_all(codec.send_body(event.data))
             event = source.poll_body_event()
         await upstream.stream.send_all(codec.send_end())
+        # The head and the latest body bytes are held while the codec has more to
+        # say without a read, so a small response leaves as one write; they go out
+        # before any wait for the app, so a streamed response is never held back.
+        held_head: ResponseHead | None = None
+        held_body = b""
+
+        async def send_held() -> None:
+            nonlocal held_head, held_body
+            if held_head is not None:
+                await sink.send_response_head(held_head)
+                held_head = None
+            if held_body:
+                await sink.send_response_body(held_body)
+                held_body = b""
+
         while True:
             response_event = codec.next_event()
             if isinstance(response_event, NeedData):
+                await send_held()
                 with trio.move_on_after(limits.idle_timeout) as waiting:
                     data = await upstream.stream.receive_some(65536)
                 if waiting.cancelled_caught:
@@ -427,11 +514,19 @@ async def _exchange_http1(
                             reason="response held back for a retry",
                         )
                     response = chosen
-                await sink.send_response_head(response)
+                held_head = response
             elif isinstance(response_event, Body):
-                await sink.send_response_body(response_event.data)
+                if held_body:
+                    await send_held()
+                held_body = response_event.data
             elif isinstance(response_event, EndOfBody):
-                await sink.end_response()
+                if held_head is not None and held_body:
+                    await sink.send_whole_response(held_head, held_body)
+                elif held_head is not None:
+                    await sink.send_response_head(held_head, end_stream=True)
+                else:
+                    await send_held()
+                    await sink.end_response()
                 await plane.pool.release(upstream)
                 return AttemptResult(status=status, flag="-", keep_alive=True)
             else:

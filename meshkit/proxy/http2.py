@@ -334,10 +334,10 @@ class Http2Codec:
         self.send_data(stream_id, b"", end_stream=True)
 
     def reset_stream(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> None:
-        """RST_STREAM; a stream already closed is left alone."""
+        """RST_STREAM; a stream already closed, or on a closed connection, is left alone."""
         try:
             self._h2.reset_stream(stream_id, error_code)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # StreamClosedError, or the connection is CLOSED
             return
         self._rapid_reset.stream_closed(stream_id)
         self._collect_output()
