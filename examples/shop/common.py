@@ -45,6 +45,8 @@ def serve(name: str, routes: dict[str, Handler]) -> None:
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
+            if self.path == "/healthz":
+                return  # probed every second by the mesh: not worth a line
             sys.stderr.write(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
 
     port = int(os.environ.get("PORT", "8000"))
