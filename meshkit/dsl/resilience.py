@@ -43,9 +43,11 @@ def breaker(
     """Circuit breaker limits for a destination (Envoy's defaults).
 
     Past a limit the sidecar answers 503 with the flag ``UO`` at once instead of
-    queueing: ``max_connections`` open to the service, ``max_pending`` requests
-    waiting for a connection, ``max_requests`` in flight, ``max_retries`` retries
-    in flight.
+    queueing: ``max_connections`` open to the service (a request that needs a
+    new connection past it gets the 503), ``max_requests`` in flight,
+    ``max_retries`` retries in flight.  ``max_pending`` (requests waiting for a
+    connection) is validated but holds by construction: the sidecar never
+    queues a request waiting for a connection.
     """
     origin = caller_origin()
     reader = VerbReader(origin=origin, subject="breaker(...)")

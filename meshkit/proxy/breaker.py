@@ -4,6 +4,14 @@ Admission is immediate: a ``try_*`` call returns a ``Ticket`` to release when
 the resource is given back, or None when the limit is reached; the caller then
 answers 503 with the flag ``UO`` at once instead of queueing.  Releasing a
 ticket twice releases it once.
+
+A connection ticket is taken by the connection pools (``pool``, ``h2upstream``)
+when they open a new connection to an instance of the destination, and held
+for the connection's life; a request that needs a new connection when none is
+admitted is answered ``503 UO``.  meshkit never queues a request waiting for a
+connection, so ``max_pending`` holds by construction (nothing is ever
+pending); it is validated and kept for Envoy parity, and ``try_queue_pending``
+exists for a pool that would queue.
 """
 
 from __future__ import annotations
@@ -13,6 +21,14 @@ from typing import Literal
 from meshkit.proxy.rules import BreakerLimits
 
 Resource = Literal["connections", "pending", "requests", "retries"]
+
+
+class ConnectionLimitReached(Exception):
+    """A new connection was needed but the destination's breaker admitted none (``UO``)."""
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        super().__init__(f"no connection to {key[0]}:{key[1]} admitted (max_connections)")
+        self.key = key
 
 
 class Ticket:

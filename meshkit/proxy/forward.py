@@ -10,7 +10,10 @@ Failures are answered, never dropped: a connect failure is ``503 UF``, an
 endpoint that breaks before its response head is ``502 UC``, one that is
 silent for ``idle_timeout`` is ``504 UT``.  A kept-alive connection that turns
 out to be closed by its peer is retried once on a fresh one when the request
-had no body (nothing can have been processed twice).
+had no body (nothing can have been processed twice).  A new connection to an
+endpoint takes a ticket from its service's circuit breaker (``max_connections``,
+held until the connection closes); when none is admitted the request is
+answered ``503 UO`` at once, without connecting.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from collections.abc import Callable
 
 import trio
 
+from meshkit.proxy.breaker import ConnectionLimitReached
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import RECEIVE_SIZE, Downstream, DownstreamGone
+from meshkit.proxy.flags import OVERFLOW
 from meshkit.proxy.h2downstream import H2Downstream
-from meshkit.proxy.h2forward import forward_http2, speaks_http2
+from meshkit.proxy.h2forward import connection_breaker, forward_http2, speaks_http2
 from meshkit.proxy.headers import is_chunked, rewrite_request_headers, rewrite_response_headers
 from meshkit.proxy.messages import (
     Body,
@@ -174,11 +179,26 @@ async def forward(
         if isinstance(destination, Endpoint)
         else "the local app"
     )
+    breaker = connection_breaker(plane, destination, cluster_name)
     for attempt in (1, 2):
         try:
             upstream = await plane.pool.acquire(
-                key, limits=limits, connect=lambda: _open(plane, destination, limits)
+                key,
+                limits=limits,
+                connect=lambda: _open(plane, destination, limits),
+                open_ticket=None if breaker is None else breaker.try_open_connection,
             )
+        except ConnectionLimitReached:
+            assert breaker is not None
+            reason = breaker.overflow_reason("connections")
+            if not answer_failures:
+                return Outcome(
+                    status=0, flag=OVERFLOW, keep_alive=True, answered=False, reason=reason
+                )
+            keep = await downstream.reply(
+                503, (reason + "\n").encode(), reason=reason, flag=OVERFLOW
+            )
+            return Outcome(status=503, flag=OVERFLOW, keep_alive=keep)
         except ConnectFailure as failure:
             plane.metrics.record_connect_failure(cluster=cluster_name)
             reason = f"upstream connect error: {failure.reason}"

@@ -25,7 +25,9 @@ Failures map across hops: a refused stream (REFUSED_STREAM, or GOAWAY naming
 an older stream) is retried once on a fresh connection; any other reset
 before the response head is ``502 UC`` (left to the caller with
 ``answer_failures=False``); a reset after it resets the client's stream (or
-closes the client's HTTP/1.1 connection).
+closes the client's HTTP/1.1 connection).  A new connection to an instance of
+a service takes a ticket from that service's circuit breaker
+(``connection_breaker``); when none is admitted the answer is ``503 UO``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from typing import Literal, Protocol
 import trio
 from h2.errors import ErrorCodes
 
+from meshkit.proxy.breaker import CircuitBreaker, ConnectionLimitReached
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import Downstream, DownstreamGone
+from meshkit.proxy.flags import OVERFLOW
 from meshkit.proxy.h2conn import Http2Stream, StreamError
 from meshkit.proxy.h2downstream import H2Downstream
 from meshkit.proxy.headers import HOP_BY_HOP, rewrite_request_headers, rewrite_response_headers
@@ -175,6 +179,18 @@ def speaks_http2(
     return sidecar_protocol == "h2" or (head is not None and _accepts_trailers(head.headers))
 
 
+def connection_breaker(
+    plane: DataPlane, destination: Endpoint | AppTarget, cluster_name: str
+) -> CircuitBreaker | None:
+    """The breaker whose ``max_connections`` bounds new connections to ``destination``.
+
+    An endpoint's: its service's (``cluster_name``); the local app has none.
+    """
+    if isinstance(destination, Endpoint):
+        return plane.destinations.state(cluster_name).breaker
+    return None
+
+
 async def forward_http2(
     *,
     plane: DataPlane,
@@ -234,7 +250,14 @@ async def forward_http2(
                     on_response,
                     answer_failures,
                 )
-            stream, first = await _open(plane, destination, limits, upstream_head, source)
+            stream, first = await _open(
+                plane, destination, limits, upstream_head, source, cluster_name
+            )
+        except ConnectionLimitReached:
+            breaker = connection_breaker(plane, destination, cluster_name)
+            assert breaker is not None
+            reason = breaker.overflow_reason("connections")
+            return await _failure(downstream, OVERFLOW, 503, reason, answer_failures)
         except ConnectFailure as failure:
             plane.metrics.record_connect_failure(cluster=cluster_name)
             return await _failure(
@@ -305,9 +328,11 @@ async def _open(
     limits: Limits,
     head: RequestHead,
     source: RequestBodySource,
+    cluster_name: str,
 ) -> tuple[Http2Stream, BodyEvent]:
     """A stream carrying ``head``, and the body's first event (END_STREAM if it ended)."""
     first = source.poll_body_event()
+    breaker = connection_breaker(plane, destination, cluster_name)
 
     async def connect() -> trio.abc.Stream:
         if isinstance(destination, Endpoint):
@@ -321,6 +346,7 @@ async def _open(
         head,
         connect=connect,
         end_stream=isinstance(first, EndOfBody),
+        open_ticket=None if breaker is None else breaker.try_open_connection,
     )
     return stream, first
 

@@ -6,6 +6,10 @@ peer's max concurrent streams, else a new one opened with ``connect``.  Each
 connection's ``run`` task lives in ``nursery`` (the sidecar's connection
 nursery); a connection that ended (GOAWAY, error, peer closed) is forgotten
 and the next request opens a fresh one.
+
+A new connection first takes a ticket from ``open_ticket`` (the destination's
+circuit breaker), held until the connection's task ends;
+``ConnectionLimitReached`` when none is admitted (nothing queues).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from meshkit.proxy.breaker import ConnectionLimitReached, Ticket
 from meshkit.proxy.h2conn import Http2Connection, Http2Stream
 from meshkit.proxy.messages import RequestHead
 
@@ -43,11 +48,14 @@ class H2Upstreams:
         *,
         connect: Callable[[], Awaitable[trio.abc.Stream]],
         end_stream: bool,
+        open_ticket: Callable[[], Ticket | None] | None = None,
     ) -> tuple[Http2Stream, bool]:
         """A new stream carrying ``head``, and whether its connection was reused.
 
         ``connect``'s ``ConnectFailure`` propagates; ``StreamError`` when the
-        connection ended just now (the caller may retry on a new one).
+        connection ended just now (the caller may retry on a new one);
+        ``ConnectionLimitReached`` when a new connection is needed and
+        ``open_ticket`` admits none.
         """
         connection = self._usable(key)
         reused = connection is not None
@@ -57,7 +65,7 @@ class H2Upstreams:
                 connection = self._usable(key)
                 reused = connection is not None
                 if connection is None:
-                    connection = await self._open(key, connect)
+                    connection = await self._open(key, connect, open_ticket)
         stream = await connection.open_stream(head, end_stream=end_stream)
         return stream, reused
 
@@ -72,19 +80,31 @@ class H2Upstreams:
         return None
 
     async def _open(
-        self, key: UpstreamKey, connect: Callable[[], Awaitable[trio.abc.Stream]]
+        self,
+        key: UpstreamKey,
+        connect: Callable[[], Awaitable[trio.abc.Stream]],
+        open_ticket: Callable[[], Ticket | None] | None,
     ) -> Http2Connection:
         if self.nursery is None:
             raise NoUpstreamNursery("the HTTP/2 upstream connections have no owner nursery")
-        transport = await connect()
-        connection = Http2Connection(transport, client_side=True)
-        await self.nursery.start(self._run, key, connection)
+        ticket = None if open_ticket is None else open_ticket()
+        if open_ticket is not None and ticket is None:
+            raise ConnectionLimitReached(key)
+        try:
+            transport = await connect()
+            connection = Http2Connection(transport, client_side=True)
+            await self.nursery.start(self._run, key, connection, ticket)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
         return connection
 
     async def _run(
         self,
         key: UpstreamKey,
         connection: Http2Connection,
+        ticket: Ticket | None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -97,6 +117,8 @@ class H2Upstreams:
                 finally:
                     closer.cancel_scope.cancel()
         finally:
+            if ticket is not None:
+                ticket.release()
             connections = self._connections.get(key, [])
             if connection in connections:
                 connections.remove(connection)

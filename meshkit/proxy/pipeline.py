@@ -6,7 +6,9 @@ In order, each step deciding through a pure core:
    a direct response or a redirect is answered here;
 2. a version by weight (``split``), its instances minus the ejected ones
    (``outlier``): none left is ``503 UH``;
-3. the circuit breaker admits the request or answers ``503 UO`` at once;
+3. the circuit breaker admits the request or answers ``503 UO`` at once (an
+   attempt that needs a new connection past ``max_connections`` too: the
+   connection pools take the tickets, the attempt reports ``UO`` unanswered);
 4. faults of the route and the runtime faults of the service (``faults``):
    a delay (``DI``), an abort (``FI``; for gRPC a 200 with ``grpc-status``);
 5. attempts: an instance from the load balancer (another one on a retry),
@@ -407,6 +409,9 @@ async def _attempts(
                         retry_ticket.release()
             if try_scope.cancelled_caught:
                 outcome = None
+            if outcome is not None and not outcome.answered and outcome.flag == OVERFLOW:
+                # No connection admitted: not the instance's fault, and never queued or retried.
+                return await _local(reply, 503, OVERFLOW, outcome.reason)
             if outcome is not None and outcome.answered:
                 flag = outcome.flag
                 if flag == "-" and state.exhausted:

@@ -2,7 +2,8 @@
 
 One mesh for the module: ``victim`` (two replicas, retries on, one killed under
 load), ``svc`` (rules per path: a 1 s timeout, a delay fault, an abort fault,
-retries that run out), ``guarded`` (a breaker of two requests) and ``moving``
+retries that run out), ``guarded`` (a breaker of two requests), ``narrow`` (a
+breaker of one connection) and ``moving``
 (v1/v2, the split the reload test turns from 100/0 to 0/100).  The app is
 ``apps/versioned_echo.py``.
 """
@@ -33,6 +34,7 @@ mesh.service("victim", run="{sys.executable} {APP}", replicas=2,
              health=http("/healthz", period="200ms"))
 mesh.service("svc", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
 mesh.service("guarded", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
+mesh.service("narrow", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
 for version in ("v1", "v2"):
     mesh.service("moving", version=version, run="{sys.executable} {APP}",
                  health=http("/healthz", period="200ms"))
@@ -45,9 +47,11 @@ mesh.route("svc",
     match(path_prefix="/svc/exhaust").to(retries=retry(attempts=2, retry_on=["5xx"])),
 )
 mesh.policy("guarded", breaker=breaker(max_requests=2))
+mesh.policy("narrow", breaker=breaker(max_connections=1))
 mesh.route("moving", default=split(v1={moving_v1}, v2={moving_v2}))
 mesh.gateway(port=0, routes={{
-    "/victim": "victim", "/svc": "svc", "/guarded": "guarded", "/moving": "moving",
+    "/victim": "victim", "/svc": "svc", "/guarded": "guarded", "/narrow": "narrow",
+    "/moving": "moving",
 }})
 """
 
@@ -113,6 +117,18 @@ def test_requests_over_the_breaker_limit_get_503_uo_at_once(port: int) -> None:
     served = [a for a in answers if a.status == 200]
     assert refused and served and len(refused) + len(served) == 8, answers
     assert all(a.flag == "UO" and a.seconds < 0.5 for a in refused), refused
+    assert all(a.seconds >= 1.0 for a in served), served
+
+
+def test_requests_needing_a_connection_past_max_connections_get_503_uo_at_once(
+    port: int,
+) -> None:
+    answers = concurrently(4, lambda: request(port, "/narrow/slow?sleep=1"))
+    refused = [a for a in answers if a.status == 503]
+    served = [a for a in answers if a.status == 200]
+    assert refused and served and len(refused) + len(served) == 4, answers
+    assert all(a.flag == "UO" and a.seconds < 0.5 for a in refused), refused
+    assert all(b"max_connections=1" in a.raw for a in refused), refused
     assert all(a.seconds >= 1.0 for a in served), served
 
 
