@@ -64,8 +64,10 @@ def format_routes(answer: dict[str, Any]) -> str:
         lines.append("(this sidecar has not applied a config yet)")
         return "\n".join(lines)
     lines.append("listeners:")
+    bound = answer.get("bound_ports") or {}
     for listener in config.get("listeners", []):
-        where = f"{listener.get('host')}:{listener.get('port')}"
+        port = listener.get("port") or bound.get(listener.get("name"), "(unbound)")
+        where = f"{listener.get('host')}:{port}"
         extra = f" -> {listener['cluster']}" if listener.get("cluster") else ""
         lines.append(f"  {listener.get('name')} ({listener.get('kind')}) {where}{extra}")
         for route in listener.get("routes", []):

@@ -11,7 +11,7 @@ Endpoints (JSON bodies, one request per connection):
 * ``POST /v1/reload`` -> 200 with the outcome of re-reading the Meshfile
   (``{"applied", "summary", "error", "duration_ms"}``), once it is applied or refused.
 * ``GET /v1/instances/<instance>/config`` -> 200 ``{"instance", "version",
-  "published_version", "sync", "config"}``: the config that sidecar last
+  "published_version", "sync", "bound_ports", "config"}``: the config that sidecar last
   acknowledged as applied (``config`` null before its first); ``<instance>``
   may be the stable name of a replaced instance (``catalog-v1-0`` for
   ``catalog-v1-0~2``).
@@ -290,6 +290,7 @@ class ControlServer:
                 "version": None if applied is None else applied.version,
                 "published_version": self.registry.config_version(record.id),
                 "sync": sync_state(self.registry, record),
+                "bound_ports": dict(record.sidecar_ports),
                 "config": None if applied is None else config_to_dict(applied),
             },
         )
