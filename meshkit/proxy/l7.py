@@ -124,6 +124,7 @@ async def serve_service_request(
             head=attrs.evolve(mirrored_head, headers=headers),
             body=body,
             limits=config.limits,
+            open_ticket=plane.destinations.state(cluster.name).breaker.try_open_connection,
         )
 
     try:

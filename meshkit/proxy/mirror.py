@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 
 import trio
 
 from meshkit.ca.tls import MeshTlsContexts
+from meshkit.proxy.breaker import ConnectionLimitReached, Ticket
 from meshkit.proxy.config import Endpoint, Limits
 from meshkit.proxy.messages import (
     Closed,
@@ -77,8 +79,13 @@ class Mirrors:
         head: RequestHead,
         body: bytes,
         limits: Limits,
+        open_ticket: Callable[[], Ticket | None] | None = None,
     ) -> bool:
-        """Start sending a copy of ``head`` and ``body`` to ``endpoint``; False if dropped."""
+        """Start sending a copy of ``head`` and ``body`` to ``endpoint``; False if dropped.
+
+        ``open_ticket`` is the destination breaker's connection admission: a copy
+        that would need a connection over ``max_connections`` is dropped.
+        """
         if self.nursery is None or self.in_flight >= self.max_in_flight:
             self.dropped += 1
             return False
@@ -86,7 +93,7 @@ class Mirrors:
         copy = RequestHead(
             method=head.method, target=head.target, headers=mirrored_headers(head.headers, body)
         )
-        self.nursery.start_soon(self._send, pool, tls, endpoint, copy, body, limits)
+        self.nursery.start_soon(self._send, pool, tls, endpoint, copy, body, limits, open_ticket)
         return True
 
     async def _send(
@@ -97,12 +104,14 @@ class Mirrors:
         head: RequestHead,
         body: bytes,
         limits: Limits,
+        open_ticket: Callable[[], Ticket | None] | None,
     ) -> None:
         try:
             with trio.move_on_after(self.timeout):
-                await _exchange(pool, tls, endpoint, head, body, limits)
+                await _exchange(pool, tls, endpoint, head, body, limits, open_ticket)
                 self.sent += 1
         except (
+            ConnectionLimitReached,
             ConnectFailure,
             ProtocolRefusal,
             ssl.SSLError,
@@ -124,12 +133,14 @@ async def _exchange(
     head: RequestHead,
     body: bytes,
     limits: Limits,
+    open_ticket: Callable[[], Ticket | None] | None,
 ) -> None:
     """Send one copy and read its whole answer, which is dropped."""
     upstream = await pool.acquire(
         (endpoint.host, endpoint.port),
         limits=limits,
         connect=lambda: connect_endpoint(endpoint, timeout=limits.connect_timeout, tls=tls),
+        open_ticket=open_ticket,
     )
     codec = upstream.codec
     done = False

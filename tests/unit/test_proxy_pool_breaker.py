@@ -275,3 +275,36 @@ async def test_the_pipeline_answers_an_attempt_without_a_connection_503_uo_at_on
     assert tried == ["cat-1"] or tried == ["cat-2"]  # no retry on another instance
     assert "max_connections=1" in replies[0][2]
     assert destinations.state("catalog").outlier.ejected() == set()
+
+
+async def test_a_mirror_copy_over_the_connection_limit_is_dropped_without_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from meshkit.proxy import mirror
+    from meshkit.proxy.mirror import Mirrors
+
+    connects: list[Endpoint] = []
+
+    async def connect_endpoint(endpoint: Endpoint, **_: object) -> trio.abc.Stream:
+        connects.append(endpoint)
+        raise ConnectFailure("must not be called")
+
+    monkeypatch.setattr(mirror, "connect_endpoint", connect_endpoint)
+    breaker = breaker_of(0)
+    mirrors = Mirrors()
+    pool = new_pool()
+    endpoint = Endpoint(instance="catalog-v2-0", host="127.0.0.1", port=1, version="v2")
+    async with trio.open_nursery() as nursery:
+        mirrors.nursery = nursery
+        assert mirrors.offer(
+            pool=pool,
+            tls=None,
+            endpoint=endpoint,
+            head=GET,
+            body=b"",
+            limits=LIMITS,
+            open_ticket=breaker.try_open_connection,
+        )
+    assert (mirrors.in_flight, mirrors.sent, connects) == (0, 0, [])
+    assert breaker.in_use("connections") == 0
+    assert pool.idle_count((endpoint.host, endpoint.port)) == 0
