@@ -40,7 +40,47 @@ class DownstreamGone(Exception):
     """The client closed, broke or stalled the connection; nothing more can be sent."""
 
 
-class Downstream:
+class RequestBodyReader:
+    """The request-body half of a downstream, shared by HTTP/1.1 and HTTP/2.
+
+    A subclass says how to take an already received piece
+    (``poll_body_event``) and how to wait for more (``_wait_for_body``); this
+    class counts the body against ``Limits.max_body_bytes``, bounds each wait
+    by ``idle_timeout`` and loops until a piece or the end arrives.
+    """
+
+    limits: Limits
+    body_bytes: int = 0
+
+    def poll_body_event(self) -> Body | EndOfBody | NeedData:
+        raise NotImplementedError
+
+    async def _wait_for_body(self) -> None:
+        raise NotImplementedError
+
+    def _count_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        limit = self.limits.max_body_bytes
+        if limit is not None and self.body_bytes > limit:
+            raise ProtocolRefusal(413, f"request body over {limit} bytes")
+
+    async def receive_body_bytes(self) -> None:
+        """Wait for more of the request body (at most ``idle_timeout``)."""
+        with trio.move_on_after(self.limits.idle_timeout) as scope:
+            await self._wait_for_body()
+        if scope.cancelled_caught:
+            raise DownstreamGone("request body stalled")
+
+    async def next_body_event(self) -> Body | EndOfBody:
+        """The next piece of the request body, waiting for it if needed."""
+        while True:
+            event = self.poll_body_event()
+            if not isinstance(event, NeedData):
+                return event
+            await self.receive_body_bytes()
+
+
+class Downstream(RequestBodyReader):
     def __init__(
         self,
         *,
@@ -123,29 +163,14 @@ class Downstream:
         """
         event = self.codec.next_event()
         if isinstance(event, Body):
-            self.body_bytes += len(event.data)
-            limit = self.limits.max_body_bytes
-            if limit is not None and self.body_bytes > limit:
-                raise ProtocolRefusal(413, f"request body over {limit} bytes")
+            self._count_body(event.data)
             return event
         if isinstance(event, EndOfBody | NeedData):
             return event
         raise DownstreamGone("connection closed in the middle of the request body")
 
-    async def receive_body_bytes(self) -> None:
-        """Wait for more of the request body (at most ``idle_timeout``)."""
-        with trio.move_on_after(self.limits.idle_timeout) as scope:
-            await self._receive()
-        if scope.cancelled_caught:
-            raise DownstreamGone("request body stalled")
-
-    async def next_body_event(self) -> Body | EndOfBody:
-        """The next piece of the request body, waiting for it if needed."""
-        while True:
-            event = self.poll_body_event()
-            if not isinstance(event, NeedData):
-                return event
-            await self.receive_body_bytes()
+    async def _wait_for_body(self) -> None:
+        await self._receive()
 
     async def send_continue_if_expected(self) -> None:
         if self.codec.expects_continue:

@@ -22,14 +22,20 @@ from collections.abc import Callable
 
 import trio
 
+from meshkit.proxy.attempt import (
+    Outcome,
+    connection_breaker,
+    describe_destination,
+)
+from meshkit.proxy.attempt import upstream_head as upstream_head_for
 from meshkit.proxy.breaker import ConnectionLimitReached
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import RECEIVE_SIZE, Downstream, DownstreamGone
 from meshkit.proxy.flags import OVERFLOW
 from meshkit.proxy.h2downstream import H2Downstream
-from meshkit.proxy.h2forward import connection_breaker, forward_http2, speaks_http2
-from meshkit.proxy.headers import is_chunked, rewrite_request_headers, rewrite_response_headers
+from meshkit.proxy.h2forward import forward_http2, speaks_http2
+from meshkit.proxy.headers import is_chunked, rewrite_response_headers
 from meshkit.proxy.messages import (
     Body,
     EndOfBody,
@@ -56,34 +62,11 @@ class _UpstreamBroken(Exception):
         self.timed_out = timed_out
 
 
-class Outcome:
-    """How a forwarded exchange ended: the status sent, the flag, and keep-alive.
-
-    ``answered`` is False when nothing was sent to the client: the failure was
-    left to the caller (``answer_failures=False``; ``reason`` says what
-    happened) or ``on_response`` held the response back (``status`` is the
-    endpoint's).
-    """
-
-    __slots__ = ("answered", "flag", "keep_alive", "reason", "status")
-
-    def __init__(
-        self, *, status: int, flag: str, keep_alive: bool, answered: bool = True, reason: str = ""
-    ) -> None:
-        self.status = status
-        self.flag = flag
-        self.keep_alive = keep_alive
-        self.answered = answered
-        self.reason = reason
-
-
 async def _open(
     plane: DataPlane, destination: Endpoint | AppTarget, limits: Limits
 ) -> trio.abc.Stream:
     if isinstance(destination, Endpoint):
-        return await connect_endpoint(
-            destination, timeout=limits.connect_timeout, tls=plane.tls
-        )
+        return await connect_endpoint(destination, timeout=limits.connect_timeout, tls=plane.tls)
     return await connect_app(destination, timeout=limits.connect_timeout)
 
 
@@ -136,7 +119,7 @@ async def forward(
     HTTP/2 the exchange goes through ``h2forward`` under the same rules.
     """
     if isinstance(downstream, H2Downstream) or speaks_http2(downstream, destination, head=head):
-        result = await forward_http2(
+        return await forward_http2(
             plane=plane,
             downstream=downstream,
             head=head,
@@ -149,36 +132,21 @@ async def forward(
             on_response=on_response,
             answer_failures=answer_failures,
         )
-        return Outcome(
-            status=result.status,
-            flag=result.flag,
-            keep_alive=result.keep_alive,
-            answered=result.answered,
-            reason=result.reason,
-        )
     chunked = is_chunked(head.headers)
     has_body = chunked or any(
         name == b"content-length" and value.strip() != b"0" for name, value in head.headers
     )
-    upstream_head = RequestHead(
-        method=head.method,
+    upstream_head = upstream_head_for(
+        plane,
+        downstream,
+        head,
         target=target,
-        headers=rewrite_request_headers(
-            head.headers,
-            client_address=downstream.peer_address,
-            append_forwarded_for=append_forwarded_for,
-            identity=downstream.identity,
-            local_identity=plane.local_identity,
-            chunked=chunked,
-        ),
+        append_forwarded_for=append_forwarded_for,
+        chunked=chunked,
         http_version=b"1.1",
     )
     key = (destination.host, destination.port)
-    what = (
-        f"instance '{destination.instance}' of '{cluster_name}'"
-        if isinstance(destination, Endpoint)
-        else "the local app"
-    )
+    what = describe_destination(destination, cluster_name)
     breaker = connection_breaker(plane, destination, cluster_name)
     for attempt in (1, 2):
         try:
@@ -321,7 +289,10 @@ async def _exchange(
                     if chosen is None:
                         await plane.pool.discard(upstream)
                         return Outcome(
-                            status=status, flag="-", keep_alive=True, answered=False,
+                            status=status,
+                            flag="-",
+                            keep_alive=True,
+                            answered=False,
                             reason="response held back for a retry",
                         )
                     response_head = chosen

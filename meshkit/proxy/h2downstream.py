@@ -29,7 +29,7 @@ from h2.errors import ErrorCodes
 
 from meshkit.proxy.config import Limits
 from meshkit.proxy.dataplane import DataPlane
-from meshkit.proxy.downstream import DownstreamGone
+from meshkit.proxy.downstream import DownstreamGone, RequestBodyReader
 from meshkit.proxy.h2conn import Http2Connection, Http2Stream, StreamError
 from meshkit.proxy.http2 import Http2Limits
 from meshkit.proxy.messages import (
@@ -39,7 +39,6 @@ from meshkit.proxy.messages import (
     EndOfBody,
     Headers,
     NeedData,
-    ProtocolRefusal,
     RequestHead,
     ResponseHead,
 )
@@ -73,7 +72,7 @@ class _QueuedResponse:
         return b""
 
 
-class H2Downstream:
+class H2Downstream(RequestBodyReader):
     """One HTTP/2 request stream, seen as the client side of one exchange."""
 
     def __init__(
@@ -112,27 +111,14 @@ class H2Downstream:
             return NEED_DATA
         if not chunk:
             return END_OF_BODY
-        self.body_bytes += len(chunk)
-        limit = self.limits.max_body_bytes
-        if limit is not None and self.body_bytes > limit:
-            raise ProtocolRefusal(413, f"request body over {limit} bytes")
+        self._count_body(chunk)
         return Body(data=chunk)
 
-    async def receive_body_bytes(self) -> None:
-        with trio.move_on_after(self.limits.idle_timeout) as scope:
-            try:
-                await self.stream.wait_for_data()
-            except StreamError as error:
-                raise DownstreamGone(str(error)) from None
-        if scope.cancelled_caught:
-            raise DownstreamGone("request body stalled")
-
-    async def next_body_event(self) -> Body | EndOfBody:
-        while True:
-            event = self.poll_body_event()
-            if not isinstance(event, NeedData):
-                return event
-            await self.receive_body_bytes()
+    async def _wait_for_body(self) -> None:
+        try:
+            await self.stream.wait_for_data()
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
 
     async def send_continue_if_expected(self) -> None:
         """Nothing to do: an HTTP/2 client sends its body without waiting for 100."""

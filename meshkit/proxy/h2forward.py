@@ -27,7 +27,7 @@ before the response head is ``502 UC`` (left to the caller with
 ``answer_failures=False``); a reset after it resets the client's stream (or
 closes the client's HTTP/1.1 connection).  A new connection to an instance of
 a service takes a ticket from that service's circuit breaker
-(``connection_breaker``); when none is admitted the answer is ``503 UO``.
+(``attempt.connection_breaker``); when none is admitted the answer is ``503 UO``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,20 @@ from typing import Literal, Protocol
 import trio
 from h2.errors import ErrorCodes
 
-from meshkit.proxy.breaker import CircuitBreaker, ConnectionLimitReached
+from meshkit.proxy.attempt import (
+    Outcome,
+    connection_breaker,
+    describe_destination,
+)
+from meshkit.proxy.attempt import upstream_head as upstream_head_for
+from meshkit.proxy.breaker import ConnectionLimitReached
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import Downstream, DownstreamGone
 from meshkit.proxy.flags import OVERFLOW
 from meshkit.proxy.h2conn import Http2Stream, StreamError
 from meshkit.proxy.h2downstream import H2Downstream
-from meshkit.proxy.headers import HOP_BY_HOP, rewrite_request_headers, rewrite_response_headers
+from meshkit.proxy.headers import HOP_BY_HOP, rewrite_response_headers
 from meshkit.proxy.messages import (
     Body,
     EndOfBody,
@@ -109,7 +115,9 @@ class Http1ResponseSink:
 
     async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
         codec = self._downstream.codec
-        await self._downstream.send(codec.send_head(head) + codec.send_body(body) + codec.send_end())
+        await self._downstream.send(
+            codec.send_head(head) + codec.send_body(body) + codec.send_end()
+        )
 
 
 LAST_CHUNK = b"0\r\n\r\n"
@@ -139,19 +147,6 @@ def sidecar_protocol_from(environ: dict[str, str] | os._Environ[str]) -> Sidecar
 SIDECAR_PROTOCOL: SidecarProtocol = sidecar_protocol_from(os.environ)
 
 
-class AttemptResult:
-    """What ``forward_http2`` did; ``forward`` turns it into its ``Outcome``."""
-
-    def __init__(
-        self, *, status: int, flag: str, keep_alive: bool, answered: bool = True, reason: str = ""
-    ) -> None:
-        self.status = status
-        self.flag = flag
-        self.keep_alive = keep_alive
-        self.answered = answered
-        self.reason = reason
-
-
 class _Failed(Exception):
     def __init__(self, reason: str, *, refused: bool = False, timed_out: bool = False) -> None:
         super().__init__(reason)
@@ -179,18 +174,6 @@ def speaks_http2(
     return sidecar_protocol == "h2" or (head is not None and _accepts_trailers(head.headers))
 
 
-def connection_breaker(
-    plane: DataPlane, destination: Endpoint | AppTarget, cluster_name: str
-) -> CircuitBreaker | None:
-    """The breaker whose ``max_connections`` bounds new connections to ``destination``.
-
-    An endpoint's: its service's (``cluster_name``); the local app has none.
-    """
-    if isinstance(destination, Endpoint):
-        return plane.destinations.state(cluster_name).breaker
-    return None
-
-
 async def forward_http2(
     *,
     plane: DataPlane,
@@ -204,7 +187,7 @@ async def forward_http2(
     body: RequestBodySource | None,
     on_response: Callable[[ResponseHead], ResponseHead | None] | None,
     answer_failures: bool,
-) -> AttemptResult:
+) -> Outcome:
     """``forward`` for exchanges where a side speaks HTTP/2 (same arguments, same rules)."""
     source: RequestBodySource = downstream if body is None else body
     sink: ResponseSink = (
@@ -212,27 +195,19 @@ async def forward_http2(
         if isinstance(downstream, H2Downstream)
         else Http1ResponseSink(downstream, send_trailers=_accepts_trailers(head.headers))
     )
-    upstream_head = RequestHead(
-        method=head.method,
+    upstream_head = upstream_head_for(
+        plane,
+        downstream,
+        head,
         target=target,
-        headers=rewrite_request_headers(
-            head.headers,
-            client_address=downstream.peer_address,
-            append_forwarded_for=append_forwarded_for,
-            identity=downstream.identity,
-            local_identity=plane.local_identity,
-            chunked=False,
-        ),
+        append_forwarded_for=append_forwarded_for,
+        chunked=False,
         http_version=b"2",
     )
     if _accepts_trailers(head.headers):
         # gRPC needs ``te: trailers`` end to end; it is the one hop-by-hop value HTTP/2 keeps.
         upstream_head.headers.append((b"te", b"trailers"))
-    what = (
-        f"instance '{destination.instance}' of '{cluster_name}'"
-        if isinstance(destination, Endpoint)
-        else "the local app"
-    )
+    what = describe_destination(destination, cluster_name)
     client_is_h2 = isinstance(downstream, H2Downstream)
     status = 0
     for attempt in (1, 2):
@@ -285,14 +260,14 @@ async def forward_http2(
                 raise relay_error
             if not answered:
                 stream.reset(ErrorCodes.CANCEL)
-                return AttemptResult(
+                return Outcome(
                     status=status,
                     flag="-",
                     keep_alive=True,
                     answered=False,
                     reason="response held back for a retry",
                 )
-            return AttemptResult(status=status, flag="-", keep_alive=not plane.draining)
+            return Outcome(status=status, flag="-", keep_alive=not plane.draining)
         except _Failed as failed:
             if failed.refused and attempt == 1 and isinstance(first, EndOfBody):
                 continue  # the peer never processed it and there was no body to lose
@@ -306,10 +281,10 @@ async def forward_http2(
             if client_is_h2:
                 assert isinstance(downstream, H2Downstream)
                 downstream.abort_response(broken.error_code)
-            return AttemptResult(status=broken.status, flag="UC", keep_alive=False)
+            return Outcome(status=broken.status, flag="UC", keep_alive=False)
         except DownstreamGone:
             stream.reset(ErrorCodes.CANCEL)
-            return AttemptResult(status=status, flag="DC", keep_alive=False)
+            return Outcome(status=status, flag="DC", keep_alive=False)
         finally:
             plane.h2_upstreams.stream_finished()
     raise AssertionError("unreachable: the second attempt always returns")
@@ -440,11 +415,11 @@ def _accepts_trailers(headers: Headers) -> bool:
 
 async def _failure(
     downstream: Downstream | H2Downstream, flag: str, status: int, reason: str, answer: bool
-) -> AttemptResult:
+) -> Outcome:
     if not answer:
-        return AttemptResult(status=0, flag=flag, keep_alive=True, answered=False, reason=reason)
+        return Outcome(status=0, flag=flag, keep_alive=True, answered=False, reason=reason)
     keep = await downstream.reply(status, (reason + "\n").encode(), reason=reason, flag=flag)
-    return AttemptResult(status=status, flag=flag, keep_alive=keep)
+    return Outcome(status=status, flag=flag, keep_alive=keep)
 
 
 async def _exchange_http1(
@@ -458,7 +433,7 @@ async def _exchange_http1(
     limits: Limits,
     on_response: Callable[[ResponseHead], ResponseHead | None] | None,
     answer_failures: bool,
-) -> AttemptResult:
+) -> Outcome:
     """An HTTP/2 client's request to an ``http1`` app: one pooled HTTP/1.1 exchange.
 
     A body of unknown length goes chunked; request trailers are dropped
@@ -532,7 +507,7 @@ async def _exchange_http1(
                     chosen = on_response(response)
                     if chosen is None:
                         await plane.pool.discard(upstream)
-                        return AttemptResult(
+                        return Outcome(
                             status=status,
                             flag="-",
                             keep_alive=True,
@@ -554,19 +529,19 @@ async def _exchange_http1(
                     await send_held()
                     await sink.end_response()
                 await plane.pool.release(upstream)
-                return AttemptResult(status=status, flag="-", keep_alive=True)
+                return Outcome(status=status, flag="-", keep_alive=True)
             else:
                 raise _Failed("connection closed by the app")
     except (DownstreamGone, ProtocolRefusal):
         await plane.pool.discard(upstream)
-        return AttemptResult(status=status, flag="DC", keep_alive=False)
+        return Outcome(status=status, flag="DC", keep_alive=False)
     except (_Failed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
         await plane.pool.discard(upstream)
         reason = error.reason if isinstance(error, _Failed) else f"connection lost: {error}"
         if status:
             if isinstance(downstream, H2Downstream):
                 downstream.abort_response()
-            return AttemptResult(status=status, flag="UC", keep_alive=False)
+            return Outcome(status=status, flag="UC", keep_alive=False)
         return await _failure(downstream, "UC", 502, f"the local app {reason}", answer_failures)
     except BaseException:
         await plane.pool.discard(upstream)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import attrs
 
+from meshkit.proxy.attempt import Outcome
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.downstream import Downstream
 from meshkit.proxy.flags import local_reply
-from meshkit.proxy.forward import Outcome, forward
+from meshkit.proxy.forward import forward
 from meshkit.proxy.headers import rewrite_request_headers
 from meshkit.proxy.messages import Headers, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.pipeline import ResponseHook, Result, route_to_service

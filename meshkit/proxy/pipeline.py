@@ -38,6 +38,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from meshkit.proxy.attempt import Outcome
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.destinations import DEFAULT_RULE, Destinations, DestinationState
 from meshkit.proxy.faults import FaultDecision
@@ -51,7 +52,6 @@ from meshkit.proxy.flags import (
     TIMEOUT,
     flags_of,
 )
-from meshkit.proxy.forward import Outcome
 from meshkit.proxy.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.replay import ReplayableBody, RequestBodySource
 from meshkit.proxy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy

@@ -14,9 +14,9 @@ import attrs
 import pytest
 import trio
 
+from meshkit.proxy.attempt import Outcome
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.destinations import Destinations
-from meshkit.proxy.forward import Outcome
 from meshkit.proxy.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.pipeline import ResponseHook, Result, route_to_service
 from meshkit.proxy.replay import ReplayableBody, RequestBodySource

@@ -13,12 +13,13 @@ import pytest
 import trio
 import trio.testing
 
+from meshkit.proxy.attempt import Outcome
 from meshkit.proxy.breaker import CircuitBreaker, ConnectionLimitReached
 from meshkit.proxy.config import Cluster, Endpoint, Limits, ProxyConfig
 from meshkit.proxy.dataplane import DataPlane
 from meshkit.proxy.destinations import Destinations
 from meshkit.proxy.downstream import Downstream
-from meshkit.proxy.forward import Outcome, forward
+from meshkit.proxy.forward import forward
 from meshkit.proxy.h2upstream import H2Upstreams
 from meshkit.proxy.messages import EndOfBody, RequestHead
 from meshkit.proxy.pipeline import Result, route_to_service
