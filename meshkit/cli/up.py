@@ -35,7 +35,7 @@ import trio
 from meshkit.dsl.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
-from meshkit.runtime.plan import PlanError, restrict_spec
+from meshkit.runtime.policy.plan import PlanError, restrict_spec
 from meshkit.runtime.reload import SpecTransformError
 from meshkit.testing.ingress import IngressError, with_test_ingress
 

@@ -52,8 +52,8 @@ from meshkit.ca.workload import (
     make_serving_csr,
     renewal_proof,
 )
-from meshkit.proxy.backoff import Backoff
 from meshkit.proxy.control import ControlClient, ControlPlaneError, request_json
+from meshkit.proxy.policy.backoff import Backoff
 
 log = logging.getLogger("meshkit.proxy")
 

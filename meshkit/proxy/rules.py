@@ -9,7 +9,7 @@ runs, so the data path has one fault mechanism.
 
 Plain data, cattrs-friendly (``meshkit.proxy.wire.converter``): regular
 expressions travel as strings and are compiled once per table by
-``meshkit.proxy.matching``.  Header names are lower-case; times are seconds.
+``meshkit.proxy.policy.matching``.  Header names are lower-case; times are seconds.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class HeaderOps:
 
 @attrs.frozen(kw_only=True)
 class RetryRule:
-    """Up to ``attempts`` retries after the first try (see ``meshkit.proxy.retry``)."""
+    """Up to ``attempts`` retries after the first try (see ``meshkit.proxy.policy.retry``)."""
 
     attempts: int = 2
     per_try_timeout: float | None = None

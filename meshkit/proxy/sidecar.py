@@ -31,13 +31,13 @@ import cattrs
 import trio
 
 from meshkit.ca.tls import MeshTlsContexts
-from meshkit.proxy.backoff import Backoff
 from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.control import ControlClient, ControlPlaneError
-from meshkit.proxy.dataplane import DataPlane
+from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
-from meshkit.proxy.matching import compile_tables
-from meshkit.proxy.server import serve_listener
+from meshkit.proxy.net.server import serve_listener
+from meshkit.proxy.policy.backoff import Backoff
+from meshkit.proxy.policy.matching import compile_tables
 from meshkit.proxy.wire import config_from_dict
 
 log = logging.getLogger("meshkit.proxy")

@@ -5,7 +5,7 @@ A reload applies only the difference between the running spec and the new one:
 * ``restart``: a deployment (``catalog-v1``) whose process would run
   differently: command, env, cwd, health check, upstreams (the app's
   environment names a port per upstream), dependencies or restart policy;
-  its instances are replaced one by one (``meshkit.runtime.rollout``).
+  its instances are replaced one by one (``meshkit.runtime.policy.rollout``).
 * ``scale``: only ``replicas`` changed: instances are added or removed, the
   others are left alone.
 * ``start`` / ``stop``: a deployment added or removed.

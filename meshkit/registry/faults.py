@@ -139,7 +139,7 @@ def runtime_faults(store: FaultStore, now: float) -> tuple[RuntimeFault, ...]:
 
 
 def fault_request(data: Mapping[str, Any], *, known_services: Iterable[str]) -> FaultRequest:
-    """Validate a ``POST /v1/faults`` body (see ``meshkit.registry.faultcontrol``).
+    """Validate a ``POST /v1/faults`` body (see ``meshkit.registry.server.faults``).
 
     Raises ``FaultRequestError`` (a 400) for a malformed field and
     ``UnknownService`` (a 404) for a service the mesh does not run.

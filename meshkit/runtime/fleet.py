@@ -3,7 +3,7 @@
 A ``Fleet`` owns one ``InstanceRunner`` per running instance (in a nursery its
 caller owns), the spec the mesh runs now, and the port allocator.  It starts
 and stops instances, publishes the configs compiled from its spec, and
-executes the steps of ``meshkit.runtime.rollout`` one after the other; the
+executes the steps of ``meshkit.runtime.policy.rollout`` one after the other; the
 decisions are all in the plan.
 
 Waiting for sidecars: after every change that moves traffic (a new instance
@@ -21,9 +21,8 @@ import trio
 from meshkit.dsl.spec import MeshSpec, ServiceSpec
 from meshkit.registry.compile import compile_configs
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
-from meshkit.runtime.plan import dependencies_of, startup_order
-from meshkit.runtime.ports import PortAllocator
-from meshkit.runtime.rollout import (
+from meshkit.runtime.policy.plan import dependencies_of, startup_order
+from meshkit.runtime.policy.rollout import (
     Retire,
     RunningSlot,
     StartInstance,
@@ -32,6 +31,7 @@ from meshkit.runtime.rollout import (
     WaitDrained,
     WaitHealthy,
 )
+from meshkit.runtime.ports import PortAllocator
 from meshkit.runtime.supervisor import InstanceRunner, SupervisorContext
 
 LIVE_STATES = ("starting", "healthy", "unhealthy")

@@ -41,14 +41,14 @@ from meshkit.ca.errors import CaError
 from meshkit.ca.issuer import Issuer
 from meshkit.ca.root import RootCA
 from meshkit.dsl.spec import MeshSpec
-from meshkit.registry.changes import RegistryChanges
 from meshkit.registry.compile import compile_configs
-from meshkit.registry.control import ControlServer
+from meshkit.registry.server.api import ControlServer
+from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 from meshkit.registry.status import gateway_url, mesh_ready
 from meshkit.runtime.fleet import Fleet, FleetTimeouts
 from meshkit.runtime.logs import LogHub
-from meshkit.runtime.plan import PlanError, startup_order
+from meshkit.runtime.policy.plan import PlanError, startup_order
 from meshkit.runtime.ports import PortAllocator
 from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard
 from meshkit.runtime.reload import Reloader, SpecTransform, SpecTransformError, identity_transform

@@ -12,7 +12,7 @@ import h11
 import trio
 
 from meshkit.dsl.spec import HealthCheck
-from meshkit.runtime.health import ProbeStateMachine, ProbeVerdict
+from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict
 
 LOOPBACK = "127.0.0.1"
 

@@ -5,7 +5,7 @@ interpreter, applies the run's spec transform (``UpOptions.spec_transform``:
 the same one the first spec got), diffs the result against the running spec
 (``meshkit.registry.diff``), publishes the new configs (routes and policies
 reach the sidecars without a restart) and executes the rollout plan
-(``meshkit.runtime.rollout``) for the deployments that must start, be
+(``meshkit.runtime.policy.rollout``) for the deployments that must start, be
 replaced or stop.  ``reload(forced=keys)`` replaces the instances of those
 deployments (a source file under their ``watch`` paths changed).
 
@@ -33,8 +33,8 @@ from meshkit.dsl.spec import MeshSpec
 from meshkit.registry.diff import DeploymentChange, DiffRefused, SpecDiff, diff_specs
 from meshkit.registry.state import ReloadReport
 from meshkit.runtime.fleet import Fleet
-from meshkit.runtime.plan import PlanError, startup_order
-from meshkit.runtime.rollout import describe, plan_rollout
+from meshkit.runtime.policy.plan import PlanError, startup_order
+from meshkit.runtime.policy.rollout import describe, plan_rollout
 
 Evaluator = Callable[[str], Awaitable[EvalResult]]
 SpecTransform = Callable[[MeshSpec], MeshSpec]

@@ -36,11 +36,11 @@ from meshkit.ca.exchange import BOOTSTRAP_FD_ENV, IDENTITY_ENV
 from meshkit.ca.issuer import Issuer
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import RestartPolicy, ServiceSpec
-from meshkit.registry.changes import RegistryChanges
+from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
-from meshkit.runtime.backoff import RestartBackoff
-from meshkit.runtime.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.logs import LogHub
+from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict, check_for
+from meshkit.runtime.policy.restart import RestartBackoff
 from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
     GroupGuard,

@@ -1,7 +1,7 @@
 """What a test asks the mesh at runtime: the calls a service received, and faults.
 
 ``Call`` is one request an instance of a service answered, as its inbound
-sidecar logged it (admin ``/calls``, ``meshkit.proxy.calls``); ``read_calls``
+sidecar logged it (admin ``/calls``, ``meshkit.proxy.telemetry.calls``); ``read_calls``
 gathers them from every instance's admin port, oldest first.
 
 ``InjectedFault`` is a fault ``mesh.fault(...)`` injected: a context manager

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from meshkit.proxy.h2conn import Http2Connection, Http2Stream
-from meshkit.proxy.messages import ResponseHead
+from meshkit.proxy.codec.messages import ResponseHead
+from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream
 
 pytestmark = pytest.mark.e2e
 

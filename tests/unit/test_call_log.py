@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from meshkit.proxy.admin import answer_admin
-from meshkit.proxy.calls import CallLog, answer_calls
-from meshkit.proxy.metrics import Metrics
+from meshkit.proxy.telemetry.admin import answer_admin
+from meshkit.proxy.telemetry.calls import CallLog, answer_calls
+from meshkit.proxy.telemetry.metrics import Metrics
 from meshkit.testing.calls import call_from_record, service_of_identity
 
 GATEWAY_ID = "spiffe://meshkit.local/ns/shop/sa/gateway"

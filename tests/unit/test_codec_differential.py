@@ -15,10 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshkit.proxy.config import Limits
-from meshkit.proxy.http1 import Http1ClientCodec, Http1ServerCodec
-from meshkit.proxy.http1_fast import FastClientCodec, FastServerCodec
-from meshkit.proxy.messages import (
+from meshkit.proxy.codec.http1 import Http1ClientCodec, Http1ServerCodec
+from meshkit.proxy.codec.http1_fast import FastClientCodec, FastServerCodec
+from meshkit.proxy.codec.messages import (
     Body,
     Closed,
     EndOfBody,
@@ -27,6 +26,7 @@ from meshkit.proxy.messages import (
     RequestHead,
     ResponseHead,
 )
+from meshkit.proxy.config import Limits
 
 LIMITS = Limits(max_header_bytes=2048, max_header_count=12)
 Trace = list[object]

@@ -10,18 +10,18 @@ import trio
 import trio.testing
 from h2.errors import ErrorCodes
 
+from meshkit.proxy.codec.messages import Body, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
-from meshkit.proxy.dataplane import DataPlane
-from meshkit.proxy.h2conn import Http2Connection, Http2Stream, StreamError
-from meshkit.proxy.h2downstream import H2Downstream, serve_http2
-from meshkit.proxy.h2forward import (
+from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.h2downstream import H2Downstream, serve_http2
+from meshkit.proxy.flow.h2forward import (
     chunked_trailer_section,
     sidecar_protocol_from,
     speaks_http2,
 )
-from meshkit.proxy.h2upstream import H2Upstreams, NoUpstreamNursery
-from meshkit.proxy.messages import Body, ProtocolRefusal, RequestHead, ResponseHead
-from meshkit.proxy.router import FLAG_HEADER
+from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
+from meshkit.proxy.net.h2upstream import H2Upstreams, NoUpstreamNursery
+from meshkit.proxy.policy.router import FLAG_HEADER
 
 Handler = Callable[[DataPlane, H2Downstream, RequestHead], Awaitable[bool]]
 

@@ -7,8 +7,8 @@ import h2.connection
 import h2.events
 from h2.errors import ErrorCodes
 
-from meshkit.proxy.h2guard import OutboundFrameBudget, RapidResetDetector, count_frames
-from meshkit.proxy.http2 import (
+from meshkit.proxy.codec.h2guard import OutboundFrameBudget, RapidResetDetector, count_frames
+from meshkit.proxy.codec.http2 import (
     ConnectionEnded,
     Http2Codec,
     RequestReceived,

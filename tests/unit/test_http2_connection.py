@@ -11,8 +11,8 @@ import trio
 import trio.testing
 from h2.errors import ErrorCodes
 
-from meshkit.proxy.h2conn import Http2Connection, Http2Stream, StreamError
-from meshkit.proxy.messages import RequestHead, ResponseHead
+from meshkit.proxy.codec.messages import RequestHead, ResponseHead
+from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 
 WINDOW = 65_535
 Handler = Callable[[Http2Stream], Awaitable[None]]

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshkit.proxy import translate
-from meshkit.proxy.messages import RequestHead, ResponseHead
+from meshkit.proxy.codec import translate
+from meshkit.proxy.codec.messages import RequestHead, ResponseHead
 
 token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).map(
     str.encode

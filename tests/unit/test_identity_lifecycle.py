@@ -21,7 +21,7 @@ from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.control import ControlClient
 from meshkit.proxy.identity import IdentityError, SidecarIdentity, read_bootstrap_token
 from meshkit.registry.compile import compile_configs
-from meshkit.registry.control import BadRequest, ControlServer
+from meshkit.registry.server.api import BadRequest, ControlServer
 from meshkit.registry.state import InstanceRecord, Registry
 from meshkit.registry.status import status_document
 from meshkit.runtime.supervisor import bootstrap_pipe

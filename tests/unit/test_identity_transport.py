@@ -17,9 +17,9 @@ import trio
 
 from meshkit.ca import Issuer, MeshTlsContexts, RootCA, generate_key, make_csr, spiffe_id
 from meshkit.ca.tls import SIDECAR_SERVER_ALPN
+from meshkit.proxy.codec.headers import forwarded_client_cert, rewrite_request_headers
 from meshkit.proxy.config import Endpoint
-from meshkit.proxy.headers import forwarded_client_cert, rewrite_request_headers
-from meshkit.proxy.transport import (
+from meshkit.proxy.net.transport import (
     ConnectFailure,
     InboundRefused,
     accept_inbound,

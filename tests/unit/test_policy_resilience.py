@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from meshkit.proxy.breaker import CircuitBreaker
 from meshkit.proxy.config import Endpoint
-from meshkit.proxy.faults import NO_FAULT, FaultDecision, FaultInjector
-from meshkit.proxy.lb import LoadBalancer
-from meshkit.proxy.outlier import OutlierDetector
+from meshkit.proxy.policy.breaker import CircuitBreaker
+from meshkit.proxy.policy.faults import NO_FAULT, FaultDecision, FaultInjector
+from meshkit.proxy.policy.lb import LoadBalancer
+from meshkit.proxy.policy.outlier import OutlierDetector
 from meshkit.proxy.rules import (
     BreakerLimits,
     FaultRule,

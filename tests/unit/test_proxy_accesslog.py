@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import trio
 
-from meshkit.proxy.accesslog import AccessLog
+from meshkit.proxy.telemetry.accesslog import AccessLog
 
 
 def test_lines_are_batched_until_the_buffer_fills() -> None:

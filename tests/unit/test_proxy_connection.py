@@ -7,8 +7,8 @@ import trio
 import trio.testing
 
 from meshkit.proxy.config import Cluster, Limits, Listener, ProxyConfig
-from meshkit.proxy.dataplane import DataPlane
-from meshkit.proxy.server import handle_connection
+from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.net.server import handle_connection
 
 CONFIG = ProxyConfig(
     version=1,

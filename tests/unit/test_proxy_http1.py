@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshkit.proxy.config import Limits
-from meshkit.proxy.http1 import Http1ClientCodec, Http1ServerCodec, refusal_bytes
-from meshkit.proxy.messages import (
+from meshkit.proxy.codec.http1 import Http1ClientCodec, Http1ServerCodec, refusal_bytes
+from meshkit.proxy.codec.messages import (
     Body,
     Closed,
     EndOfBody,
@@ -18,6 +17,7 @@ from meshkit.proxy.messages import (
     RequestHead,
     ResponseHead,
 )
+from meshkit.proxy.config import Limits
 
 LIMITS = Limits()
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from meshkit.proxy import http1_fast
+from meshkit.proxy.codec import http1_fast
+from meshkit.proxy.codec.http1 import Http1ClientCodec, Http1ServerCodec
+from meshkit.proxy.codec.http1_fast import FastClientCodec, FastServerCodec, serialise_head
+from meshkit.proxy.codec.messages import Body, EndOfBody, RequestHead, ResponseHead
 from meshkit.proxy.config import Limits
-from meshkit.proxy.http1 import Http1ClientCodec, Http1ServerCodec
-from meshkit.proxy.http1_fast import FastClientCodec, FastServerCodec, serialise_head
-from meshkit.proxy.messages import Body, EndOfBody, RequestHead, ResponseHead
 from tests.unit import test_proxy_http1 as reference
 from tests.unit.test_proxy_http1 import *  # noqa: F403  (the tests to run again)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from meshkit.proxy.streamio import YIELD_EVERY, receive_some, send_all
+from meshkit.proxy.net.streamio import YIELD_EVERY, receive_some, send_all
 
 
 def socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

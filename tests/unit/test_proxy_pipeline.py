@@ -1,4 +1,4 @@
-"""The per-request L7 flow (``meshkit.proxy.pipeline``) with in-memory endpoints.
+"""The per-request L7 flow (``meshkit.proxy.flow.pipeline``) with in-memory endpoints.
 
 Each fake endpoint is a script of behaviours (a status, a connect failure, a
 hang); replies are recorded instead of sent; time is the autojump clock.
@@ -14,12 +14,12 @@ import attrs
 import pytest
 import trio
 
-from meshkit.proxy.attempt import Outcome
+from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.destinations import Destinations
-from meshkit.proxy.messages import Headers, RequestHead, ResponseHead
-from meshkit.proxy.pipeline import ResponseHook, Result, route_to_service
-from meshkit.proxy.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.pipeline import ResponseHook, Result, route_to_service
+from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.policy.destinations import Destinations
 from meshkit.proxy.rules import (
     BreakerLimits,
     DestinationPolicy,
@@ -416,7 +416,7 @@ class _Live:
         self.continued = False
 
     def poll_body_event(self) -> Any:
-        from meshkit.proxy.messages import END_OF_BODY, Body
+        from meshkit.proxy.codec.messages import END_OF_BODY, Body
 
         return Body(data=self.pieces.pop(0)) if self.pieces else END_OF_BODY
 
@@ -428,7 +428,7 @@ class _Live:
 
 
 def _drain(source: RequestBodySource) -> bytes:
-    from meshkit.proxy.messages import Body
+    from meshkit.proxy.codec.messages import Body
 
     out = b""
     while isinstance(event := source.poll_body_event(), Body):

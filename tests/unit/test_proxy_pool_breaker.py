@@ -13,20 +13,20 @@ import pytest
 import trio
 import trio.testing
 
-from meshkit.proxy.attempt import Outcome
-from meshkit.proxy.breaker import CircuitBreaker, ConnectionLimitReached
+from meshkit.proxy.codec.messages import EndOfBody, RequestHead
 from meshkit.proxy.config import Cluster, Endpoint, Limits, ProxyConfig
-from meshkit.proxy.dataplane import DataPlane
-from meshkit.proxy.destinations import Destinations
-from meshkit.proxy.downstream import Downstream
-from meshkit.proxy.forward import forward
-from meshkit.proxy.h2upstream import H2Upstreams
-from meshkit.proxy.messages import EndOfBody, RequestHead
-from meshkit.proxy.pipeline import Result, route_to_service
-from meshkit.proxy.pool import ConnectionPool, UpstreamConnection
-from meshkit.proxy.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.downstream import Downstream
+from meshkit.proxy.flow.forward import forward
+from meshkit.proxy.flow.pipeline import Result, route_to_service
+from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.net.h2upstream import H2Upstreams
+from meshkit.proxy.net.pool import ConnectionPool, UpstreamConnection
+from meshkit.proxy.net.transport import ConnectFailure
+from meshkit.proxy.policy.breaker import CircuitBreaker, ConnectionLimitReached
+from meshkit.proxy.policy.destinations import Destinations
 from meshkit.proxy.rules import BreakerLimits, DestinationPolicy, RetryRule, RouteRule, RouteTable
-from meshkit.proxy.transport import ConnectFailure
 
 A = ("127.0.0.1", 1)
 B = ("127.0.0.1", 2)
@@ -281,8 +281,8 @@ async def test_the_pipeline_answers_an_attempt_without_a_connection_503_uo_at_on
 async def test_a_mirror_copy_over_the_connection_limit_is_dropped_without_connecting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from meshkit.proxy import mirror
-    from meshkit.proxy.mirror import Mirrors
+    from meshkit.proxy.flow import mirror
+    from meshkit.proxy.flow.mirror import Mirrors
 
     connects: list[Endpoint] = []
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
-from meshkit.proxy.admin import answer_admin
-from meshkit.proxy.backoff import Backoff
-from meshkit.proxy.balancer import RoundRobin
+from meshkit.proxy.codec.headers import (
+    rewrite_request_headers,
+    rewrite_response_headers,
+    strip_hop_by_hop,
+)
+from meshkit.proxy.codec.messages import RequestHead
 from meshkit.proxy.config import (
     AppTarget,
     Cluster,
@@ -15,14 +18,9 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
-from meshkit.proxy.headers import (
-    rewrite_request_headers,
-    rewrite_response_headers,
-    strip_hop_by_hop,
-)
-from meshkit.proxy.messages import RequestHead
-from meshkit.proxy.metrics import Metrics
-from meshkit.proxy.router import (
+from meshkit.proxy.policy.backoff import Backoff
+from meshkit.proxy.policy.balancer import RoundRobin
+from meshkit.proxy.policy.router import (
     ForwardToApp,
     ForwardToCluster,
     LocalReply,
@@ -31,6 +29,8 @@ from meshkit.proxy.router import (
     route_request,
     split_target,
 )
+from meshkit.proxy.telemetry.admin import answer_admin
+from meshkit.proxy.telemetry.metrics import Metrics
 
 CATALOG = Cluster(
     name="catalog",

@@ -26,7 +26,7 @@ from meshkit.proxy.config import (
     ProxyConfig,
 )
 from meshkit.proxy.control import ControlClient
-from meshkit.proxy.dataplane import DataPlane
+from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.sidecar import Sidecar
 from tests.unit.test_identity_transport import CATALOG, FRONTEND, mesh_identities
 from tests.unit.test_proxy_harness import (

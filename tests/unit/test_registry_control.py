@@ -9,7 +9,7 @@ import trio
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.control import request_json
 from meshkit.registry.compile import compile_configs
-from meshkit.registry.control import ControlServer
+from meshkit.registry.server.api import ControlServer
 from meshkit.registry.state import InstanceRecord, Registry
 
 SPEC = MeshSpec(

@@ -18,7 +18,7 @@ from meshkit.dsl.spec import (
     WeightedVersionSpec,
 )
 from meshkit.registry.diff import DiffRefused, diff_specs, restart_reasons
-from meshkit.runtime.rollout import (
+from meshkit.runtime.policy.rollout import (
     Retire,
     RunningSlot,
     StartInstance,

@@ -11,7 +11,7 @@ import trio
 from meshkit.dsl.evaluation import EvalResult
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec
-from meshkit.registry.changes import RegistryChanges
+from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import Registry
 from meshkit.runtime.fleet import Fleet
 from meshkit.runtime.logs import LogHub

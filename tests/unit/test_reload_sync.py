@@ -25,7 +25,7 @@ from meshkit.proxy.rules import HeaderMatch, RequestMatch, RouteRule, RouteTable
 from meshkit.proxy.sidecar import ConfigRejected, parse_config
 from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.compile import compile_configs
-from meshkit.registry.control import BadRequest, ControlServer
+from meshkit.registry.server.api import BadRequest, ControlServer
 from meshkit.registry.state import InstanceRecord, Registry, RegistryError, ReloadReport
 from meshkit.registry.status import status_document
 

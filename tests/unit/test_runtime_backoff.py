@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from meshkit.dsl.spec import RestartPolicy
-from meshkit.runtime.backoff import RestartBackoff
+from meshkit.runtime.policy.restart import RestartBackoff
 
 POLICY = RestartPolicy(backoff_initial=0.5, backoff_max=4.0, reset_after=10.0)
 

@@ -10,12 +10,9 @@ import pytest
 import trio
 
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
-from meshkit.proxy.faults import FaultInjector
+from meshkit.proxy.policy.faults import FaultInjector
 from meshkit.proxy.rules import FaultRule, HeaderMatch, RuntimeFault
-from meshkit.registry.changes import RegistryChanges
 from meshkit.registry.compile import compile_configs
-from meshkit.registry.control import BadRequest, ControlServer
-from meshkit.registry.faultcontrol import FaultControl
 from meshkit.registry.faults import (
     DEFAULT_FAULT_DURATION,
     FaultRequestError,
@@ -23,6 +20,9 @@ from meshkit.registry.faults import (
     UnknownService,
     fault_request,
 )
+from meshkit.registry.server.api import BadRequest, ControlServer
+from meshkit.registry.server.changes import RegistryChanges
+from meshkit.registry.server.faults import FaultControl
 from meshkit.registry.state import InstanceRecord, Registry
 from meshkit.registry.status import status_document
 

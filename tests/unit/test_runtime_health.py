@@ -5,7 +5,7 @@ from functools import partial
 import trio
 
 from meshkit.dsl.spec import HealthCheck
-from meshkit.runtime.health import ProbeStateMachine, check_for
+from meshkit.runtime.policy.health import ProbeStateMachine, check_for
 from meshkit.runtime.probes import probe_once, run_prober
 
 

@@ -8,7 +8,7 @@ import pytest
 from meshkit.dsl.spec import MeshSpec, ServiceSpec
 from meshkit.runtime.guardian import guard, parse_line
 from meshkit.runtime.logs import LogHub, colour_for, format_line
-from meshkit.runtime.plan import PlanError, restrict_spec, startup_order
+from meshkit.runtime.policy.plan import PlanError, restrict_spec, startup_order
 from meshkit.runtime.ports import PortAllocator, ephemeral_port
 from meshkit.runtime.supervisor import app_environment
 

@@ -14,8 +14,8 @@ import os
 
 import trio
 
-from meshkit.proxy.h2conn import Http2Connection, Http2Stream
-from meshkit.proxy.messages import ResponseHead
+from meshkit.proxy.codec.messages import ResponseHead
+from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream
 
 
 async def answer(stream: Http2Stream) -> None:

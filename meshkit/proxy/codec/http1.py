@@ -1,0 +1,338 @@
+"""HTTP/1.1 through h11, with the rules of HARDENING.md that h11 leaves to us.
+
+Both codecs are sans-I/O: bytes in through ``receive_data``, events out through
+``next_event``; events in through ``send_*``, bytes out.  They never touch a
+socket, so every rule is tested by feeding raw bytes.
+
+h11 is lenient in a few places a proxy must not be: it silently unfolds
+obs-fold lines and lets ``Transfer-Encoding`` win over ``Content-Length``.  The
+server codec therefore reads each request head itself (up to the blank line),
+checks the raw block, and only then hands it to a fresh ``h11.Connection``.
+A fresh connection per request also keeps pipelined bytes out of h11 until
+their own head has been checked (``trailing_data`` carries them over).
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+import h11
+
+from meshkit.proxy.codec.messages import (
+    CLOSED,
+    END_OF_BODY,
+    NEED_DATA,
+    Body,
+    Headers,
+    ProtocolRefusal,
+    RequestEvent,
+    RequestHead,
+    ResponseEvent,
+    ResponseHead,
+)
+from meshkit.proxy.config import Limits
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_SPLIT = re.compile(rb"\r?\n")
+# host = reg-name / IPv4 / [IPv6], optional :port (RFC 3986, without userinfo)
+_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+# Room for the request line and framing above the header limit, so the header
+# limit (431) is what a peer hits first, not h11's own (which would answer 400).
+_H11_SLACK = 16 * 1024
+
+
+def _reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def refusal_bytes(
+    status: int, reason: str, *, flag: str = "", headers: Headers | None = None
+) -> bytes:
+    """A complete ``Connection: close`` response, for when no codec can be trusted.
+
+    Used to answer requests the codec refused before (or while) h11 parsed them.
+    """
+    body = (reason + "\n").encode()
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, _reason_phrase(status)),
+        b"content-type: text/plain; charset=utf-8",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
+    if flag:
+        lines.append(b"x-meshkit-flag: " + flag.encode())
+    lines.append(b"x-meshkit-reason: " + reason.encode("ascii", "replace"))
+    for name, value in headers or ():
+        lines.append(name + b": " + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
+    """Refuse what h11 would accept but a proxy must not (raw header block checks).
+
+    ``raw`` is the request line and header lines, without the final blank line.
+    Raises ``ProtocolRefusal`` with the status to answer; otherwise returns the
+    body framing the head declares: ``(content_length or None, chunked)``.
+    """
+    lines = _LINE_SPLIT.split(raw)
+    check_head_size(len(raw), len(lines) - 1, limits)
+    fields: Headers = []
+    for line in lines[1:]:
+        if b"\r" in line:
+            raise ProtocolRefusal(400, "bare CR in a header line")
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolRefusal(400, "obsolete line folding (obs-fold) in the request headers")
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ProtocolRefusal(400, "header line without a colon")
+        if not name or name != name.rstrip(b" \t"):
+            raise ProtocolRefusal(400, "whitespace before the colon of a header name")
+        fields.append((name.lower(), value.strip(b" \t")))
+    return check_request_fields(fields, limits)
+
+
+def check_head_size(head_bytes: int, header_count: int, limits: Limits) -> None:
+    """431 for a request head over the byte or the count limit."""
+    if head_bytes > limits.max_header_bytes:
+        raise ProtocolRefusal(431, f"request header block over {limits.max_header_bytes} bytes")
+    if header_count > limits.max_header_count:
+        raise ProtocolRefusal(431, f"more than {limits.max_header_count} request headers")
+
+
+def check_request_fields(fields: Headers, limits: Limits) -> tuple[int | None, bool]:
+    """The framing and Host rules on parsed ``(lower-case name, value)`` fields.
+
+    Every refusal here is a 400 except an over-limit body (413) and an unknown
+    transfer coding (501); returns ``(content_length or None, chunked)``.
+    """
+    content_lengths: set[bytes] = set()
+    transfer_encodings: list[bytes] = []
+    hosts = 0
+    for name, value in fields:
+        if name == b"content-length":
+            content_lengths.update(part.strip() for part in value.split(b","))
+        elif name == b"transfer-encoding":
+            transfer_encodings.extend(part.strip().lower() for part in value.split(b","))
+        elif name == b"host":
+            hosts += 1
+            if not _HOST.match(value):
+                raise ProtocolRefusal(400, "malformed Host header")
+    if content_lengths and transfer_encodings:
+        raise ProtocolRefusal(400, "both Content-Length and Transfer-Encoding in one request")
+    if len(content_lengths) > 1:
+        raise ProtocolRefusal(400, "conflicting Content-Length values")
+    declared_length: int | None = None
+    if content_lengths:
+        (length,) = content_lengths
+        if not length.isdigit():
+            raise ProtocolRefusal(400, "Content-Length is not a number")
+        declared_length = int(length)
+        if limits.max_body_bytes is not None and declared_length > limits.max_body_bytes:
+            raise ProtocolRefusal(413, f"request body over {limits.max_body_bytes} bytes")
+    if transfer_encodings and transfer_encodings != [b"chunked"]:
+        raise ProtocolRefusal(501, "only a single Transfer-Encoding: chunked is supported")
+    if hosts == 0:
+        raise ProtocolRefusal(400, "missing Host header")
+    if hosts > 1:
+        raise ProtocolRefusal(400, "more than one Host header")
+    return declared_length, bool(transfer_encodings)
+
+
+def _clean_headers(raw: Any) -> Headers:
+    """h11 headers as (lower-case name, value), dropping names with ``_``.
+
+    ``Content_Length`` must never alias ``Content-Length`` in a server that maps
+    ``-`` to ``_`` (CGI, WSGI): such names are dropped, as nginx and Envoy do.
+    """
+    return [(name, value) for name, value in raw if b"_" not in name]
+
+
+class Http1ServerCodec:
+    """The server side of one HTTP/1.1 connection (a listener's downstream peer)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._buffer = bytearray()
+        self._peer_closed = False
+        self._conn: Any = None  # h11.Connection once the current head was checked
+
+    @property
+    def reading_head(self) -> bool:
+        """True between requests and while a request head is still arriving."""
+        return self._conn is None
+
+    @property
+    def has_buffered_bytes(self) -> bool:
+        return bool(self._buffer)
+
+    @property
+    def expects_continue(self) -> bool:
+        return self._conn is not None and bool(self._conn.they_are_waiting_for_100_continue)
+
+    @property
+    def request_complete(self) -> bool:
+        return self._conn is not None and self._conn.their_state is h11.DONE
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Bytes from the peer; ``b""`` means the peer closed its side."""
+        if self._conn is not None:
+            self._conn.receive_data(data)
+        elif data:
+            self._buffer += data
+        else:
+            self._peer_closed = True
+
+    def next_event(self) -> RequestEvent:
+        """The next request event; raises ``ProtocolRefusal`` on bad input."""
+        if self._conn is None:
+            event = self._next_head()
+            if event is not None:
+                return event
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as error:
+            raise ProtocolRefusal(error.error_status_hint, f"malformed request: {error}") from None
+        if type(event) is h11.Data:
+            return Body(data=bytes(event.data))
+        if type(event) is h11.Request:
+            if event.http_version not in (b"1.1", b"1.0"):
+                version = bytes(event.http_version).decode()
+                raise ProtocolRefusal(505, f"malformed request: HTTP/{version} is not supported")
+            return RequestHead(
+                method=bytes(event.method),
+                target=bytes(event.target),
+                headers=_clean_headers(event.headers),
+                http_version=bytes(event.http_version),
+            )
+        if type(event) is h11.EndOfMessage:
+            return END_OF_BODY
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            return NEED_DATA
+        if type(event) is h11.ConnectionClosed:
+            return CLOSED
+        raise ProtocolRefusal(400, f"unexpected request event {type(event).__name__}")
+
+    def _next_head(self) -> RequestEvent | None:
+        # RFC 9112 2.2: ignore at least one empty line before the request line.
+        while self._buffer[:2] == b"\r\n":
+            del self._buffer[:2]
+        while self._buffer[:1] == b"\n":
+            del self._buffer[:1]
+        match = _HEAD_END.search(self._buffer)
+        if match is None:
+            if len(self._buffer) > self._limits.max_header_bytes:
+                raise ProtocolRefusal(
+                    431, f"request header block over {self._limits.max_header_bytes} bytes"
+                )
+            if self._peer_closed:
+                if self._buffer:
+                    raise ProtocolRefusal(400, "connection closed in the middle of a request head")
+                return CLOSED
+            return NEED_DATA
+        check_request_head(bytes(self._buffer[: match.start()]), self._limits)
+        conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes + _H11_SLACK
+        )
+        conn.receive_data(bytes(self._buffer))
+        if self._peer_closed:
+            conn.receive_data(b"")
+        self._buffer = bytearray()
+        self._conn = conn
+        return None
+
+    def send_informational(self, status: int) -> bytes:
+        data: bytes = self._conn.send(h11.InformationalResponse(status_code=status, headers=[]))
+        return data
+
+    def send_head(self, head: ResponseHead) -> bytes:
+        data: bytes = self._conn.send(
+            h11.Response(status_code=head.status, headers=head.headers, reason=head.reason)
+        )
+        return data
+
+    def send_body(self, data: bytes) -> bytes:
+        out: bytes = self._conn.send(h11.Data(data=data))
+        return out
+
+    def send_end(self) -> bytes:
+        out: bytes = self._conn.send(h11.EndOfMessage())
+        return out
+
+    def finish_cycle(self) -> bool:
+        """After a response: True when the connection may carry another request."""
+        conn = self._conn
+        if conn is None or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        data, closed = conn.trailing_data
+        self._buffer = bytearray(data)
+        self._peer_closed = closed
+        self._conn = None
+        return True
+
+
+class Http1ClientCodec:
+    """The client side of one HTTP/1.1 connection to an endpoint (reusable)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._conn: Any = h11.Connection(
+            h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes + _H11_SLACK
+        )
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        self._conn.receive_data(data)
+
+    def next_event(self) -> ResponseEvent:
+        """The next response event, skipping 1xx; raises ``ProtocolRefusal`` (502)."""
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as error:
+                raise ProtocolRefusal(
+                    502, f"malformed response from the endpoint: {error}"
+                ) from None
+            if type(event) is h11.Data:
+                return Body(data=bytes(event.data))
+            if type(event) is h11.Response:
+                return ResponseHead(
+                    status=event.status_code,
+                    headers=list(event.headers),
+                    reason=bytes(event.reason),
+                    http_version=bytes(event.http_version),
+                )
+            if type(event) is h11.InformationalResponse:
+                continue
+            if type(event) is h11.EndOfMessage:
+                return END_OF_BODY
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return NEED_DATA
+            if type(event) is h11.ConnectionClosed:
+                return CLOSED
+            raise ProtocolRefusal(502, f"unexpected response event {type(event).__name__}")
+
+    def send_head(self, head: RequestHead) -> bytes:
+        data: bytes = self._conn.send(
+            h11.Request(method=head.method, target=head.target, headers=head.headers)
+        )
+        return data
+
+    def send_body(self, data: bytes) -> bytes:
+        out: bytes = self._conn.send(h11.Data(data=data))
+        return out
+
+    def send_end(self) -> bytes:
+        out: bytes = self._conn.send(h11.EndOfMessage())
+        return out
+
+    def finish_cycle(self) -> bool:
+        """After a full exchange: True (and reset) when the connection can be reused."""
+        conn = self._conn
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return False

@@ -1,0 +1,324 @@
+"""HTTP/2 on a listener: each stream is a ``Downstream`` for the request flow.
+
+``serve_http2`` runs one server-side ``Http2Connection`` and hands each
+stream the peer opens to ``handle_request`` (the same function that serves an
+HTTP/1.1 request) wrapped in an ``H2Downstream``.  Streams run concurrently,
+one task each, in a nursery the connection owns; the codec refuses a stream
+over ``max_concurrent_streams`` (100) with ``REFUSED_STREAM``.
+
+``H2Downstream`` offers what the request flow uses of ``Downstream``:
+
+* the request body as ``poll_body_event`` / ``receive_body_bytes`` /
+  ``next_body_event`` (a ``RequestBodySource``), acknowledged to the peer only
+  as it is consumed, so a slow upstream never makes us buffer past a window;
+* ``reply`` / ``refuse`` for local replies;
+* ``codec`` + ``send`` as local replies in ``l7`` write them: the codec's
+  ``send_head`` / ``send_body`` / ``send_end`` queue the response (as h2's own
+  codec queues frames) and ``send`` writes what was queued;
+* the ``ResponseSink`` methods that ``h2forward`` streams a response through,
+  with trailers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from h2.errors import ErrorCodes
+
+from meshkit.proxy.codec.http2 import Http2Limits
+from meshkit.proxy.codec.messages import (
+    END_OF_BODY,
+    NEED_DATA,
+    Body,
+    EndOfBody,
+    Headers,
+    NeedData,
+    RequestHead,
+    ResponseHead,
+)
+from meshkit.proxy.config import Limits
+from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.downstream import DownstreamGone, RequestBodyReader
+from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
+from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
+
+log = logging.getLogger("meshkit.proxy")
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class _QueuedResponse:
+    """The codec face of an ``H2Downstream``: queues the response for ``send``."""
+
+    expects_continue = False
+
+    def __init__(self) -> None:
+        self.head: ResponseHead | None = None
+        self.body = bytearray()
+        self.ended = False
+
+    def send_head(self, head: ResponseHead) -> bytes:
+        self.head = head
+        return b""
+
+    def send_body(self, data: bytes) -> bytes:
+        self.body += data
+        return b""
+
+    def send_end(self) -> bytes:
+        self.ended = True
+        return b""
+
+
+class H2Downstream(RequestBodyReader):
+    """One HTTP/2 request stream, seen as the client side of one exchange."""
+
+    def __init__(
+        self,
+        *,
+        stream: Http2Stream,
+        plane: DataPlane,
+        limits: Limits,
+        listener_name: str,
+        peer_address: str | None,
+        identity: str | None,
+    ) -> None:
+        self.stream = stream
+        self.plane = plane
+        self.limits = limits
+        self.listener_name = listener_name
+        self.peer_address = peer_address
+        self.identity = identity
+        self.codec = _QueuedResponse()
+        self.body_bytes = 0
+        self.response_started = False
+
+    # ------------------------------------------------------------ the request body
+
+    @property
+    def request_trailers(self) -> Headers | None:
+        """The request's trailers, once its body has been read to the end."""
+        return self.stream.trailers
+
+    def poll_body_event(self) -> Body | EndOfBody | NeedData:
+        try:
+            chunk = self.stream.poll_chunk()
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+        if chunk is None:
+            return NEED_DATA
+        if not chunk:
+            return END_OF_BODY
+        self._count_body(chunk)
+        return Body(data=chunk)
+
+    async def _wait_for_body(self) -> None:
+        try:
+            await self.stream.wait_for_data()
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+
+    async def send_continue_if_expected(self) -> None:
+        """Nothing to do: an HTTP/2 client sends its body without waiting for 100."""
+
+    async def drain_small_body(self) -> bool:
+        """A stream's unread body never blocks another stream: nothing to drain."""
+        return True
+
+    # ------------------------------------------------------------ the response
+
+    async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
+        self.response_started = True
+        if end_stream:
+            await self._guard(self.stream.send_head(head, end_stream=True))
+            return
+        # The body follows: queue the head so that it leaves with the first bytes of it.
+        try:
+            self.stream.queue_head(head)
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
+        """A response whose body is all here: head and body in one write."""
+        self.response_started = True
+        try:
+            self.stream.queue_head(head)
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+        await self._guard(self.stream.send_body(body, end_stream=True))
+
+    async def send_response_body(self, data: bytes) -> None:
+        await self._guard(self.stream.send_body(data))
+
+    async def send_response_trailers(self, trailers: Headers) -> None:
+        await self._guard(self.stream.send_trailers(trailers))
+
+    async def end_response(self) -> None:
+        await self._guard(self.stream.end())
+
+    def abort_response(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """Reset the stream: the client learns the response is incomplete."""
+        self.stream.reset(error_code)
+
+    async def send(self, data: bytes | bytearray) -> None:
+        """Write the response queued on ``codec`` (``data`` is always empty here)."""
+        queued = self.codec
+        self.codec = _QueuedResponse()
+        if queued.head is not None:
+            await self.send_response_head(queued.head, end_stream=queued.ended and not queued.body)
+        if queued.body:
+            await self._guard(self.stream.send_body(bytes(queued.body), end_stream=queued.ended))
+        elif queued.ended and queued.head is None:
+            await self.end_response()
+
+    async def reply(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        reason: str | None = None,
+        flag: str = "-",
+    ) -> bool:
+        """Send a complete local response; the connection always stays open."""
+        headers: Headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if reason is not None:
+            headers.append((REASON_HEADER, reason.encode("ascii", "replace")))
+        if flag != "-":
+            headers.append((FLAG_HEADER, flag.encode()))
+        await self.send_response_head(
+            ResponseHead(status=status, headers=headers), end_stream=not body
+        )
+        if body:
+            await self._guard(self.stream.send_body(body, end_stream=True))
+        return True
+
+    async def refuse(self, status: int, reason: str, *, flag: str = "-") -> None:
+        """Answer ``status`` if nothing was sent yet, else reset the stream."""
+        log.info("%s: refused HTTP/2 request: %d %s", self.listener_name, status, reason)
+        if self.response_started:
+            self.abort_response()
+            return
+        with trio.move_on_after(1):
+            try:
+                await self.reply(status, (reason + "\n").encode(), reason=reason, flag=flag)
+            except DownstreamGone:
+                return
+
+    async def _guard(self, sending: Awaitable[None]) -> None:
+        try:
+            await sending
+        except StreamError as error:
+            raise DownstreamGone(str(error)) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise DownstreamGone(str(error)) from None
+
+
+RequestHandler = Callable[[DataPlane, H2Downstream, RequestHead], Awaitable[bool]]
+
+
+async def serve_http2(
+    plane: DataPlane,
+    *,
+    transport: trio.abc.Stream,
+    limits: Limits,
+    listener_name: str,
+    peer_address: str | None,
+    identity: str | None,
+    handle_request: RequestHandler,
+) -> None:
+    """Serve every stream of one HTTP/2 connection until it ends (or the sidecar drains)."""
+    connection = Http2Connection(
+        transport,
+        client_side=False,
+        limits=Http2Limits(max_header_list_size=limits.max_header_bytes),
+    )
+
+    async def serve_stream(stream: Http2Stream) -> None:
+        assert stream.head is not None
+        downstream = H2Downstream(
+            stream=stream,
+            plane=plane,
+            limits=limits,
+            listener_name=listener_name,
+            peer_address=peer_address,
+            identity=identity,
+        )
+        try:
+            await handle_request(plane, downstream, stream.head)
+        except DownstreamGone:
+            return
+        except Exception:
+            # One stream's failure must not end its siblings or the sidecar.
+            log.exception("%s: HTTP/2 stream %d failed", listener_name, stream.stream_id)
+            stream.reset(ErrorCodes.INTERNAL_ERROR)
+            return
+        if not stream.peer_ended and stream.failed is None:
+            # Answered before the whole request arrived: stop the rest (RFC 9113 8.1).
+            stream.reset(ErrorCodes.NO_ERROR)
+
+    async def watch_drain() -> None:
+        # The drain cancels this wait as it cancels an idle HTTP/1.1 keep-alive.
+        with trio.CancelScope() as wait:
+            plane.register_idle_wait(wait)
+            try:
+                await trio.sleep_forever()
+            finally:
+                plane.unregister_idle_wait(wait)
+        await connection.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connection.run)
+        nursery.start_soon(watch_drain)
+        async with trio.open_nursery() as streams:
+            async for stream in connection.accept_streams():
+                streams.start_soon(serve_stream, stream)
+        nursery.cancel_scope.cancel()
+
+
+class ReplayedStream(trio.abc.Stream):
+    """``stream`` with ``prefix`` (bytes already read from it) read again first."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def read_preface(stream: trio.abc.Stream) -> bytes:
+    """The client's first bytes: enough to tell the HTTP/2 preface from an HTTP/1.1 request.
+
+    Reads until the bytes stop matching the preface or hold all of it (a
+    request line differs within its first bytes, so HTTP/1.1 costs no extra
+    read); ``b""`` when the client closed at once.  The caller bounds the wait.
+    """
+    data = b""
+    while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def is_http2(first_bytes: bytes) -> bool:
+    return first_bytes.startswith(H2_PREFACE)

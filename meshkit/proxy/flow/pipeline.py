@@ -1,0 +1,462 @@
+"""The L7 flow of one request to a destination service (outbound, upstream, gateway).
+
+In order, each step deciding through a pure core:
+
+1. the service's route table, first match (``matching``): no match is ``404 NR``;
+   a direct response or a redirect is answered here;
+2. a version by weight (``split``), its instances minus the ejected ones
+   (``outlier``): none left is ``503 UH``;
+3. the circuit breaker admits the request or answers ``503 UO`` at once (an
+   attempt that needs a new connection past ``max_connections`` too: the
+   connection pools take the tickets, the attempt reports ``UO`` unanswered);
+4. faults of the route and the runtime faults of the service (``faults``):
+   a delay (``DI``), an abort (``FI``; for gRPC a 200 with ``grpc-status``);
+5. attempts: an instance from the load balancer (another one on a retry),
+   one ``attempt`` each within the per-try timeout; after each, the retry
+   policy, the retry budget and the breaker's retry limit decide whether to
+   try again after a jittered backoff.  A retriable response is held back
+   (never half-sent) only when a retry will follow, so the last answer is
+   always the endpoint's own (flag ``URX`` in the log when retries ran out);
+6. the route timeout covers steps 5's attempts and waits: ``504 UT``.
+   Once a response starts to flow to the client no timeout cuts it.
+
+Faults apply on the caller's side only (as in Istio), so a fault on a service
+reaches every caller, the gateway included, once per request.
+
+I/O is injected: ``attempt`` sends one try to one endpoint (``forward`` in the
+sidecar, a fake in tests), ``reply`` sends a local reply, ``read_body`` reads
+the request body ahead for replay.  Time is trio's, so tests run it on the
+autojump clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
+from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.policy.destinations import DEFAULT_RULE, Destinations, DestinationState
+from meshkit.proxy.policy.faults import FaultDecision
+from meshkit.proxy.policy.flags import (
+    CONNECT_FAILURE,
+    FAULT_ABORT,
+    NO_HEALTHY_UPSTREAM,
+    NO_ROUTE,
+    OVERFLOW,
+    RETRY_LIMIT_EXCEEDED,
+    TIMEOUT,
+    flags_of,
+)
+from meshkit.proxy.policy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy
+from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
+from meshkit.proxy.policy.split import chance
+from meshkit.proxy.rules import DirectResponse, Forward, Redirect, RouteRule
+
+ResponseHook = Callable[[ResponseHead], ResponseHead | None]
+
+
+AttemptFunction = Callable[
+    [Endpoint, RequestHead, RequestBodySource | None, ResponseHook], Awaitable[Outcome]
+]
+"""One try to one endpoint: ``(endpoint, head, body source, response hook) -> Outcome``."""
+
+
+class ReplyFunction(Protocol):
+    async def __call__(
+        self,
+        status: int,
+        flag: str,
+        reason: str,
+        *,
+        extra: Headers | None = None,
+        body: bytes | None = None,
+    ) -> bool: ...
+
+
+MirrorFunction = Callable[[Endpoint, RequestHead, bytes], bool]
+
+_FAILURE_OF_FLAG: dict[str, Failure] = {
+    "UF": "connect-failure",
+    "UC": "reset",
+    "UT": "per-try-timeout",
+}
+_ANSWER_OF_FAILURE: dict[Failure, tuple[int, str]] = {
+    "connect-failure": (503, CONNECT_FAILURE),
+    "reset": (502, "UC"),
+    "refused-stream": (503, "UC"),
+    "per-try-timeout": (504, TIMEOUT),
+}
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """What the flow did: the status, the flag for the access log, keep-alive."""
+
+    status: int
+    flag: str
+    keep_alive: bool
+
+
+class _AttemptState:
+    """The response hook of one attempt: commit the response, or hold it for a retry."""
+
+    def __init__(
+        self,
+        *,
+        rule: RouteRule,
+        destination: DestinationState,
+        endpoint: Endpoint,
+        policy: RetryPolicy | None,
+        retries_done: int,
+        method: bytes,
+        buffered_bytes: int | None,
+        route_scope: trio.CancelScope,
+        try_scope: trio.CancelScope,
+    ) -> None:
+        self.rule = rule
+        self.destination = destination
+        self.endpoint = endpoint
+        self.policy = policy
+        self.retries_done = retries_done
+        self.method = method
+        self.buffered_bytes = buffered_bytes
+        self.route_scope = route_scope
+        self.try_scope = try_scope
+        self.retry: RetryDecision | None = None
+        self.retry_ticket_taken = False
+        self.exhausted = False
+        self.timed_out = False
+
+    def on_response(self, head: ResponseHead) -> ResponseHead | None:
+        outcome = AttemptOutcome.response(head.status, head.headers)
+        outlier = self.destination.outlier
+        if head.status >= 500:
+            outlier.record_failure(self.endpoint.instance)
+        else:
+            outlier.record_success(self.endpoint.instance)
+        if self.route_scope.cancel_called or self.try_scope.cancel_called:
+            self.timed_out = True
+            return None
+        if not outcome.succeeded and self.policy is not None:
+            decision = decide_retry(
+                self.policy,
+                self.destination,
+                outcome=outcome,
+                retries_done=self.retries_done,
+                method=self.method,
+                buffered_bytes=self.buffered_bytes,
+                deadline=self.route_scope.deadline,
+            )
+            if decision.retry:
+                self.retry = decision
+                return None
+            self.exhausted = self.policy.is_retriable(outcome)
+        # Committed: the response now flows to the client, no timeout cuts it.
+        self.route_scope.deadline = math.inf
+        self.try_scope.deadline = math.inf
+        if self.rule.response_headers.empty:
+            return head
+        return attrs.evolve(
+            head, headers=apply_header_ops(head.headers, self.rule.response_headers)
+        )
+
+
+def decide_retry(
+    policy: RetryPolicy,
+    destination: DestinationState,
+    *,
+    outcome: AttemptOutcome,
+    retries_done: int,
+    method: bytes,
+    buffered_bytes: int | None,
+    deadline: float,
+) -> RetryDecision:
+    """The retry policy's answer, then the budget's and the breaker's admission."""
+    time_left = None if deadline == math.inf else max(0.0, deadline - trio.current_time())
+    decision = policy.decide(
+        retries_done=retries_done,
+        outcome=outcome,
+        method=method,
+        buffered_body_bytes=buffered_bytes,
+        time_left=time_left,
+    )
+    if not decision.retry:
+        return decision
+    if destination.breaker.in_use("retries") >= destination.policy.breaker.max_retries:
+        return RetryDecision(retry=False, reason=destination.breaker.overflow_reason("retries"))
+    if not destination.budget.try_withdraw():
+        return RetryDecision(retry=False, reason="retry budget spent")
+    return decision
+
+
+def _fault_reply(fault: FaultDecision) -> tuple[int, Headers]:
+    if fault.abort_grpc is not None:
+        return 200, [
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", str(fault.abort_grpc).encode()),
+            (b"grpc-message", b"aborted by fault injection"),
+        ]
+    return (fault.abort_status or 503), []
+
+
+async def route_to_service(
+    *,
+    destinations: Destinations,
+    config: ProxyConfig,
+    cluster: Cluster,
+    head: RequestHead,
+    target: bytes,
+    attempt: AttemptFunction,
+    reply: ReplyFunction,
+    read_body: Callable[[], Awaitable[ReplayableBody]],
+    mirror: MirrorFunction | None = None,
+) -> Result:
+    """Apply the service's rules and resilience to one request (``target``: origin form)."""
+    destinations.sync(config)
+    service = cluster.name
+    if head.target != target:
+        head = attrs.evolve(head, target=target)
+    matcher = destinations.matcher(service)
+    rule = DEFAULT_RULE if matcher is None else matcher.first_match(head)
+    if rule is None:
+        path = target.partition(b"?")[0].decode("latin-1")
+        reason = f"no route rule of '{service}' matches {head.method.decode('latin-1')} {path}"
+        return await _local(reply, 404, NO_ROUTE, reason)
+    action = rule.action
+    if isinstance(action, DirectResponse):
+        keep = await reply(
+            action.status,
+            "",
+            f"direct response of a route rule of '{service}'",
+            body=action.body.encode(),
+        )
+        return Result(status=action.status, flag="-", keep_alive=keep)
+    if isinstance(action, Redirect):
+        location = redirect_location(target, head.headers, action)
+        keep = await reply(
+            action.status,
+            "",
+            f"redirected by a route rule of '{service}'",
+            extra=[(b"location", location)],
+        )
+        return Result(status=action.status, flag="-", keep_alive=keep)
+    return await _forward(
+        destinations, config, cluster, head, rule, action, attempt, reply, read_body, mirror
+    )
+
+
+async def _local(reply: ReplyFunction, status: int, flag: str, reason: str) -> Result:
+    keep = await reply(status, flag, reason)
+    return Result(status=status, flag=flag, keep_alive=keep)
+
+
+def _endpoints_of(cluster: Cluster, version: str | None) -> list[Endpoint]:
+    return [e for e in cluster.endpoints if version is None or e.version == version]
+
+
+async def _forward(
+    destinations: Destinations,
+    config: ProxyConfig,
+    cluster: Cluster,
+    head: RequestHead,
+    rule: RouteRule,
+    action: Forward,
+    attempt: AttemptFunction,
+    reply: ReplyFunction,
+    read_body: Callable[[], Awaitable[ReplayableBody]],
+    mirror: MirrorFunction | None,
+) -> Result:
+    service = cluster.name
+    destination = destinations.state(service)
+    choice = destinations.weighted_choice(action)
+    if choice is None:
+        reason = f"no version of '{service}' has a positive weight"
+        return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
+    version = choice.choose(destinations.random)
+    endpoints = _endpoints_of(cluster, version)
+    ejected = destination.outlier.ejected()
+    if not any(endpoint.instance not in ejected for endpoint in endpoints):
+        what = f"'{service}'" if version is None else f"version '{version}' of '{service}'"
+        reason = f"no healthy instance of {what}" + (" (all ejected)" if endpoints else "")
+        return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
+    ticket = destination.breaker.try_start_request()
+    if ticket is None:
+        return await _local(reply, 503, OVERFLOW, destination.breaker.overflow_reason("requests"))
+    try:
+        fault = destinations.faults.decide(
+            service=service,
+            headers=head.headers,
+            route_fault=rule.fault,
+            runtime_faults=config.runtime_faults,
+            path=head.target,
+        )
+        if fault.delay > 0:
+            await trio.sleep(fault.delay)
+        if fault.aborts:
+            status, extra = _fault_reply(fault)
+            keep = await reply(
+                status, FAULT_ABORT, f"aborted by fault injection on '{service}'", extra=extra
+            )
+            return Result(status=status, flag=fault.flag, keep_alive=keep)
+        destination.budget.record_request()
+        body = await read_body() if rule.retry is not None or rule.mirror is not None else None
+        upstream_head = head
+        if action.rewrite_prefix is not None:
+            upstream_head = attrs.evolve(
+                upstream_head, target=rewrite_target(head.target, rule.match, action.rewrite_prefix)
+            )
+        if not rule.request_headers.empty:
+            upstream_head = attrs.evolve(
+                upstream_head, headers=apply_header_ops(head.headers, rule.request_headers)
+            )
+        if mirror is not None and rule.mirror is not None and body is not None:
+            _mirror(destinations, destination, cluster, rule, upstream_head, body, mirror)
+        result = await _attempts(
+            destinations, destination, rule, endpoints, version, upstream_head, body, attempt, reply
+        )
+        return attrs.evolve(
+            result,
+            flag=flags_of(
+                "" if fault.flag == "-" else fault.flag, "" if result.flag == "-" else result.flag
+            ),
+        )
+    finally:
+        ticket.release()
+
+
+def _mirror(
+    destinations: Destinations,
+    destination: DestinationState,
+    cluster: Cluster,
+    rule: RouteRule,
+    head: RequestHead,
+    body: ReplayableBody,
+    mirror: MirrorFunction,
+) -> None:
+    assert rule.mirror is not None
+    data = body.data
+    if data is None or not chance(rule.mirror.percent, destinations.random):
+        return
+    targets = _endpoints_of(cluster, rule.mirror.version)
+    endpoint = destination.balancer.pick(
+        targets, ejected=destination.outlier.ejected(), key=f"mirror:{rule.mirror.version}"
+    )
+    if endpoint is not None:
+        mirror(endpoint, head, data)
+
+
+async def _attempts(
+    destinations: Destinations,
+    destination: DestinationState,
+    rule: RouteRule,
+    endpoints: Sequence[Endpoint],
+    version: str | None,
+    head: RequestHead,
+    body: ReplayableBody | None,
+    attempt: AttemptFunction,
+    reply: ReplyFunction,
+) -> Result:
+    service = destination.service
+    policy = None if rule.retry is None else destinations.retry_policy(rule.retry)
+    # The body size a retry may replay: None when it was not (or could not be) kept.
+    buffered = (None if _has_body(head) else 0) if body is None else body.buffered_bytes
+    tried: set[str] = set()
+    retries_done = 0
+    last_failure: tuple[Failure, str] | None = None
+    route_deadline = trio.current_time() + rule.timeout if rule.timeout > 0 else math.inf
+    with trio.CancelScope(deadline=route_deadline) as route_scope:
+        while True:
+            endpoint = destination.balancer.pick(
+                endpoints,
+                ejected=destination.outlier.ejected(),
+                avoid=tried,
+                key=version or "",
+            )
+            if endpoint is None:
+                reason = f"no healthy instance of '{service}' left to try"
+                return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
+            tried.add(endpoint.instance)
+            per_try = None if policy is None else policy.rule.per_try_timeout
+            try_deadline = math.inf if per_try is None else trio.current_time() + per_try
+            retry_ticket = destination.breaker.try_start_retry() if retries_done else None
+            with trio.CancelScope(deadline=try_deadline) as try_scope:
+                state = _AttemptState(
+                    rule=rule,
+                    destination=destination,
+                    endpoint=endpoint,
+                    policy=policy,
+                    retries_done=retries_done,
+                    method=head.method,
+                    buffered_bytes=buffered,
+                    route_scope=route_scope,
+                    try_scope=try_scope,
+                )
+                destination.balancer.request_started(endpoint.instance)
+                try:
+                    outcome: Outcome | None = await attempt(
+                        endpoint, head, None if body is None else body.source(), state.on_response
+                    )
+                finally:
+                    destination.balancer.request_finished(endpoint.instance)
+                    if retry_ticket is not None:
+                        retry_ticket.release()
+            if try_scope.cancelled_caught:
+                outcome = None
+            if outcome is not None and not outcome.answered and outcome.flag == OVERFLOW:
+                # No connection admitted: not the instance's fault, and never queued or retried.
+                return await _local(reply, 503, OVERFLOW, outcome.reason)
+            if outcome is not None and outcome.answered:
+                flag = outcome.flag
+                if flag == "-" and state.exhausted:
+                    flag = RETRY_LIMIT_EXCEEDED
+                return Result(status=outcome.status, flag=flag, keep_alive=outcome.keep_alive)
+            if outcome is not None and state.retry is None and not state.timed_out:
+                failure = _FAILURE_OF_FLAG.get(outcome.flag, "reset")
+                last_failure = (failure, outcome.reason)
+                destination.outlier.record_failure(endpoint.instance)
+            elif outcome is None or state.timed_out:
+                failure = "per-try-timeout"
+                last_failure = (
+                    failure,
+                    f"no answer within the per-try timeout of {per_try:g}s"
+                    if per_try is not None
+                    else "no answer in time",
+                )
+                destination.outlier.record_failure(endpoint.instance)
+            decision = state.retry
+            if decision is None and last_failure is not None and policy is not None:
+                decision = decide_retry(
+                    policy,
+                    destination,
+                    outcome=AttemptOutcome.failed(last_failure[0]),
+                    retries_done=retries_done,
+                    method=head.method,
+                    buffered_bytes=buffered,
+                    deadline=route_scope.deadline,
+                )
+            if decision is None or not decision.retry:
+                assert last_failure is not None
+                status, flag = _ANSWER_OF_FAILURE[last_failure[0]]
+                if retries_done:
+                    flag = flags_of(flag, RETRY_LIMIT_EXCEEDED)
+                reason = f"'{service}' instance '{endpoint.instance}': {last_failure[1]}"
+                return await _local(reply, status, flag, reason)
+            await trio.sleep(decision.delay)
+            retries_done += 1
+            last_failure = None
+    timeout = f"{rule.timeout:g}s"
+    return await _local(reply, 504, TIMEOUT, f"no answer from '{service}' within {timeout}")
+
+
+def _has_body(head: RequestHead) -> bool:
+    for name, value in head.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False

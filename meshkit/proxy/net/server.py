@@ -1,0 +1,242 @@
+"""Listeners and the per-connection loop of a sidecar.
+
+One task per accepted connection, owned by the sidecar's connection nursery;
+each handles its requests one after another (HTTP/1.1 keep-alive), reading
+the current config snapshot once per request.  Inbound connections first pass
+``accept_inbound`` (mTLS), a gateway listener with ``tls`` the HTTPS
+handshake, both within ``header_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import trio
+
+from meshkit.proxy.codec.messages import RequestHead
+from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.downstream import Downstream, DownstreamGone
+from meshkit.proxy.flow.forward import forward
+from meshkit.proxy.flow.h2downstream import (
+    H2Downstream,
+    ReplayedStream,
+    is_http2,
+    read_preface,
+    serve_http2,
+)
+from meshkit.proxy.flow.l7 import serve_service_request
+from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
+from meshkit.proxy.policy.router import (
+    ForwardToCluster,
+    LocalReply,
+    ServeAdmin,
+    route_request,
+)
+from meshkit.proxy.telemetry.admin import answer_admin
+
+log = logging.getLogger("meshkit.proxy")
+
+ENTRY_KINDS = frozenset({"outbound", "upstream", "gateway"})
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            address = stream.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(address, tuple):
+            return str(address[0])
+    return None
+
+
+async def _accept_https(plane: DataPlane, raw_stream: trio.abc.Stream) -> trio.abc.Stream:
+    if plane.gateway_tls is None:
+        raise InboundRefused("the gateway has no HTTPS certificate yet")
+    return await accept_https(raw_stream, plane.gateway_tls)
+
+
+async def handle_connection(
+    plane: DataPlane, listener_name: str, raw_stream: trio.abc.Stream
+) -> None:
+    """Serve every request of one accepted connection, then close it."""
+    config = plane.config
+    listener = None if config is None else plane.listener(config, listener_name)
+    if config is None or listener is None:
+        await trio.aclose_forcefully(raw_stream)
+        return
+    limits = config.limits
+    stream: trio.abc.Stream = raw_stream
+    identity: str | None = None
+    if listener.kind == "inbound" or listener.tls:
+        with trio.move_on_after(limits.header_timeout) as handshake:
+            try:
+                if listener.kind == "inbound":
+                    stream, identity = await accept_inbound(
+                        raw_stream, tls=plane.tls, mode=config.mtls
+                    )
+                else:
+                    stream = await _accept_https(plane, raw_stream)
+            except InboundRefused as refused:
+                log.info(
+                    "%s: refused a connection from %s: %s",
+                    listener_name,
+                    _peer_address(raw_stream) or "?",
+                    refused.reason,
+                )
+                await trio.aclose_forcefully(raw_stream)
+                return
+        if handshake.cancelled_caught:
+            log.info(
+                "%s: closed a connection whose TLS handshake took over %gs",
+                listener_name,
+                limits.header_timeout,
+            )
+            await trio.aclose_forcefully(raw_stream)
+            return
+    plane.metrics.connection_opened(listener_name)
+    try:
+        async with stream:
+            first_bytes = b""
+            if _selected_alpn(stream) != "h2":
+                with trio.move_on_after(limits.header_timeout) as sniffing:
+                    first_bytes = await read_preface(stream)
+                if not first_bytes and not sniffing.cancelled_caught:
+                    return
+            if _selected_alpn(stream) == "h2" or is_http2(first_bytes):
+                await serve_http2(
+                    plane,
+                    transport=ReplayedStream(stream, first_bytes),
+                    limits=limits,
+                    listener_name=listener_name,
+                    peer_address=_peer_address(raw_stream),
+                    identity=identity,
+                    handle_request=handle_request,
+                )
+                return
+            downstream = Downstream(
+                stream=stream,
+                plane=plane,
+                limits=limits,
+                listener_name=listener_name,
+                peer_address=_peer_address(raw_stream),
+                identity=identity,
+            )
+            downstream.codec.receive_data(first_bytes)
+            if not first_bytes:
+                await downstream.refuse(
+                    408, f"request head not received within {limits.header_timeout:g}s"
+                )
+                return
+            first = True
+            while True:
+                head = await downstream.read_head(first=first)
+                if head is None:
+                    return
+                first = False
+                try:
+                    keep_alive = await handle_request(plane, downstream, head)
+                except DownstreamGone:
+                    return
+                if not keep_alive or plane.draining or not downstream.codec.finish_cycle():
+                    return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    finally:
+        plane.metrics.connection_closed(listener_name)
+
+
+def _selected_alpn(stream: trio.abc.Stream) -> str | None:
+    return stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
+
+
+async def handle_request(
+    plane: DataPlane, downstream: Downstream | H2Downstream, head: RequestHead
+) -> bool:
+    """Answer one request (HTTP/1.1, or one HTTP/2 stream); True when the connection may
+    carry another."""
+    started = trio.current_time()
+    config = plane.config
+    listener = None if config is None else plane.listener(config, downstream.listener_name)
+    cluster_label = "-"
+    if config is None or listener is None:
+        reason = f"listener '{downstream.listener_name}' was removed by a config update"
+        await downstream.reply(503, (reason + "\n").encode(), reason=reason, flag="NR")
+        status, flag, keep = 503, "NR", False
+    else:
+        decision = route_request(config, listener, head)
+        if isinstance(decision, LocalReply):
+            status, flag = decision.status, decision.flag
+            keep = await downstream.reply(
+                status, (decision.reason + "\n").encode(), reason=decision.reason, flag=flag
+            )
+        elif isinstance(decision, ServeAdmin):
+            answer = answer_admin(
+                decision.path,
+                config=config,
+                ready=plane.ready,
+                metrics=plane.metrics,
+                calls=plane.calls,
+                method=head.method,
+                query=head.target.partition(b"?")[2],
+            )
+            status, flag = answer.status, "-"
+            keep = await downstream.reply(status, answer.body, content_type=answer.content_type)
+        elif isinstance(decision, ForwardToCluster):
+            # Outbound, upstream and gateway: the service's L7 rules and resilience.
+            cluster_label = decision.cluster.name
+            result = await serve_service_request(
+                plane,
+                # An H2Downstream offers all that the L7 flow uses of a Downstream.
+                cast(Downstream, downstream),
+                head,
+                config=config,
+                cluster=decision.cluster,
+                target=decision.target,
+                append_forwarded_for=listener.kind in ENTRY_KINDS,
+            )
+            status, flag, keep = result.status, result.flag, result.keep_alive
+        else:
+            # Inbound: the caller's sidecar applied the rules; straight to the local app.
+            cluster_label = f"{config.service} (local app)"
+            outcome = await forward(
+                plane=plane,
+                downstream=downstream,
+                head=head,
+                target=decision.target,
+                destination=decision.app,
+                cluster_name=cluster_label,
+                limits=config.limits,
+                append_forwarded_for=listener.kind in ENTRY_KINDS,
+            )
+            status, flag, keep = outcome.status, outcome.flag, outcome.keep_alive
+    plane.metrics.record_request(
+        listener=downstream.listener_name, cluster=cluster_label, status=status
+    )
+    plane.log_access(
+        method=head.method, target=head.target, status=status, started=started, flag=flag
+    )
+    if listener is not None and listener.kind == "inbound":
+        plane.record_call(
+            head, status=status, started=started, flag=flag, caller=downstream.identity
+        )
+    return keep
+
+
+async def serve_listener(
+    plane: DataPlane,
+    listener_name: str,
+    listeners: list[trio.SocketListener],
+    connection_nursery: trio.Nursery,
+) -> None:
+    """Accept on ``listeners`` until cancelled; connections live in ``connection_nursery``.
+
+    Cancelling this task closes the listening sockets but not the connections,
+    so in-flight requests finish (graceful shutdown, listener removal).
+    """
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        await handle_connection(plane, listener_name, stream)
+
+    await trio.serve_listeners(handler, listeners, handler_nursery=connection_nursery)
