@@ -87,22 +87,6 @@ def test_absolute_form_target_supplies_scheme_and_authority() -> None:
     ]
 
 
-def test_http1_request_without_length_has_no_body_so_headers_end_the_stream() -> None:
-    assert not translate.request_has_body(RequestHead(method=b"POST", target=b"/", headers=[]))
-    chunked = RequestHead(method=b"POST", target=b"/", headers=[(b"transfer-encoding", b"chunked")])
-    assert translate.request_has_body(chunked)
-    sized = RequestHead(method=b"POST", target=b"/", headers=[(b"content-length", b"3")])
-    assert translate.request_has_body(sized)
-
-
-def test_http2_body_framing_on_http1() -> None:
-    head = ResponseHead(status=200, headers=[])
-    assert translate.body_framing(head, ended=True) == "none"
-    assert translate.body_framing(head, ended=False) == "chunked"
-    sized = ResponseHead(status=200, headers=[(b"content-length", b"5")])
-    assert translate.body_framing(sized, ended=False) == "content-length"
-
-
 def test_response_gets_a_reason_phrase_on_http1() -> None:
     assert translate.response_from_h2([(b":status", b"404")]).reason == b"Not Found"
 

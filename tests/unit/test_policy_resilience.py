@@ -46,8 +46,6 @@ def test_breaker_admits_up_to_each_limit_and_overflows_at_once() -> None:
     )
     assert breaker.try_start_retry() is not None
     assert breaker.try_start_retry() is None
-    assert breaker.try_queue_pending() is not None
-    assert breaker.try_queue_pending() is None
     assert breaker.try_open_connection() is not None
     assert breaker.try_open_connection() is not None
     assert breaker.try_open_connection() is None

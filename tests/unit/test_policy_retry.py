@@ -132,13 +132,6 @@ def test_no_retry_whose_wait_would_use_up_the_time_left() -> None:
     assert (decision.retry, decision.reason) == (False, "no time left for a retry")
 
 
-def test_per_try_timeout_within_the_time_left() -> None:
-    assert policy(per_try_timeout=0.5).attempt_timeout(2.0) == 0.5
-    assert policy(per_try_timeout=0.5).attempt_timeout(0.2) == 0.2
-    assert policy(per_try_timeout=0.5).attempt_timeout(None) == 0.5
-    assert policy().attempt_timeout(3.0) == 3.0
-    assert policy().attempt_timeout(None) is None
-
 
 @given(
     retries_done=st.integers(min_value=0, max_value=200),

@@ -16,7 +16,7 @@ import trio
 
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.attempt import Outcome, request_has_body
 from meshkit.proxy.flow.pipeline import ResponseHook, Result, route_to_service
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
 from meshkit.proxy.policy.destinations import Destinations
@@ -445,3 +445,13 @@ async def test_a_small_body_replays_and_a_large_one_streams_once() -> None:
     assert _drain(large.source()) == b"x" * 40_000 + b"y" * 40_000 + b"z"
     with pytest.raises(RuntimeError, match="only once"):
         large.source()
+
+
+def test_a_request_without_length_or_chunking_has_no_body() -> None:
+    assert not request_has_body(RequestHead(method=b"POST", target=b"/", headers=[]))
+    chunked = RequestHead(method=b"POST", target=b"/", headers=[(b"transfer-encoding", b"chunked")])
+    assert request_has_body(chunked)
+    sized = RequestHead(method=b"POST", target=b"/", headers=[(b"content-length", b"3")])
+    assert request_has_body(sized)
+    empty = RequestHead(method=b"POST", target=b"/", headers=[(b"content-length", b"0")])
+    assert not request_has_body(empty)

@@ -1,4 +1,4 @@
-"""Pure cores of the data plane: router, balancer, header rewriting, backoff, metrics, admin."""
+"""Pure cores of the data plane: router, header rewriting, backoff, metrics, admin."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from meshkit.proxy.config import (
     ProxyConfig,
 )
 from meshkit.proxy.policy.backoff import Backoff
-from meshkit.proxy.policy.balancer import RoundRobin
 from meshkit.proxy.policy.router import (
     ForwardToApp,
     ForwardToCluster,
@@ -143,17 +142,6 @@ def test_connect_is_refused() -> None:
     listener = Listener(name="outbound", kind="outbound")
     decision = route_request(CONFIG, listener, request(b"catalog:443", method=b"CONNECT"))
     assert isinstance(decision, LocalReply) and decision.status == 501
-
-
-def test_round_robin_cycles_and_survives_endpoint_changes() -> None:
-    balancer = RoundRobin()
-    picks = [balancer.pick(CATALOG) for _ in range(4)]
-    assert [p.port for p in picks if p] == [1001, 1002, 1001, 1002]
-    assert balancer.pick(Cluster(name="reviews")) is None
-    shrunk = Cluster(name="catalog", endpoints=CATALOG.endpoints[:1])
-    assert [balancer.pick(shrunk).port for _ in range(2)] == [1001, 1001]  # type: ignore[union-attr]
-    balancer.forget_except(set())
-    assert balancer.pick(CATALOG) == CATALOG.endpoints[0]
 
 
 def test_hop_by_hop_headers_and_those_named_in_connection_are_stripped() -> None:

@@ -109,14 +109,6 @@ def trailers_to_h2(trailers: Headers) -> Headers:
     ]
 
 
-def request_has_body(head: RequestHead) -> bool:
-    """Whether an HTTP/1.1 request has a body; when not, HEADERS carries END_STREAM."""
-    length = _first(head.headers, b"content-length")
-    if length is not None:
-        return length.strip() != b"0"
-    return _first(head.headers, b"transfer-encoding") is not None
-
-
 # ---------------------------------------------------------------- HTTP/2 -> HTTP/1.1
 
 
@@ -166,18 +158,6 @@ def trailers_from_h2(fields: Headers) -> Headers:
     if pseudo:
         raise MalformedMessage("pseudo-header fields are not allowed in trailers")
     return list(regular)
-
-
-def body_framing(head: RequestHead | ResponseHead, *, ended: bool) -> BodyFraming:
-    """How a message received over HTTP/2 must be framed on HTTP/1.1.
-
-    ``ended`` says END_STREAM came with the head (no body at all).
-    """
-    if ended:
-        return "none"
-    if _first(head.headers, b"content-length") is not None:
-        return "content-length"
-    return "chunked"
 
 
 def reason_phrase(status: int) -> bytes:

@@ -71,6 +71,14 @@ def upstream_head(
     )
 
 
+def request_has_body(head: RequestHead) -> bool:
+    """Whether an HTTP/1.1 request has a body: chunked, or a ``content-length`` above 0."""
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in head.headers
+    )
+
+
 def describe_destination(destination: Endpoint | AppTarget, cluster_name: str) -> str:
     """The destination as reasons name it: an instance of a service, or the local app."""
     if isinstance(destination, Endpoint):

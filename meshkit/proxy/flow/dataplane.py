@@ -20,7 +20,6 @@ from meshkit.proxy.config import Limits, Listener, ProxyConfig
 from meshkit.proxy.flow.mirror import Mirrors
 from meshkit.proxy.net.h2upstream import H2Upstreams
 from meshkit.proxy.net.pool import ConnectionPool
-from meshkit.proxy.policy.balancer import RoundRobin
 from meshkit.proxy.policy.destinations import Destinations
 from meshkit.proxy.telemetry.accesslog import AccessLog
 from meshkit.proxy.telemetry.calls import CallLog
@@ -34,7 +33,6 @@ class DataPlane:
         self.config: ProxyConfig | None = None
         self.ready = False
         self.draining = False
-        self.balancer = RoundRobin()
         # Breakers, outlier detectors, retry budgets and balancers per
         # destination service: they outlive config swaps (``Destinations.sync``).
         self.destinations = Destinations(
@@ -78,7 +76,6 @@ class DataPlane:
         self.config = config
         self.pool.max_idle_per_key = config.limits.pool_idle_per_endpoint
         self.pool.max_idle_age = config.limits.idle_timeout / 2
-        self.balancer.forget_except({cluster.name for cluster in config.clusters})
 
     def register_idle_wait(self, scope: trio.CancelScope) -> None:
         """A connection waiting for its next request; cancelled when draining starts."""

@@ -36,6 +36,7 @@ from meshkit.proxy.flow.attempt import (
     Outcome,
     connection_breaker,
     describe_destination,
+    request_has_body,
 )
 from meshkit.proxy.flow.attempt import upstream_head as upstream_head_for
 from meshkit.proxy.flow.dataplane import DataPlane
@@ -133,9 +134,7 @@ async def forward(
             answer_failures=answer_failures,
         )
     chunked = is_chunked(head.headers)
-    has_body = chunked or any(
-        name == b"content-length" and value.strip() != b"0" for name, value in head.headers
-    )
+    has_body = request_has_body(head)
     upstream_head = upstream_head_for(
         plane,
         downstream,

@@ -40,7 +40,7 @@ import trio
 
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.attempt import Outcome, request_has_body
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
 from meshkit.proxy.policy.destinations import DEFAULT_RULE, Destinations, DestinationState
 from meshkit.proxy.policy.faults import FaultDecision
@@ -366,7 +366,7 @@ async def _attempts(
     service = destination.service
     policy = None if rule.retry is None else destinations.retry_policy(rule.retry)
     # The body size a retry may replay: None when it was not (or could not be) kept.
-    buffered = (None if _has_body(head) else 0) if body is None else body.buffered_bytes
+    buffered = (None if request_has_body(head) else 0) if body is None else body.buffered_bytes
     tried: set[str] = set()
     retries_done = 0
     last_failure: tuple[Failure, str] | None = None
@@ -453,10 +453,3 @@ async def _attempts(
             last_failure = None
     timeout = f"{rule.timeout:g}s"
     return await _local(reply, 504, TIMEOUT, f"no answer from '{service}' within {timeout}")
-
-
-def _has_body(head: RequestHead) -> bool:
-    for name, value in head.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False

@@ -33,7 +33,6 @@ from meshkit.ca.tls import MeshTlsContexts, verify_peer_identity
 from meshkit.proxy.config import AppTarget, Endpoint, MtlsMode
 
 TLS_RECORD_HANDSHAKE = 0x16
-SPOKEN_ALPN = frozenset({"http/1.1", "h2"})
 Alpn = Literal["http/1.1", "h2"]
 
 

@@ -10,8 +10,7 @@ when they open a new connection to an instance of the destination, and held
 for the connection's life; a request that needs a new connection when none is
 admitted is answered ``503 UO``.  meshkit never queues a request waiting for a
 connection, so ``max_pending`` holds by construction (nothing is ever
-pending); it is validated and kept for Envoy parity, and ``try_queue_pending``
-exists for a pool that would queue.
+pending); it is validated and kept for Envoy parity.
 """
 
 from __future__ import annotations
@@ -81,10 +80,6 @@ class CircuitBreaker:
 
     def try_open_connection(self) -> Ticket | None:
         return self._try("connections")
-
-    def try_queue_pending(self) -> Ticket | None:
-        """A request waiting for a connection from the pool."""
-        return self._try("pending")
 
     def try_start_request(self) -> Ticket | None:
         return self._try("requests")

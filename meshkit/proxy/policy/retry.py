@@ -154,10 +154,3 @@ class RetryPolicy:
         if time_left is not None and delay >= time_left:
             return RetryDecision(retry=False, reason="no time left for a retry")
         return RetryDecision(retry=True, delay=delay, reason="retrying")
-
-    def attempt_timeout(self, time_left: float | None) -> float | None:
-        """The timeout of the next attempt: the per-try timeout within what is left."""
-        per_try = self.rule.per_try_timeout
-        if per_try is None:
-            return time_left
-        return per_try if time_left is None else min(per_try, time_left)
