@@ -34,7 +34,7 @@ from .bytecode import precompile, python_env
 class Figure:
     name: str
     unit: str
-    target: float
+    target: float | None  # None: shown beside the judged figure, not judged
     samples: tuple[float, ...]
     statistic: str = "median"  # or "p50", "p99"
     details: dict[str, Any] = attrs.field(factory=dict)
@@ -47,16 +47,20 @@ class Figure:
         return percentile(sorted(self.samples), fraction)
 
     @property
-    def met(self) -> bool:
-        return self.value <= self.target
+    def met(self) -> bool | None:
+        return None if self.target is None else self.value <= self.target
 
     def line(self) -> str:
-        verdict = "met" if self.met else f"MISSED by {self.value - self.target:.3g} {self.unit}"
+        if self.target is None:
+            target, verdict = "(no target)", ""
+        else:
+            target = f"target <= {self.target:g} {self.unit}"
+            missed = f"MISSED by {self.value - self.target:.3g} {self.unit}"
+            verdict = "met" if self.met else missed
         spread = f"{min(self.samples):.3g}..{max(self.samples):.3g}"
         return (
-            f"  {self.name:<48} {self.statistic} {self.value:8.3f} {self.unit:<3} "
-            f"target <= {self.target:g} {self.unit:<3} {verdict:<20} "
-            f"({len(self.samples)} samples, {spread})"
+            f"  {self.name:<48} {self.statistic:>6} {self.value:9.3f} {self.unit:<3} "
+            f"{target:<18} {verdict:<22} ({len(self.samples)} samples, {spread})"
         )
 
     def to_json(self) -> dict[str, Any]:
