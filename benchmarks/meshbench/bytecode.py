@@ -26,16 +26,19 @@ from hopbench.procs import BenchError
 
 from .meshes import REPOSITORY
 
-# Imports every meshkit module (the entry points' __main__ modules only by
-# their packages), pytest and what the example apps use, then prints the
-# source file of every module loaded.
+# Imports every meshkit module (the ``__main__`` modules are only located:
+# running them would start a program), pytest, what the example apps use and
+# what the sidecars import lazily, then prints the source file of each.
 PROBE = """\
-import importlib, pkgutil, sys
+import importlib, importlib.util, pkgutil, sys
 import meshkit
 for info in pkgutil.walk_packages(meshkit.__path__, "meshkit."):
-    if not info.name.endswith("__main__"):
+    if info.name.endswith("__main__"):
+        print(importlib.util.find_spec(info.name).origin)
+    else:
         importlib.import_module(info.name)
-import pytest, http.server, urllib.request, json, socket
+import pytest, http.server, urllib.request, json, socket, encodings.idna
+import cryptography.hazmat.backends.openssl
 sys.path.insert(0, sys.argv[1])
 import common
 for module in list(sys.modules.values()):
