@@ -23,9 +23,9 @@ from urllib.parse import quote
 
 import trio
 
+from meshkit.api import GRPC_STATUS_NAMES
 from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, describe_fault, no_mesh_message
 from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
-from meshkit.dsl.traffic_checks import GRPC_STATUS_NAMES
 from meshkit.proxy.control import ControlPlaneError, request_json
 
 REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags

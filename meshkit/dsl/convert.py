@@ -1,15 +1,12 @@
-"""The one converter between the spec classes and JSON."""
+"""The spec classes to JSON and back, with the one converter of ``meshkit.api.converter``."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from cattrs.preconf.json import make_converter
-
+from meshkit.api.converter import converter
 from meshkit.dsl.spec import MeshSpec
-
-converter = make_converter()
 
 
 def spec_to_json(spec: MeshSpec, *, indent: int | None = 2) -> str:

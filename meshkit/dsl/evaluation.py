@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from meshkit.dsl.convert import converter
+from meshkit.api.converter import converter
 from meshkit.dsl.declare import collecting
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import MeshSpec

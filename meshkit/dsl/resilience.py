@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import attrs
 
+from meshkit.api import LoadBalancerKind
 from meshkit.dsl.problems import Problem
-from meshkit.dsl.spec import (
-    BreakerSpec,
-    BudgetSpec,
-    LoadBalancerKind,
-    Origin,
-    OutlierSpec,
-    PolicySpec,
-)
+from meshkit.dsl.spec import BreakerSpec, BudgetSpec, Origin, OutlierSpec, PolicySpec
 from meshkit.dsl.suggest import did_you_mean
 from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbreader import Duration, VerbReader

@@ -13,6 +13,21 @@ from typing import Literal
 
 import attrs
 
+from meshkit.api import (
+    DEFAULT_ROUTE_TIMEOUT,
+    BreakerLimits,
+    BudgetSettings,
+    FaultRule,
+    Forward,
+    HeaderOps,
+    LoadBalancerKind,
+    MirrorRule,
+    OutlierSettings,
+    RequestMatch,
+    RetryRule,
+    RouteAction,
+)
+
 HealthKind = Literal["http", "tcp"]
 RestartMode = Literal["no", "on_failure", "always"]
 MtlsMode = Literal["strict", "permissive"]
@@ -151,150 +166,45 @@ class MeshSpec:
 
 
 # --- L7 traffic management: routes (Istio's VirtualService) -----------------
-
-HeaderMatchKind = Literal["exact", "prefix", "regex", "present", "absent"]
-QueryMatchKind = Literal["exact", "regex", "present"]
-PathMatchKind = Literal["any", "exact", "prefix", "regex"]
-LoadBalancerKind = Literal["round_robin", "least_request"]
-
-DEFAULT_ROUTE_TIMEOUT = 15.0
-"""Seconds a request may take, retries included, unless its route says otherwise (Envoy)."""
+#
+# The vocabulary is ``meshkit.api``'s; a Meshfile adds the origin (file:line) of
+# the verb that built each part, and rules whose options are not yet resolved
+# against their route's (``meshkit.registry.routes`` does that).
 
 
 @attrs.frozen(kw_only=True)
-class HeaderMatcher:
-    """A condition on one request header; ``name`` is lower-case."""
+class RetrySpec(RetryRule):
+    """``retry(...)``: a ``RetryRule`` and where it was declared."""
 
-    name: str
-    kind: HeaderMatchKind = "exact"
-    value: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class QueryMatcher:
-    """A condition on one query parameter of the request target."""
-
-    name: str
-    kind: QueryMatchKind = "exact"
-    value: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class MatchSpec:
-    """What a request must look like for a rule to apply; every condition must hold."""
-
-    path_kind: PathMatchKind = "any"
-    path: str = ""
-    methods: tuple[str, ...] = ()
-    headers: tuple[HeaderMatcher, ...] = ()
-    query: tuple[QueryMatcher, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class HeaderOpsSpec:
-    """Header edits: ``set`` replaces, ``add`` appends, ``remove`` deletes (names lower-case)."""
-
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class RetrySpec:
-    """Retries of a route: up to ``attempts`` retries after the first try.
-
-    ``retry_on`` holds conditions (``5xx``, ``gateway-error``, ``connect-failure``,
-    ``refused-stream``, ``reset``) and gRPC status names (``unavailable`` ...);
-    ``status_codes`` lists further HTTP statuses worth a retry.
-    """
-
-    attempts: int = 2
-    per_try_timeout: float | None = None
-    retry_on: tuple[str, ...] = ("gateway-error", "connect-failure", "refused-stream", "reset")
-    status_codes: tuple[int, ...] = ()
-    backoff_base: float = 0.025
-    backoff_max: float = 0.25
-    retry_non_idempotent: bool = False
     origin: Origin = UNKNOWN_ORIGIN
 
 
 @attrs.frozen(kw_only=True)
-class FaultSpec:
-    """Injected failure: a delay and/or an abort, each for a percentage of requests.
+class FaultSpec(FaultRule):
+    """``fault(...)``: a ``FaultRule`` and where it was declared."""
 
-    ``abort_status`` is an HTTP status, ``abort_grpc`` a gRPC status name; when
-    ``headers`` is not empty only requests matching all of them are affected.
-    """
-
-    delay: float = 0.0
-    delay_percent: float = 0.0
-    abort_status: int | None = None
-    abort_grpc: str | None = None
-    abort_percent: float = 0.0
-    headers: tuple[HeaderMatcher, ...] = ()
     origin: Origin = UNKNOWN_ORIGIN
 
 
 @attrs.frozen(kw_only=True)
-class MirrorSpec:
-    """Copy ``percent`` of requests, fire and forget, to ``version`` of the same service."""
+class MirrorSpec(MirrorRule):
+    """``mirror(...)``: a ``MirrorRule`` and where it was declared."""
 
-    version: str | None
-    percent: float = 100.0
     origin: Origin = UNKNOWN_ORIGIN
-
-
-@attrs.frozen(kw_only=True)
-class WeightedVersionSpec:
-    """A share of traffic for one version (``None``: every version, round robin)."""
-
-    version: str | None
-    weight: int = 100
-
-
-@attrs.frozen(kw_only=True)
-class ForwardSpec:
-    """Send the request to the service, to versions chosen by weight."""
-
-    kind: Literal["forward"] = "forward"
-    versions: tuple[WeightedVersionSpec, ...] = (WeightedVersionSpec(version=None),)
-
-
-@attrs.frozen(kw_only=True)
-class RedirectSpec:
-    """Answer with a redirect to ``path`` and/or ``host`` (the rest of the URL kept)."""
-
-    kind: Literal["redirect"] = "redirect"
-    path: str | None = None
-    host: str | None = None
-    status: int = 301
-
-
-@attrs.frozen(kw_only=True)
-class RespondSpec:
-    """Answer directly with ``status`` and ``body``; the service is not called."""
-
-    kind: Literal["respond"] = "respond"
-    status: int = 200
-    body: str = ""
-
-
-RuleActionSpec = ForwardSpec | RedirectSpec | RespondSpec
 
 
 @attrs.frozen(kw_only=True)
 class RuleSpec:
     """One rule of a route; an option left ``None`` falls back to the route's."""
 
-    match: MatchSpec
-    action: RuleActionSpec
+    match: RequestMatch
+    action: RouteAction
     timeout: float | None = None
     retry: RetrySpec | None = None
     fault: FaultSpec | None = None
     mirror: MirrorSpec | None = None
-    rewrite_prefix: str | None = None
-    request_headers: HeaderOpsSpec | None = None
-    response_headers: HeaderOpsSpec | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
     origin: Origin = UNKNOWN_ORIGIN
 
 
@@ -308,13 +218,13 @@ class RouteSpec:
 
     service: str
     rules: tuple[RuleSpec, ...] = ()
-    default: ForwardSpec | None = None
+    default: Forward | None = None
     timeout: float = DEFAULT_ROUTE_TIMEOUT
     retry: RetrySpec | None = None
     fault: FaultSpec | None = None
     mirror: MirrorSpec | None = None
-    request_headers: HeaderOpsSpec | None = None
-    response_headers: HeaderOpsSpec | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
     origin: Origin = UNKNOWN_ORIGIN
 
 
@@ -322,45 +232,29 @@ class RouteSpec:
 
 
 @attrs.frozen(kw_only=True)
-class BreakerSpec:
-    """Circuit breaker limits per destination (Envoy's defaults)."""
+class BreakerSpec(BreakerLimits):
+    """``breaker(...)``: ``BreakerLimits`` and where they were declared."""
 
-    max_connections: int = 1024
-    max_pending: int = 1024
-    max_requests: int = 1024
-    max_retries: int = 3
     origin: Origin = UNKNOWN_ORIGIN
 
 
 @attrs.frozen(kw_only=True)
-class OutlierSpec:
-    """Eject an instance after ``consecutive_errors`` failures in a row.
+class OutlierSpec(OutlierSettings):
+    """``outlier(...)``: ``OutlierSettings`` and where they were declared."""
 
-    It stays out ``base_ejection`` x (number of its ejections), at most
-    ``max_ejection`` seconds; at most ``max_ejection_percent`` of the instances are
-    out at once, and never the last one.
-    """
-
-    consecutive_errors: int = 5
-    base_ejection: float = 30.0
-    max_ejection: float = 300.0
-    max_ejection_percent: float = 50.0
     origin: Origin = UNKNOWN_ORIGIN
 
 
 @attrs.frozen(kw_only=True)
-class BudgetSpec:
-    """Retries allowed: ``percent`` of requests plus ``min_per_second``, over ``window`` s."""
+class BudgetSpec(BudgetSettings):
+    """``retry_budget(...)``: ``BudgetSettings`` and where they were declared."""
 
-    percent: float = 20.0
-    min_per_second: float = 10.0
-    window: float = 10.0
     origin: Origin = UNKNOWN_ORIGIN
 
 
 @attrs.frozen(kw_only=True)
 class PolicySpec:
-    """How requests to ``service`` are spread and protected."""
+    """``mesh.policy(...)``: how requests to ``service`` are spread and protected."""
 
     service: str
     load_balancer: LoadBalancerKind = "round_robin"

@@ -23,25 +23,20 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from meshkit.dsl.problems import Problem, describe_value
-from meshkit.dsl.spec import (
+from meshkit.api import (
     DEFAULT_ROUTE_TIMEOUT,
-    FaultSpec,
-    ForwardSpec,
-    HeaderMatcher,
-    HeaderOpsSpec,
-    MatchSpec,
-    MirrorSpec,
-    Origin,
+    DirectResponse,
+    Forward,
+    HeaderMatch,
+    HeaderOps,
     PathMatchKind,
-    QueryMatcher,
-    RedirectSpec,
-    RespondSpec,
-    RetrySpec,
-    RouteSpec,
-    RuleSpec,
-    WeightedVersionSpec,
+    QueryMatch,
+    Redirect,
+    RequestMatch,
+    WeightedVersion,
 )
+from meshkit.dsl.problems import Problem, describe_value
+from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RouteSpec, RuleSpec
 from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbreader import Duration, VerbReader
 
@@ -78,17 +73,17 @@ _HEADER_KINDS = ("exact", "prefix", "regex", "present", "absent")
 _QUERY_KINDS = ("exact", "regex", "present")
 
 
-def _header_matchers(reader: VerbReader, field: str, value: object) -> tuple[HeaderMatcher, ...]:
-    found: list[HeaderMatcher] = []
+def _header_matchers(reader: VerbReader, field: str, value: object) -> tuple[HeaderMatch, ...]:
+    found: list[HeaderMatch] = []
     for name, kind, text in _conditions(reader, field, value, _HEADER_KINDS):
-        found.append(HeaderMatcher(name=name.lower(), kind=kind, value=text))  # type: ignore[arg-type]
+        found.append(HeaderMatch(name=name.lower(), kind=kind, value=text))  # type: ignore[arg-type]
     return tuple(found)
 
 
-def _query_matchers(reader: VerbReader, value: object) -> tuple[QueryMatcher, ...]:
-    found: list[QueryMatcher] = []
+def _query_matchers(reader: VerbReader, value: object) -> tuple[QueryMatch, ...]:
+    found: list[QueryMatch] = []
     for name, kind, text in _conditions(reader, "query", value, _QUERY_KINDS):
-        found.append(QueryMatcher(name=name, kind=kind, value=text))  # type: ignore[arg-type]
+        found.append(QueryMatch(name=name, kind=kind, value=text))  # type: ignore[arg-type]
     return tuple(found)
 
 
@@ -121,7 +116,7 @@ def _conditions(
 class HeaderRules:
     """What ``headers(...)`` returns."""
 
-    spec: HeaderOpsSpec
+    spec: HeaderOps
     problems: tuple[Problem, ...] = ()
 
 
@@ -133,7 +128,7 @@ def headers(
 ) -> HeaderRules:
     """Header edits for requests or responses: ``set`` replaces, ``add`` appends, ``remove`` drops."""
     reader = VerbReader(origin=caller_origin(), subject="headers(...)")
-    spec = HeaderOpsSpec(
+    spec = HeaderOps(
         set=reader.pairs("set", set),
         add=reader.pairs("add", add),
         remove=tuple(name.lower() for name in reader.names("remove", remove)),
@@ -288,20 +283,20 @@ def mirror(*, version: str | None = None, percent: float = 100) -> Mirror:
 class Split:
     """What ``split(...)`` returns: weighted versions of a service."""
 
-    spec: ForwardSpec
+    spec: Forward
     problems: tuple[Problem, ...] = ()
 
 
-def _weights(reader: VerbReader, value: Mapping[str, object]) -> ForwardSpec:
-    versions: list[WeightedVersionSpec] = []
+def _weights(reader: VerbReader, value: Mapping[str, object]) -> Forward:
+    versions: list[WeightedVersion] = []
     for version, weight in value.items():
         versions.append(
-            WeightedVersionSpec(
+            WeightedVersion(
                 version=reader.text("version", version),
                 weight=reader.integer(f"weight of {version!r}", weight, fallback=0),
             )
         )
-    return ForwardSpec(versions=tuple(versions))
+    return Forward(versions=tuple(versions))
 
 
 def split(weights: Mapping[str, int] | None = None, /, **by_version: int) -> Split:
@@ -330,7 +325,7 @@ class Rule:
 class Match:
     """What ``match(...)`` returns; finish the rule with ``to``, ``split``, ``redirect`` or ``respond``."""
 
-    spec: MatchSpec
+    spec: RequestMatch
     origin: Origin
     problems: tuple[Problem, ...] = ()
 
@@ -352,8 +347,8 @@ class Match:
         replaces the matched path prefix (or the whole matched path).
         """
         reader = VerbReader(origin=caller_origin(), subject="match(...).to")
-        action = ForwardSpec(
-            versions=(WeightedVersionSpec(version=reader.optional_text("version", version)),)
+        action = Forward(
+            versions=(WeightedVersion(version=reader.optional_text("version", version)),)
         )
         return self._forward(
             reader, action, timeout, retries, fault, mirror, rewrite_prefix,
@@ -392,7 +387,7 @@ class Match:
         reader = VerbReader(origin=caller_origin(), subject="match(...).redirect")
         if path is None and host is None:
             reader.fail("needs path= or host=")
-        action = RedirectSpec(
+        action = Redirect(
             path=reader.optional_text("path", path),
             host=reader.optional_text("host", host),
             status=reader.integer("status", status, fallback=301),
@@ -402,7 +397,7 @@ class Match:
     def respond(self, status: int, body: str = "") -> Rule:
         """Answer matching requests directly with ``status`` and ``body``."""
         reader = VerbReader(origin=caller_origin(), subject="match(...).respond")
-        action = RespondSpec(
+        action = DirectResponse(
             status=reader.integer("status", status, fallback=200),
             body=reader.text("body", body),
         )
@@ -411,7 +406,7 @@ class Match:
     def _forward(
         self,
         reader: VerbReader,
-        action: ForwardSpec,
+        action: Forward,
         timeout: object,
         retries: object,
         fault: object,
@@ -431,12 +426,13 @@ class Match:
         )
         spec = RuleSpec(
             match=self.spec,
-            action=action,
+            action=attrs.evolve(
+                action, rewrite_prefix=reader.optional_text("rewrite_prefix", rewrite_prefix)
+            ),
             timeout=options.timeout,
             retry=options.retry,
             fault=options.fault,
             mirror=options.mirror,
-            rewrite_prefix=reader.optional_text("rewrite_prefix", rewrite_prefix),
             request_headers=options.request_headers,
             response_headers=options.response_headers,
             origin=reader.origin,
@@ -479,7 +475,7 @@ def match(
         path_kind = "exact" if kind == "exact" else "prefix" if kind == "prefix" else "regex"
         path_text = reader.text(f"path{'' if kind == 'exact' else '_' + kind}", value)
     methods = () if method is None else reader.names("method", method)
-    spec = MatchSpec(
+    spec = RequestMatch(
         path_kind=path_kind,
         path=path_text,
         methods=tuple(m.upper() for m in methods),
@@ -497,8 +493,8 @@ class RouteOptions:
     retry: RetrySpec | None = None
     fault: FaultSpec | None = None
     mirror: MirrorSpec | None = None
-    request_headers: HeaderOpsSpec | None = None
-    response_headers: HeaderOpsSpec | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
     problems: tuple[Problem, ...] = ()
 
     @classmethod
@@ -554,12 +550,12 @@ def read_rules(
     return specs, problems
 
 
-def read_default(reader: VerbReader, default: object) -> tuple[ForwardSpec | None, list[Problem]]:
+def read_default(reader: VerbReader, default: object) -> tuple[Forward | None, list[Problem]]:
     """``default=``: a version name, a ``split(...)`` or ``None`` (every version)."""
     if default is None:
         return None, []
     if isinstance(default, str):
-        return ForwardSpec(versions=(WeightedVersionSpec(version=default),)), []
+        return Forward(versions=(WeightedVersion(version=default),)), []
     if isinstance(default, Split):
         return default.spec, list(default.problems)
     reader.fail(f"default must be a version name or split(...), got {describe_value(default)}")

@@ -11,19 +11,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from meshkit.api import (
+    GRPC_STATUS_NAMES,
+    DirectResponse,
+    Forward,
+    HeaderMatch,
+    HeaderOps,
+    Redirect,
+    RequestMatch,
+)
 from meshkit.dsl.declare import MeshDeclaration
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import (
     FaultSpec,
-    ForwardSpec,
-    HeaderMatcher,
-    HeaderOpsSpec,
-    MatchSpec,
     MirrorSpec,
     Origin,
     PolicySpec,
-    RedirectSpec,
-    RespondSpec,
     RetrySpec,
     RouteSpec,
     RuleSpec,
@@ -32,24 +35,6 @@ from meshkit.dsl.spec import (
 from meshkit.dsl.suggest import did_you_mean
 
 RETRY_CONDITIONS = ("5xx", "gateway-error", "connect-failure", "refused-stream", "reset")
-GRPC_STATUS_NAMES = (
-    "cancelled",
-    "unknown",
-    "invalid-argument",
-    "deadline-exceeded",
-    "not-found",
-    "already-exists",
-    "permission-denied",
-    "resource-exhausted",
-    "failed-precondition",
-    "aborted",
-    "out-of-range",
-    "unimplemented",
-    "internal",
-    "unavailable",
-    "data-loss",
-    "unauthenticated",
-)
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -133,7 +118,7 @@ class _RouteChecker:
             )
         )
 
-    def forward(self, origin: Origin, forward: ForwardSpec) -> None:
+    def forward(self, origin: Origin, forward: Forward) -> None:
         for weighted in forward.versions:
             self.version(origin, weighted.version)
             # 0 is allowed (Istio's canary idiom: split(v1=100, v2=0), then flip it).
@@ -147,6 +132,9 @@ class _RouteChecker:
             if total != 100:
                 shown = " + ".join(str(weighted.weight) for weighted in forward.versions)
                 self.fail(origin, f"split weights must sum to 100, got {shown} = {total}")
+        prefix = forward.rewrite_prefix
+        if prefix is not None and not prefix.startswith("/"):
+            self.fail(origin, f"rewrite_prefix {prefix!r} must start with '/'")
 
     def pattern(self, origin: Origin, what: str, pattern: str) -> None:
         try:
@@ -158,14 +146,14 @@ class _RouteChecker:
         if not 0 <= value <= 100:
             self.fail(origin, f"{what} must be between 0 and 100, got {value:g}")
 
-    def header_matchers(self, origin: Origin, matchers: Iterable[HeaderMatcher]) -> None:
+    def header_matchers(self, origin: Origin, matchers: Iterable[HeaderMatch]) -> None:
         for matcher in matchers:
             if not _TOKEN.fullmatch(matcher.name):
                 self.fail(origin, f"header name {matcher.name!r} is not a valid HTTP header name")
             if matcher.kind == "regex":
                 self.pattern(origin, f"header {matcher.name!r} regex", matcher.value)
 
-    def match(self, origin: Origin, match: MatchSpec) -> None:
+    def match(self, origin: Origin, match: RequestMatch) -> None:
         if match.path_kind in ("exact", "prefix") and not match.path.startswith("/"):
             self.fail(origin, f"path {match.path!r} must start with '/'")
         if match.path_kind == "regex":
@@ -233,7 +221,7 @@ class _RouteChecker:
             self.version(mirror.origin, mirror.version, what="mirrors traffic")
             self.percent(mirror.origin, "mirror percent", mirror.percent)
 
-    def header_ops(self, origin: Origin, what: str, ops: HeaderOpsSpec | None) -> None:
+    def header_ops(self, origin: Origin, what: str, ops: HeaderOps | None) -> None:
         if ops is None:
             return
         names = [name for name, _ in (*ops.set, *ops.add)] + list(ops.remove)
@@ -245,35 +233,32 @@ class _RouteChecker:
         origin = rule.origin
         self.match(origin, rule.match)
         action = rule.action
-        if isinstance(action, ForwardSpec):
+        if isinstance(action, Forward):
             self.forward(origin, action)
         else:
             self.local_reply(rule, action)
         if rule.timeout is not None and rule.timeout < 0:
             self.fail(origin, f"timeout must not be negative, got {rule.timeout:g}s")
-        if rule.rewrite_prefix is not None and not rule.rewrite_prefix.startswith("/"):
-            self.fail(origin, f"rewrite_prefix {rule.rewrite_prefix!r} must start with '/'")
         self.retry(rule.retry)
         self.fault(rule.fault)
         self.mirror(rule.mirror)
         self.header_ops(origin, "request_headers", rule.request_headers)
         self.header_ops(origin, "response_headers", rule.response_headers)
 
-    def local_reply(self, rule: RuleSpec, action: RedirectSpec | RespondSpec) -> None:
+    def local_reply(self, rule: RuleSpec, action: Redirect | DirectResponse) -> None:
         origin = rule.origin
-        verb = "redirect" if isinstance(action, RedirectSpec) else "respond"
+        verb = "redirect" if isinstance(action, Redirect) else "respond"
         options = {
             "timeout": rule.timeout,
             "retries": rule.retry,
             "fault": rule.fault,
             "mirror": rule.mirror,
-            "rewrite_prefix": rule.rewrite_prefix,
             "request_headers": rule.request_headers,
         }
         for name, value in options.items():
             if value is not None:
                 self.fail(origin, f"a {verb} rule calls no service, so {name}= means nothing here")
-        if isinstance(action, RedirectSpec):
+        if isinstance(action, Redirect):
             if action.status not in REDIRECT_STATUSES:
                 allowed = ", ".join(str(status) for status in REDIRECT_STATUSES)
                 self.fail(origin, f"redirect status {action.status} is not one of {allowed}")

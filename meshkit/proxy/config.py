@@ -32,7 +32,7 @@ from typing import Literal
 
 import attrs
 
-from meshkit.proxy.rules import DestinationPolicy, RouteTable, RuntimeFault
+from meshkit.api import DestinationPolicy, RouteTable, RuntimeFault
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
@@ -120,7 +120,7 @@ class ProxyConfig:
     identity: str = ""
     # Inbound listeners: "strict" accepts only mTLS, "permissive" plaintext too.
     mtls: MtlsMode = "strict"
-    # L7 rules for every destination service of the mesh (``meshkit.proxy.rules``):
+    # L7 rules for every destination service of the mesh (``meshkit.api``):
     # each sidecar gets all of them, so a route change reaches every sidecar.
     routes: tuple[RouteTable, ...] = ()
     policies: tuple[DestinationPolicy, ...] = ()

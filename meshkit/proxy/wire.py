@@ -1,14 +1,11 @@
-"""The one converter between ``ProxyConfig`` and the JSON on the control API."""
+"""``ProxyConfig`` to the JSON on the control API and back (``meshkit.api.converter``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cattrs.preconf.json import make_converter
-
+from meshkit.api.converter import converter
 from meshkit.proxy.config import ProxyConfig
-
-converter = make_converter()
 
 
 def config_to_dict(config: ProxyConfig) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import time
 
 import attrs
 
+from meshkit.api import DestinationPolicy, RouteTable, RuntimeFault
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.config import (
@@ -42,7 +43,6 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
-from meshkit.proxy.rules import DestinationPolicy, RouteTable, RuntimeFault
 from meshkit.registry.faults import runtime_faults
 from meshkit.registry.routes import destination_policies, route_tables
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry

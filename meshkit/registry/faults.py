@@ -19,9 +19,8 @@ from typing import Any
 
 import attrs
 
+from meshkit.api import GRPC_STATUS_NAMES, FaultRule, HeaderMatch, RuntimeFault
 from meshkit.dsl.durations import DurationError, parse_duration
-from meshkit.dsl.traffic_checks import GRPC_STATUS_NAMES
-from meshkit.proxy.rules import FaultRule, HeaderMatch, RuntimeFault
 
 DEFAULT_FAULT_DURATION = 300.0
 MAX_FAULT_DURATION = 24 * 3600.0

@@ -6,11 +6,8 @@ import pathlib
 
 import pytest
 
-from meshkit.dsl import evaluate_in_process
-from meshkit.dsl.convert import spec_from_json, spec_to_json
-from meshkit.dsl.spec import MeshSpec
-from meshkit.proxy.rules import (
-    DEFAULT_TIMEOUT,
+from meshkit.api import (
+    DEFAULT_ROUTE_TIMEOUT,
     DestinationPolicy,
     DirectResponse,
     Forward,
@@ -23,6 +20,9 @@ from meshkit.proxy.rules import (
     RouteTable,
     WeightedVersion,
 )
+from meshkit.dsl import evaluate_in_process
+from meshkit.dsl.convert import spec_from_json, spec_to_json
+from meshkit.dsl.spec import MeshSpec
 from meshkit.registry.routes import destination_policies, route_tables
 
 HEADER = (
@@ -124,7 +124,7 @@ def test_services_without_routes_get_all_versions_round_robin_and_the_default_ti
     assert [table.service for table in tables] == ["catalog", "frontend"]
     (rule,) = tables[0].rules
     assert rule.action == Forward(versions=(WeightedVersion(version=None, weight=100),))
-    assert rule.timeout == DEFAULT_TIMEOUT == 15.0
+    assert rule.timeout == DEFAULT_ROUTE_TIMEOUT == 15.0
     assert rule.retry is None
     policy = destination_policies(spec)[0]
     assert (policy.load_balancer, policy.breaker.max_retries) == ("round_robin", 3)
@@ -333,19 +333,13 @@ def test_validation_messages(in_tmp: pathlib.Path, body: str, expected: list[str
 
 
 def test_a_local_reply_rule_with_destination_options_is_refused() -> None:
+    from meshkit.api import DirectResponse, RequestMatch
     from meshkit.dsl.declare import MeshDeclaration
-    from meshkit.dsl.spec import (
-        MatchSpec,
-        Origin,
-        RespondSpec,
-        RouteSpec,
-        RuleSpec,
-        ServiceSpec,
-    )
+    from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec, ServiceSpec
     from meshkit.dsl.traffic_checks import traffic_problems
 
     origin = Origin(file="Meshfile.py", line=9)
-    rule = RuleSpec(match=MatchSpec(), action=RespondSpec(status=204), timeout=1.0, origin=origin)
+    rule = RuleSpec(match=RequestMatch(), action=DirectResponse(status=204), timeout=1.0, origin=origin)
     mesh = MeshDeclaration(
         name="shop",
         mtls="strict",

@@ -8,12 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshkit.proxy.codec.messages import Headers, RequestHead
-from meshkit.proxy.policy.flags import FLAG_HEADER, REASON_HEADER, flags_of, local_reply
-from meshkit.proxy.policy.matching import RouteMatcher, compile_tables, split_target
-from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
-from meshkit.proxy.policy.split import WeightedChoice, chance
-from meshkit.proxy.rules import (
+from meshkit.api import (
     Forward,
     HeaderMatch,
     HeaderOps,
@@ -24,6 +19,11 @@ from meshkit.proxy.rules import (
     RouteTable,
     WeightedVersion,
 )
+from meshkit.proxy.codec.messages import Headers, RequestHead
+from meshkit.proxy.policy.flags import FLAG_HEADER, REASON_HEADER, flags_of, local_reply
+from meshkit.proxy.policy.matching import RouteMatcher, compile_tables, split_target
+from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
+from meshkit.proxy.policy.split import WeightedChoice, chance
 
 
 def head(target: str = "/", method: str = "GET", headers: Headers | None = None) -> RequestHead:

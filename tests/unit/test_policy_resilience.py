@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import random
 
+from meshkit.api import BreakerLimits, FaultRule, HeaderMatch, OutlierSettings, RuntimeFault
 from meshkit.proxy.config import Endpoint
 from meshkit.proxy.policy.breaker import CircuitBreaker
 from meshkit.proxy.policy.faults import NO_FAULT, FaultDecision, FaultInjector
 from meshkit.proxy.policy.lb import LoadBalancer
 from meshkit.proxy.policy.outlier import OutlierDetector
-from meshkit.proxy.rules import (
-    BreakerLimits,
-    FaultRule,
-    HeaderMatch,
-    OutlierSettings,
-    RuntimeFault,
-)
 
 
 class FakeClock:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshkit.api import MAX_RETRY_BODY_BYTES, BudgetSettings, RetryRule
 from meshkit.proxy.policy.budget import RetryBudget
 from meshkit.proxy.policy.retry import AttemptOutcome, RetryPolicy
-from meshkit.proxy.rules import MAX_RETRY_BODY_BYTES, BudgetSettings, RetryRule
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ import attrs
 import cattrs
 import pytest
 
-from meshkit.proxy import rules
+from meshkit import api as rules
 from meshkit.proxy.wire import converter
 
 FULL_RULE = rules.RouteRule(

@@ -14,13 +14,7 @@ import attrs
 import pytest
 import trio
 
-from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
-from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome, request_has_body
-from meshkit.proxy.flow.pipeline import ResponseHook, Result, route_to_service
-from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
-from meshkit.proxy.policy.destinations import Destinations
-from meshkit.proxy.rules import (
+from meshkit.api import (
     BreakerLimits,
     DestinationPolicy,
     DirectResponse,
@@ -37,6 +31,12 @@ from meshkit.proxy.rules import (
     RuntimeFault,
     WeightedVersion,
 )
+from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
+from meshkit.proxy.flow.attempt import Outcome, request_has_body
+from meshkit.proxy.flow.pipeline import ResponseHook, Result, route_to_service
+from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.policy.destinations import Destinations
 
 ENDPOINTS = (
     Endpoint(instance="cat-1", host="127.0.0.1", port=1, version="v1"),

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from meshkit.api import BreakerLimits, DestinationPolicy, RetryRule, RouteRule, RouteTable
 from meshkit.proxy.codec.messages import EndOfBody, RequestHead
 from meshkit.proxy.config import Cluster, Endpoint, Limits, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome
@@ -26,7 +27,6 @@ from meshkit.proxy.net.pool import ConnectionPool, UpstreamConnection
 from meshkit.proxy.net.transport import ConnectFailure
 from meshkit.proxy.policy.breaker import CircuitBreaker, ConnectionLimitReached
 from meshkit.proxy.policy.destinations import Destinations
-from meshkit.proxy.rules import BreakerLimits, DestinationPolicy, RetryRule, RouteRule, RouteTable
 
 A = ("127.0.0.1", 1)
 B = ("127.0.0.1", 2)

@@ -7,16 +7,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from meshkit.dsl.spec import (
-    ForwardSpec,
-    GatewayRoute,
-    GatewaySpec,
-    MeshSpec,
-    Origin,
-    RouteSpec,
-    ServiceSpec,
-    WeightedVersionSpec,
-)
+from meshkit.api import Forward, WeightedVersion
+from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, Origin, RouteSpec, ServiceSpec
 from meshkit.registry.diff import DiffRefused, diff_specs, restart_reasons
 from meshkit.runtime.policy.rollout import (
     Retire,
@@ -92,7 +84,7 @@ def test_replicas_alone_scale_and_watch_paths_alone_change_nothing() -> None:
 def test_routes_and_gateway_are_config_only() -> None:
     route = RouteSpec(
         service="catalog",
-        default=ForwardSpec(versions=(WeightedVersionSpec(version="v1", weight=100),)),
+        default=Forward(versions=(WeightedVersion(version="v1", weight=100),)),
     )
     gateway = GatewaySpec(port=0, routes=(GatewayRoute(prefix="/", service="catalog"),))
     diff = diff_specs(SPEC, attrs.evolve(SPEC, routes=(route,), gateway=gateway))

@@ -7,21 +7,10 @@ import json
 import attrs
 import pytest
 
+from meshkit.api import Forward, HeaderMatch, RequestMatch, RouteRule, RouteTable, WeightedVersion
 from meshkit.cli.routes import format_routes
 from meshkit.cli.status import format_status
-from meshkit.dsl.spec import (
-    ForwardSpec,
-    GatewayRoute,
-    GatewaySpec,
-    HeaderMatcher,
-    MatchSpec,
-    MeshSpec,
-    RouteSpec,
-    RuleSpec,
-    ServiceSpec,
-    WeightedVersionSpec,
-)
-from meshkit.proxy.rules import HeaderMatch, RequestMatch, RouteRule, RouteTable
+from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, RouteSpec, RuleSpec, ServiceSpec
 from meshkit.proxy.sidecar import ConfigRejected, parse_config
 from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.compile import compile_configs
@@ -44,10 +33,10 @@ SPEC = MeshSpec(
 def split(v1: int, v2: int) -> RouteSpec:
     return RouteSpec(
         service="catalog",
-        default=ForwardSpec(
+        default=Forward(
             versions=(
-                WeightedVersionSpec(version="v1", weight=v1),
-                WeightedVersionSpec(version="v2", weight=v2),
+                WeightedVersion(version="v1", weight=v1),
+                WeightedVersion(version="v2", weight=v2),
             )
         ),
     )
@@ -179,8 +168,8 @@ async def test_control_api_serves_the_applied_config_and_reloads() -> None:
                     service="catalog",
                     rules=(
                         RuleSpec(
-                            match=MatchSpec(headers=(HeaderMatcher(name="x-canary", value="1"),)),
-                            action=ForwardSpec(versions=(WeightedVersionSpec(version="v2"),)),
+                            match=RequestMatch(headers=(HeaderMatch(name="x-canary", value="1"),)),
+                            action=Forward(versions=(WeightedVersion(version="v2"),)),
                         ),
                     ),
                 ),

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 import trio
 
+from meshkit.api import FaultRule, HeaderMatch, RuntimeFault
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.policy.faults import FaultInjector
-from meshkit.proxy.rules import FaultRule, HeaderMatch, RuntimeFault
 from meshkit.registry.compile import compile_configs
 from meshkit.registry.faults import (
     DEFAULT_FAULT_DURATION,

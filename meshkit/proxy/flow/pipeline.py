@@ -38,6 +38,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from meshkit.api import DirectResponse, Forward, Redirect, RouteRule
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome, request_has_body
@@ -57,7 +58,6 @@ from meshkit.proxy.policy.flags import (
 from meshkit.proxy.policy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy
 from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
 from meshkit.proxy.policy.split import chance
-from meshkit.proxy.rules import DirectResponse, Forward, Redirect, RouteRule
 
 ResponseHook = Callable[[ResponseHead], ResponseHead | None]
 

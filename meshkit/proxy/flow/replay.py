@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from meshkit.api import MAX_RETRY_BODY_BYTES
 from meshkit.proxy.codec.messages import END_OF_BODY, Body, EndOfBody, NeedData
-from meshkit.proxy.rules import MAX_RETRY_BODY_BYTES
 
 
 class RequestBodySource(Protocol):

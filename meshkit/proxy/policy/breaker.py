@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from meshkit.proxy.rules import BreakerLimits
+from meshkit.api import BreakerLimits
 
 Resource = Literal["connections", "pending", "requests", "retries"]
 

@@ -12,7 +12,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from meshkit.proxy.rules import BudgetSettings
+from meshkit.api import BudgetSettings
 
 _BUCKETS = 10
 

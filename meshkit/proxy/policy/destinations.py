@@ -17,6 +17,7 @@ import logging
 import random as random_module
 from collections.abc import Callable
 
+from meshkit.api import DestinationPolicy, Forward, RetryRule, RouteRule, RouteTable
 from meshkit.proxy.config import ProxyConfig
 from meshkit.proxy.policy.breaker import CircuitBreaker
 from meshkit.proxy.policy.budget import RetryBudget
@@ -26,7 +27,6 @@ from meshkit.proxy.policy.matching import RouteMatcher
 from meshkit.proxy.policy.outlier import OutlierDetector
 from meshkit.proxy.policy.retry import RetryPolicy
 from meshkit.proxy.policy.split import WeightedChoice
-from meshkit.proxy.rules import DestinationPolicy, Forward, RetryRule, RouteRule, RouteTable
 
 log = logging.getLogger("meshkit.proxy")
 

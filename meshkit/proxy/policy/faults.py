@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from meshkit.api import GRPC_STATUS_CODES, FaultRule, RuntimeFault
 from meshkit.proxy.codec.messages import Headers
-from meshkit.proxy.policy.flags import FAULT_ABORT, FAULT_DELAY, GRPC_STATUS_CODES, flags_of
+from meshkit.proxy.policy.flags import FAULT_ABORT, FAULT_DELAY, flags_of
 from meshkit.proxy.policy.matching import HeaderCondition, headers_hold
 from meshkit.proxy.policy.split import chance
-from meshkit.proxy.rules import FaultRule, RuntimeFault
 
 
 @attrs.frozen(kw_only=True)

@@ -3,8 +3,7 @@
 Every response the mesh produces itself (rather than the app) says which part
 of the mesh produced it, as Envoy does, in two headers: ``x-meshkit-flag``
 (the flag, e.g. ``UO``) and ``x-meshkit-reason`` (a short sentence), with the
-same sentence as a plain-text body.  ``GRPC_STATUS_CODES`` maps the gRPC status
-names a Meshfile uses (``"unavailable"``) to their numbers.
+same sentence as a plain-text body.
 """
 
 from __future__ import annotations
@@ -38,28 +37,6 @@ FLAG_MEANINGS = MappingProxyType(
     }
 )
 """Each flag and what it tells a person reading a response."""
-
-GRPC_STATUS_CODES = MappingProxyType(
-    {
-        "ok": 0,
-        "cancelled": 1,
-        "unknown": 2,
-        "invalid-argument": 3,
-        "deadline-exceeded": 4,
-        "not-found": 5,
-        "already-exists": 6,
-        "permission-denied": 7,
-        "resource-exhausted": 8,
-        "failed-precondition": 9,
-        "aborted": 10,
-        "out-of-range": 11,
-        "unimplemented": 12,
-        "internal": 13,
-        "unavailable": 14,
-        "data-loss": 15,
-        "unauthenticated": 16,
-    }
-)
 
 _MAX_REASON = 200
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import random as random_module
 from collections.abc import Collection, Sequence
 
+from meshkit.api import LoadBalancerKind
 from meshkit.proxy.config import Endpoint
-from meshkit.proxy.rules import LoadBalancerKind
 
 
 class LoadBalancer:

@@ -20,8 +20,8 @@ import re
 from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
+from meshkit.api import HeaderMatch, QueryMatch, RequestMatch, RouteRule, RouteTable
 from meshkit.proxy.codec.messages import Headers, RequestHead
-from meshkit.proxy.rules import HeaderMatch, QueryMatch, RequestMatch, RouteRule, RouteTable
 
 
 def compile_pattern(pattern: str, *, what: str) -> re.Pattern[str]:

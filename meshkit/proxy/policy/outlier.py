@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from meshkit.proxy.rules import OutlierSettings
+from meshkit.api import OutlierSettings
 
 
 @attrs.define

@@ -27,9 +27,8 @@ from typing import Literal
 
 import attrs
 
+from meshkit.api import GRPC_STATUS_CODES, MAX_RETRY_BODY_BYTES, RetryRule
 from meshkit.proxy.codec.messages import Headers, header_value
-from meshkit.proxy.policy.flags import GRPC_STATUS_CODES
-from meshkit.proxy.rules import MAX_RETRY_BODY_BYTES, RetryRule
 
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 GATEWAY_ERRORS = frozenset({502, 503, 504})

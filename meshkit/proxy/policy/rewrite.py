@@ -6,8 +6,8 @@ targets; the forwarding code applies them to what it sends.
 
 from __future__ import annotations
 
+from meshkit.api import HeaderOps, Redirect, RequestMatch
 from meshkit.proxy.codec.messages import Headers, header_value
-from meshkit.proxy.rules import HeaderOps, Redirect, RequestMatch
 
 
 def apply_header_ops(headers: Headers, ops: HeaderOps) -> Headers:

@@ -10,7 +10,7 @@ import bisect
 import random as random_module
 from collections.abc import Sequence
 
-from meshkit.proxy.rules import WeightedVersion
+from meshkit.api import WeightedVersion
 
 
 class WeightedChoice:

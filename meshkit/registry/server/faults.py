@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from meshkit.proxy.rules import RuntimeFault
+from meshkit.api import RuntimeFault
 from meshkit.registry.faults import (
     FaultRequestError,
     StoredFault,

@@ -1,15 +1,8 @@
-"""What a sidecar applies for L7 traffic management and resilience (Envoy's RDS/CDS, in small).
+"""Routes (Envoy's RDS, Istio's VirtualService, in small): which rule a request
+matches, where it goes, and the retry, fault, mirror and header options on the way.
 
-The control plane compiles, per destination service, a ``RouteTable`` (ordered
-rules, the first match wins, every option already resolved) and a
-``DestinationPolicy`` (load balancing, circuit breaker, outlier detection,
-retry budget); ``meshkit.registry.routes`` builds them from the Meshfile.
-``RuntimeFault`` is the same ``FaultRule`` with an expiry, set while the mesh
-runs, so the data path has one fault mechanism.
-
-Plain data, cattrs-friendly (``meshkit.proxy.wire.converter``): regular
-expressions travel as strings and are compiled once per table by
-``meshkit.proxy.policy.matching``.  Header names are lower-case; times are seconds.
+Plain data: regular expressions travel as strings (compiled once per table by
+``meshkit.proxy.policy.matching``), header names are lower-case, times are seconds.
 """
 
 from __future__ import annotations
@@ -21,15 +14,18 @@ import attrs
 HeaderMatchKind = Literal["exact", "prefix", "regex", "present", "absent"]
 QueryMatchKind = Literal["exact", "regex", "present"]
 PathMatchKind = Literal["any", "exact", "prefix", "regex"]
-LoadBalancerKind = Literal["round_robin", "least_request"]
 
-DEFAULT_TIMEOUT = 15.0
+DEFAULT_ROUTE_TIMEOUT = 15.0
+"""Seconds a request may take, retries included, unless its route says otherwise (Envoy)."""
 MAX_RETRY_BODY_BYTES = 64 * 1024
 """Request bodies larger than this are streamed, never buffered, so never retried."""
+DEFAULT_RETRY_ON = ("gateway-error", "connect-failure", "refused-stream", "reset")
 
 
 @attrs.frozen(kw_only=True)
 class HeaderMatch:
+    """A condition on one request header; ``name`` is lower-case."""
+
     name: str
     kind: HeaderMatchKind = "exact"
     value: str = ""
@@ -37,6 +33,8 @@ class HeaderMatch:
 
 @attrs.frozen(kw_only=True)
 class QueryMatch:
+    """A condition on one query parameter of the request target."""
+
     name: str
     kind: QueryMatchKind = "exact"
     value: str = ""
@@ -68,11 +66,16 @@ class HeaderOps:
 
 @attrs.frozen(kw_only=True)
 class RetryRule:
-    """Up to ``attempts`` retries after the first try (see ``meshkit.proxy.policy.retry``)."""
+    """Up to ``attempts`` retries after the first try (see ``meshkit.proxy.policy.retry``).
+
+    ``retry_on`` holds conditions (``5xx``, ``gateway-error``, ``connect-failure``,
+    ``refused-stream``, ``reset``) and gRPC status names (``unavailable`` ...);
+    ``status_codes`` lists further HTTP statuses worth a retry.
+    """
 
     attempts: int = 2
     per_try_timeout: float | None = None
-    retry_on: tuple[str, ...] = ("gateway-error", "connect-failure", "refused-stream", "reset")
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
     status_codes: tuple[int, ...] = ()
     backoff_base: float = 0.025
     backoff_max: float = 0.25
@@ -83,7 +86,8 @@ class RetryRule:
 class FaultRule:
     """A delay for ``delay_percent`` and an abort for ``abort_percent`` of matching requests.
 
-    A request matches when every header condition holds and, with a
+    ``abort_status`` is an HTTP status, ``abort_grpc`` a gRPC status name.  A
+    request matches when every header condition holds and, with a
     ``path_prefix``, its path (the query left out) starts with it.
     """
 
@@ -98,7 +102,7 @@ class FaultRule:
 
 @attrs.frozen(kw_only=True)
 class MirrorRule:
-    """Copy ``percent`` of requests to ``version`` (``None``: any version)."""
+    """Copy ``percent`` of requests, fire and forget, to ``version`` (``None``: any version)."""
 
     version: str | None
     percent: float = 100.0
@@ -114,6 +118,11 @@ class WeightedVersion:
 
 @attrs.frozen(kw_only=True)
 class Forward:
+    """Send the request to the service, to versions chosen by weight.
+
+    ``rewrite_prefix`` replaces the matched path prefix (or the whole matched path).
+    """
+
     kind: Literal["forward"] = "forward"
     versions: tuple[WeightedVersion, ...] = (WeightedVersion(version=None),)
     rewrite_prefix: str | None = None
@@ -121,6 +130,8 @@ class Forward:
 
 @attrs.frozen(kw_only=True)
 class Redirect:
+    """Answer with a redirect to ``path`` and/or ``host`` (the rest of the URL kept)."""
+
     kind: Literal["redirect"] = "redirect"
     path: str | None = None
     host: str | None = None
@@ -129,6 +140,8 @@ class Redirect:
 
 @attrs.frozen(kw_only=True)
 class DirectResponse:
+    """Answer directly with ``status`` and ``body``; the service is not called."""
+
     kind: Literal["respond"] = "respond"
     status: int = 200
     body: str = ""
@@ -143,7 +156,7 @@ class RouteRule:
 
     match: RequestMatch = RequestMatch()
     action: RouteAction = Forward()
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_ROUTE_TIMEOUT
     retry: RetryRule | None = None
     fault: FaultRule | None = None
     mirror: MirrorRule | None = None
@@ -157,40 +170,6 @@ class RouteTable:
 
     service: str
     rules: tuple[RouteRule, ...] = (RouteRule(),)
-
-
-@attrs.frozen(kw_only=True)
-class BreakerLimits:
-    max_connections: int = 1024
-    max_pending: int = 1024
-    max_requests: int = 1024
-    max_retries: int = 3
-
-
-@attrs.frozen(kw_only=True)
-class OutlierSettings:
-    consecutive_errors: int = 5
-    base_ejection: float = 30.0
-    max_ejection: float = 300.0
-    max_ejection_percent: float = 50.0
-
-
-@attrs.frozen(kw_only=True)
-class BudgetSettings:
-    percent: float = 20.0
-    min_per_second: float = 10.0
-    window: float = 10.0
-
-
-@attrs.frozen(kw_only=True)
-class DestinationPolicy:
-    """How requests to ``service`` are spread over its instances and protected."""
-
-    service: str
-    load_balancer: LoadBalancerKind = "round_robin"
-    breaker: BreakerLimits = BreakerLimits()
-    outlier: OutlierSettings = OutlierSettings()
-    retry_budget: BudgetSettings = BudgetSettings()
 
 
 @attrs.frozen(kw_only=True)
