@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "check",
     "config",
     "ca",
+    "export",
 )
 
 

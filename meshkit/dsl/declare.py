@@ -360,6 +360,7 @@ class Mesh:
         restart: RestartPolicy | RestartMode = "always",
         watch: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = (),
         protocol: ServiceProtocol = "http1",
+        image: str | None = None,
     ) -> ServiceHandle:
         """Declare one deployment of a service; returns a handle naming it.
 
@@ -369,7 +370,8 @@ class Mesh:
         healthy) first; ``upstreams`` get a local port and ``<NAME>_URL``;
         ``watch`` paths restart this service when they change; ``protocol``
         is what the app speaks (``"http2"``/``"grpc"``: h2c with prior
-        knowledge, ``"http1"`` by default).  Relative
+        knowledge, ``"http1"`` by default); ``image`` is the container image
+        ``meshkit export kubernetes`` deploys (``meshkit up`` ignores it).  Relative
         ``cwd`` and ``watch`` paths are resolved against the Meshfile's
         directory.
         """
@@ -389,6 +391,7 @@ class Mesh:
             restart=reader.restart_policy("restart", restart),
             watch=reader.paths("watch", watch),
             protocol=_protocol(reader.choice("protocol", protocol, SERVICE_PROTOCOLS)),
+            image=reader.optional_text("image", image),
             origin=origin,
         )
         _report(reader.problems)

@@ -101,6 +101,8 @@ class ServiceSpec:
     restart: RestartPolicy = RestartPolicy()
     watch: tuple[str, ...] = ()
     protocol: ServiceProtocol = "http1"
+    # The container image ``meshkit export`` deploys; ``meshkit up`` ignores it.
+    image: str | None = None
     origin: Origin = UNKNOWN_ORIGIN
 
     @property

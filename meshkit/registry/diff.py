@@ -29,7 +29,7 @@ from meshkit.dsl.spec import UNKNOWN_ORIGIN, MeshSpec, ServiceSpec
 ChangeKind = Literal["start", "stop", "restart", "scale"]
 
 # The fields of a ServiceSpec that do not change how its process runs.
-_NOT_RESTARTING = ("replicas", "watch", "origin")
+_NOT_RESTARTING = ("replicas", "watch", "image", "origin")
 
 
 class DiffRefused(Exception):
