@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshkit.dsl.durations import format_duration
 from meshkit.dsl.spec import BudgetSpec, MeshSpec, OutlierSpec, PolicySpec
 from meshkit.export.model import ExportOptions, Finding, Manifest, istio_duration
 from meshkit.export.workloads import metadata
@@ -85,7 +86,7 @@ def _outlier_detection(policy: PolicySpec, findings: list[Finding]) -> dict[str,
             Finding(
                 origin=outlier.origin,
                 subject=subject,
-                message=f"max_ejection={istio_duration(outlier.max_ejection)} has no Istio field",
+                message=f"max_ejection={format_duration(outlier.max_ejection)} has no Istio field",
                 instead=f"Envoy's cap of {istio_duration(ENVOY_MAX_EJECTION)} applies",
             )
         )
@@ -103,7 +104,7 @@ def _retry_budget(policy: PolicySpec, findings: list[Finding]) -> dict[str, Any]
             origin=budget.origin,
             subject=f"policy {policy.service!r}",
             message="Istio's retryBudget limits concurrent retries, not retries per "
-            f"{istio_duration(budget.window)} window",
+            f"{format_duration(budget.window)} window",
             instead=f"retryBudget percent {budget.percent:g} and minRetryConcurrency "
             f"{round(budget.min_per_second)}; Envoy then ignores maxRetries",
         )
@@ -120,7 +121,7 @@ def peer_authentication(
             Finding(
                 origin=spec.origin,
                 subject=f"Mesh({spec.name!r})",
-                message=f"cert_lifetime={istio_duration(spec.cert_lifetime)} has no "
+                message=f"cert_lifetime={format_duration(spec.cert_lifetime)} has no "
                 "namespace-level Istio field",
                 instead="dropped: istiod's workload certificate lifetime (24h) applies",
             )

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from meshkit.dsl.durations import format_duration
 from meshkit.dsl.spec import (
     FaultSpec,
     ForwardSpec,
@@ -201,7 +202,8 @@ def _forwarding(
     entry["route"] = destinations(notes.route.service, action)
     if options.rewrite_prefix is not None:
         entry["rewrite"] = {"uri": options.rewrite_prefix}
-    entry["timeout"] = istio_duration(options.timeout)
+    if options.timeout > 0:  # 0 disables the timeout, as no timeout does in Istio
+        entry["timeout"] = istio_duration(options.timeout)
     entry["retries"] = {"attempts": 0} if options.retry is None else retries(options.retry, notes)
     if options.mirror is not None:
         mirror: dict[str, Any] = {"host": notes.route.service}
@@ -277,7 +279,7 @@ def retries(retry: RetrySpec, notes: _Notes) -> dict[str, Any]:
     policy["retryIgnorePreviousHosts"] = True
     if abs(retry.backoff_max - ENVOY_BACKOFF_CAP * retry.backoff_base) > 1e-9:
         notes.add(
-            f"max_backoff={istio_duration(retry.backoff_max)} has no Istio field",
+            f"max_backoff={format_duration(retry.backoff_max)} has no Istio field",
             f"Envoy caps back-off at {ENVOY_BACKOFF_CAP} x backoff "
             f"({istio_duration(ENVOY_BACKOFF_CAP * retry.backoff_base)})",
         )

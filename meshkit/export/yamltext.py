@@ -19,8 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./ :-]*")
 # Plain scalars that YAML 1.1 (PyYAML, and so many tools) reads as booleans or null.
 _RESERVED = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "none"))
-# Line breaks of YAML that JSON leaves unescaped.
-_YAML_BREAKS = {"\u0085": "\\N", "\u2028": "\\L", "\u2029": "\\P", "\ufeff": "\\ufeff"}
+# What JSON leaves unescaped but YAML may not hold as it is: characters outside
+# YAML's printable set, its extra line breaks (NEL, LS, PS) and the byte order mark.
+_YAML_UNSAFE = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
 
 
 class YamlError(TypeError):
@@ -49,7 +52,10 @@ def scalar(value: object, path: str = "") -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise YamlError(f"{path or 'value'}: {value!r} is not a finite number")
-        return repr(value)
+        text = repr(value)
+        # YAML 1.1 readers take "5e-324" for a string: a float needs its dot.
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     if isinstance(value, str):
         return _string(value)
     raise YamlError(f"{path or 'value'}: {type(value).__name__} is not plain data")
@@ -64,9 +70,7 @@ def _string(text: str) -> str:
     ):
         return text
     quoted = json.dumps(text, ensure_ascii=False)
-    for char, escape in _YAML_BREAKS.items():
-        quoted = quoted.replace(char, escape)
-    return quoted
+    return _YAML_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", quoted)
 
 
 def _is_collection(value: object) -> bool:

@@ -1,0 +1,1 @@
+"""Schemas the export tests validate against: Istio's published CRDs (data) and a validator."""
