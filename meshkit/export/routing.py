@@ -21,20 +21,9 @@ from typing import Any
 
 import attrs
 
+from meshkit.api import DirectResponse, Forward, HeaderMatch, HeaderOps, Redirect, RequestMatch
 from meshkit.dsl.durations import format_duration
-from meshkit.dsl.spec import (
-    FaultSpec,
-    ForwardSpec,
-    HeaderMatcher,
-    HeaderOpsSpec,
-    MatchSpec,
-    MirrorSpec,
-    Origin,
-    RedirectSpec,
-    RetrySpec,
-    RouteSpec,
-    RuleSpec,
-)
+from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RouteSpec, RuleSpec
 from meshkit.export.model import Finding, istio_duration
 
 # Retry conditions Envoy (and so Istio's retryOn) knows, in meshkit's spelling.
@@ -59,8 +48,8 @@ class RuleOptions:
     fault: FaultSpec | None = None
     mirror: MirrorSpec | None = None
     rewrite_prefix: str | None = None
-    request_headers: HeaderOpsSpec | None = None
-    response_headers: HeaderOpsSpec | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
 
 
 def _pick(own: Any, inherited: Any) -> Any:
@@ -73,7 +62,7 @@ def rule_options(rule: RuleSpec, route: RouteSpec) -> RuleOptions:
         retry=_pick(rule.retry, route.retry),
         fault=_pick(rule.fault, route.fault),
         mirror=_pick(rule.mirror, route.mirror),
-        rewrite_prefix=rule.rewrite_prefix,
+        rewrite_prefix=rule.action.rewrite_prefix if isinstance(rule.action, Forward) else None,
         request_headers=_pick(rule.request_headers, route.request_headers),
         response_headers=_pick(rule.response_headers, route.response_headers),
     )
@@ -86,14 +75,14 @@ def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]
     for number, rule in enumerate(route.rules, start=1):
         name = f"rule-{number}"
         condition = request_match(rule.match, notes.at(rule.origin))
-        if isinstance(rule.action, ForwardSpec):
+        if isinstance(rule.action, Forward):
             options = rule_options(rule, route)
             entries.extend(
                 _forwarding(name, condition, rule.action, options, notes.at(rule.origin))
             )
         else:
             entries.append(_local_reply(name, condition, rule, route, notes.at(rule.origin)))
-    default = route.default if route.default is not None else ForwardSpec()
+    default = route.default if route.default is not None else Forward()
     options = RuleOptions(
         timeout=route.timeout,
         retry=route.retry,
@@ -128,7 +117,7 @@ class _Notes:
         )
 
 
-def request_match(match: MatchSpec, notes: _Notes) -> dict[str, Any]:
+def request_match(match: RequestMatch, notes: _Notes) -> dict[str, Any]:
     """One Istio ``HTTPMatchRequest`` (every condition must hold), ``{}`` for any request."""
     condition: dict[str, Any] = {}
     if match.path_kind != "any":
@@ -152,9 +141,7 @@ def request_match(match: MatchSpec, notes: _Notes) -> dict[str, Any]:
     return condition
 
 
-def _add_headers(
-    condition: dict[str, Any], matchers: Iterable[HeaderMatcher], notes: _Notes
-) -> bool:
+def _add_headers(condition: dict[str, Any], matchers: Iterable[HeaderMatch], notes: _Notes) -> bool:
     """Add header conditions to ``condition``; False when one names a header it already has."""
     for matcher in matchers:
         field = "withoutHeaders" if matcher.kind == "absent" else "headers"
@@ -179,7 +166,7 @@ def _check_regex(pattern: str, what: str, notes: _Notes) -> None:
         )
 
 
-def destinations(service: str, action: ForwardSpec) -> list[dict[str, Any]]:
+def destinations(service: str, action: Forward) -> list[dict[str, Any]]:
     """Istio's weighted destinations: a subset per version, the weight when there are several."""
     routes: list[dict[str, Any]] = []
     for weighted in action.versions:
@@ -194,7 +181,7 @@ def destinations(service: str, action: ForwardSpec) -> list[dict[str, Any]]:
 
 
 def _forwarding(
-    name: str, condition: dict[str, Any], action: ForwardSpec, options: RuleOptions, notes: _Notes
+    name: str, condition: dict[str, Any], action: Forward, options: RuleOptions, notes: _Notes
 ) -> list[dict[str, Any]]:
     entry: dict[str, Any] = {"name": name}
     if condition:
@@ -293,7 +280,7 @@ def _local_reply(
     if condition:
         entry["match"] = [condition]
     action = rule.action
-    if isinstance(action, RedirectSpec):
+    if isinstance(action, Redirect):
         redirect: dict[str, Any] = {}
         if action.path is not None:
             redirect["uri"] = action.path
@@ -301,7 +288,7 @@ def _local_reply(
             redirect["authority"] = action.host
         redirect["redirectCode"] = action.status
         entry["redirect"] = redirect
-    elif not isinstance(action, ForwardSpec):
+    elif isinstance(action, DirectResponse):
         response: dict[str, Any] = {"status": action.status}
         if action.body:
             response["body"] = {"string": action.body}
@@ -313,7 +300,7 @@ def _local_reply(
 
 
 def _header_edits(
-    request: HeaderOpsSpec | None, response: HeaderOpsSpec | None, notes: _Notes
+    request: HeaderOps | None, response: HeaderOps | None, notes: _Notes
 ) -> dict[str, Any]:
     edits: dict[str, Any] = {}
     for side, ops in (("request", request), ("response", response)):
@@ -322,7 +309,7 @@ def _header_edits(
     return edits
 
 
-def _header_operations(ops: HeaderOpsSpec, side: str, notes: _Notes) -> dict[str, Any]:
+def _header_operations(ops: HeaderOps, side: str, notes: _Notes) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     if ops.set:
         operations["set"] = dict(ops.set)
