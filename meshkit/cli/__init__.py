@@ -18,7 +18,7 @@ SUBCOMMANDS = (
     "fault",
     "routes",
     "check",
-    "config",
+    "spec",
     "ca",
     "export",
 )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
-import trio
-
-from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, call_control
+from meshkit.cli.control import ask
 from meshkit.runtime.mesh import StatePaths
 
 STATE_DIRECTORY = Path(".meshkit")
@@ -29,30 +28,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-async def _down(paths: StatePaths, wait_seconds: float) -> int:
-    pid = paths.running_pid()
-    status, body = await call_control(CONTROL_SOCKET, "POST", "/v1/down")
-    if status != 202:
-        print(f"meshkit: the control plane refused to stop ({status}): {body}", file=sys.stderr)
-        return 1
-    with trio.move_on_after(wait_seconds):
-        while pid is not None and paths.running_pid() == pid:
-            await trio.sleep(0.1)
-        return 0
-    print(
-        f"meshkit: the mesh (pid {pid}) is still running after {wait_seconds:g}s",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def run(args: argparse.Namespace) -> int:
     paths = StatePaths(state_dir=STATE_DIRECTORY)
-    try:
-        code = trio.run(_down, paths, args.grace + 5.0)
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
+    pid = paths.running_pid()
+    if ask("POST", "/v1/down", command="meshkit down", accept=202) is None:
         return 1
-    if code == 0:
-        print("meshkit: mesh stopped")
-    return code
+    wait_seconds = args.grace + 5.0
+    deadline = time.monotonic() + wait_seconds
+    while pid is not None and paths.running_pid() == pid:
+        if time.monotonic() >= deadline:
+            print(
+                f"meshkit: the mesh (pid {pid}) is still running after {wait_seconds:g}s",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.1)
+    print("meshkit: mesh stopped")
+    return 0

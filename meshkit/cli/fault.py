@@ -1,11 +1,11 @@
 """``meshkit fault``: inject faults into the running mesh, list them, clear them.
 
 * ``meshkit fault SERVICE --abort 503|unavailable [--delay 200ms] [--percent 50]
-  [--path /items] [--header k=v ...] [--for 30s]``: every request *to* SERVICE
+  [--path-prefix /items] [--header k=v ...] [--duration 30s]``: every request *to* SERVICE
   (from the gateway or another service) that matches is delayed and/or
   answered by the mesh with the abort (flag ``FI``; ``DI`` for a delay).
   The command returns once every sidecar applied it.  Faults expire by
-  themselves (``--for``, default 5 minutes).
+  themselves (``--duration``, default 5 minutes).
 * ``meshkit fault SERVICE --clear``: remove every fault on SERVICE.
 * ``meshkit fault --list`` (or ``meshkit fault`` alone): the faults in force.
 
@@ -21,12 +21,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import trio
-
 from meshkit.api import GRPC_STATUS_NAMES
-from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, describe_fault, no_mesh_message
+from meshkit.cli.control import ask
+from meshkit.cli.status import describe_fault
 from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
-from meshkit.proxy.control import ControlPlaneError, request_json
 
 REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags
 
@@ -57,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="100",
         help="share of matching requests affected (default 100)",
     )
-    parser.add_argument("--path", metavar="PREFIX", help="only requests whose path starts so")
+    parser.add_argument(
+        "--path-prefix", metavar="PREFIX", help="only requests whose path starts so"
+    )
     parser.add_argument(
         "--header",
         metavar="NAME=VALUE",
@@ -66,10 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="only requests carrying this header value (repeatable)",
     )
     parser.add_argument(
-        "--for",
-        dest="duration",
-        metavar="DURATION",
-        help="how long the fault lasts (default 5m)",
+        "--duration", metavar="DURATION", help="how long the fault lasts (default 5m)"
     )
     parser.add_argument("--clear", action="store_true", help="remove every fault on SERVICE")
     parser.add_argument("--list", action="store_true", help="show the faults in force")
@@ -80,8 +77,8 @@ def _duration(flag: str, value: str) -> float:
         seconds = parse_duration(value)
     except DurationError:
         raise UsageError(f"{flag} {value!r} is not a duration ({DURATION_HINT})") from None
-    if seconds <= 0 and flag == "--for":
-        raise UsageError(f"--for must be longer than 0 (got {value!r})")
+    if seconds <= 0 and flag == "--duration":
+        raise UsageError(f"--duration must be longer than 0 (got {value!r})")
     if seconds < 0:
         raise UsageError(f"{flag} must not be negative (got {value!r})")
     return seconds
@@ -128,16 +125,17 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
             f"say what to do to {args.service}: --abort 503 (or a gRPC code like unavailable) "
             "and/or --delay 200ms; --clear removes its faults"
         )
-    if args.path is not None and not args.path.startswith("/"):
-        raise UsageError(f"--path {args.path!r}: a path prefix starts with '/' (/items)")
+    prefix = args.path_prefix
+    if prefix is not None and not prefix.startswith("/"):
+        raise UsageError(f"--path-prefix {prefix!r}: a path prefix starts with '/' (/items)")
     return {
         "service": args.service,
         "abort": None if args.abort is None else _abort(args.abort),
         "delay": None if args.delay is None else _duration("--delay", args.delay),
         "percent": _percent(args.percent),
-        "path": args.path,
+        "path_prefix": prefix,
         "headers": _headers(args.header),
-        "for": None if args.duration is None else _duration("--for", args.duration),
+        "duration": None if args.duration is None else _duration("--duration", args.duration),
     }
 
 
@@ -150,16 +148,6 @@ def plan_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | N
     if args.clear:
         return "DELETE", f"/v1/faults?service={quote(args.service)}", None
     return "POST", "/v1/faults", fault_body(args)
-
-
-async def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-    if not CONTROL_SOCKET.exists():
-        raise NoMeshRunning(no_mesh_message(CONTROL_SOCKET))
-    try:
-        with trio.fail_after(REQUEST_TIMEOUT):
-            return await request_json(CONTROL_SOCKET, method, path, body)
-    except (ControlPlaneError, trio.TooSlowError) as exc:
-        raise NoMeshRunning(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})") from None
 
 
 def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, Any]) -> str:
@@ -177,15 +165,7 @@ def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, An
         return f"meshkit: cleared {', '.join(removed)}{lagging}"
     assert body is not None
     left = float(answer.get("expires_at") or now) - now
-    shown = {
-        "id": answer.get("id"),
-        "service": body["service"],
-        "abort": body["abort"],
-        "delay": body["delay"],
-        "percent": body["percent"],
-        "path": body["path"],
-        "headers": body["headers"],
-    }
+    shown = {**body, "id": answer.get("id")}
     return (
         f"meshkit: fault {describe_fault(shown, now=now)}, for {format_duration(round(left))}"
         f"{lagging}; clear it with 'meshkit fault {body['service']} --clear'"
@@ -198,14 +178,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"meshkit fault: {exc}", file=sys.stderr)
         return 2
-    try:
-        status, answer = trio.run(call, method, path, body)
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(answer, dict):
-        error = answer.get("error") if isinstance(answer, dict) else answer
-        print(f"meshkit fault: {error} (control plane answered {status})", file=sys.stderr)
+    answer = ask(method, path, body, command="meshkit fault", timeout=REQUEST_TIMEOUT)
+    if answer is None:
         return 1
     print(format_answer(method, body, answer))
     return 0

@@ -12,10 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-import trio
-
-from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, no_mesh_message
-from meshkit.proxy.control import ControlPlaneError, request_json
+from meshkit.cli.control import ask
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -35,16 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-async def request_reload(timeout: float) -> tuple[int, Any]:
-    if not CONTROL_SOCKET.exists():
-        raise NoMeshRunning(no_mesh_message(CONTROL_SOCKET))
-    try:
-        with trio.fail_after(timeout):
-            return await request_json(CONTROL_SOCKET, "POST", "/v1/reload")
-    except ControlPlaneError as exc:
-        raise NoMeshRunning(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})") from None
-
-
 def format_outcome(outcome: dict[str, Any]) -> str:
     if not outcome.get("applied"):
         return f"meshkit: reload refused, nothing changed: {outcome.get('error')}"
@@ -58,16 +45,8 @@ def format_outcome(outcome: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        status, outcome = trio.run(request_reload, args.timeout)
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except trio.TooSlowError:
-        print(f"meshkit: no answer to the reload within {args.timeout:g}s", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(outcome, dict):
-        print(f"meshkit: the control plane answered {status}: {outcome}", file=sys.stderr)
+    outcome = ask("POST", "/v1/reload", command="meshkit reload", timeout=args.timeout)
+    if outcome is None:
         return 1
     message = format_outcome(outcome)
     ok = bool(outcome.get("applied")) and not outcome.get("error")

@@ -12,11 +12,8 @@ import argparse
 import sys
 from urllib.parse import quote
 
-import trio
-
+from meshkit.cli.control import ask
 from meshkit.cli.reload import DEFAULT_TIMEOUT
-from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, no_mesh_message
-from meshkit.proxy.control import ControlPlaneError, request_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,30 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-async def request_restart(service: str, timeout: float) -> tuple[int, object]:
-    if not CONTROL_SOCKET.exists():
-        raise NoMeshRunning(no_mesh_message(CONTROL_SOCKET))
-    try:
-        with trio.fail_after(timeout):
-            return await request_json(
-                CONTROL_SOCKET, "POST", f"/v1/services/{quote(service, safe='')}/restart"
-            )
-    except ControlPlaneError as exc:
-        raise NoMeshRunning(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        status, outcome = trio.run(request_restart, args.service, args.timeout)
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except trio.TooSlowError:
-        print(f"meshkit restart: not done within {args.timeout:g}s", file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(outcome, dict):
-        error = outcome.get("error") if isinstance(outcome, dict) else outcome
-        print(f"meshkit restart: {error} (control plane answered {status})", file=sys.stderr)
+    path = f"/v1/services/{quote(args.service, safe='')}/restart"
+    outcome = ask("POST", path, command="meshkit restart", timeout=args.timeout)
+    if outcome is None:
         return 1
     if not outcome.get("applied"):
         print(f"meshkit restart: nothing restarted: {outcome.get('error')}", file=sys.stderr)

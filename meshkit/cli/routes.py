@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
+from urllib.parse import quote
 
-import trio
-
-from meshkit.cli.status import CONTROL_SOCKET, NoMeshRunning, call_control
+from meshkit.cli.control import ask
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,15 +85,8 @@ def format_routes(answer: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = f"/v1/instances/{args.instance}/config"
-    try:
-        status, answer = trio.run(call_control, CONTROL_SOCKET, "GET", path)
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(answer, dict):
-        error = answer.get("error") if isinstance(answer, dict) else answer
-        print(f"meshkit: {error}", file=sys.stderr)
+    answer = ask("GET", f"/v1/instances/{quote(args.instance, safe='')}/config")
+    if answer is None:
         return 1
     if args.json:
         print(json.dumps(answer, indent=2))

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import trio
-
+from meshkit.cli.control import ask
 from meshkit.dsl.durations import format_duration
-from meshkit.proxy.control import ControlPlaneError, request_json
 
-CONTROL_SOCKET = Path(".meshkit") / "run" / "control.sock"
-REQUEST_TIMEOUT = 5.0
 COLUMNS = (
     "SERVICE",
     "VERSION",
@@ -50,28 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Show every instance of the running mesh: state, pids, restarts, ports.",
     )
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
-
-
-class NoMeshRunning(Exception):
-    pass
-
-
-def no_mesh_message(socket_path: Path) -> str:
-    return (
-        f"meshkit: no mesh is running in {Path.cwd()} (nothing answers on {socket_path}); "
-        "start one with 'meshkit up'"
-    )
-
-
-async def call_control(socket_path: Path, method: str, path: str) -> tuple[int, Any]:
-    """One control API call, bounded in time; ``NoMeshRunning`` if nothing answers."""
-    if not socket_path.exists():
-        raise NoMeshRunning(no_mesh_message(socket_path))
-    try:
-        with trio.fail_after(REQUEST_TIMEOUT):
-            return await request_json(socket_path, method, path)
-    except (ControlPlaneError, trio.TooSlowError) as exc:
-        raise NoMeshRunning(f"{no_mesh_message(socket_path)} ({exc})") from None
 
 
 def format_age(seconds: float | None) -> str:
@@ -130,8 +102,8 @@ def describe_fault(fault: dict[str, Any], *, now: float) -> str:
         effects.append(f"delay {format_duration(float(fault['delay']))}")
     line = f"{fault.get('id')}: {fault.get('service')} {' + '.join(effects) or '-'}"
     line += f" on {float(fault.get('percent') or 0):g}% of requests"
-    if fault.get("path"):
-        line += f" under {fault['path']}"
+    if fault.get("path_prefix"):
+        line += f" under {fault['path_prefix']}"
     for name, value in (fault.get("headers") or {}).items():
         line += f" with {name}: {value}"
     expires = fault.get("expires_at")
@@ -190,13 +162,8 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        status, document = trio.run(call_control, CONTROL_SOCKET, "GET", "/v1/status")
-    except NoMeshRunning as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if status != 200 or not isinstance(document, dict):
-        print(f"meshkit: the control plane answered {status}: {document}", file=sys.stderr)
+    document = ask("GET", "/v1/status")
+    if document is None:
         return 1
     if args.json:
         print(json.dumps(document, indent=2))

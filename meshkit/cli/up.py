@@ -8,7 +8,7 @@ service says otherwise.
 Options for test harnesses (``meshkit.testing`` uses them): ``--gateway-port``
 and ``--gateway-tls-port`` override the Meshfile's gateway ports (0: the
 system picks a free one); ``--ingress`` adds the test ingress (see
-``meshkit.testing.ingress``); ``--exit-with-parent`` stops the mesh, as
+``meshkit.runtime.ingress``); ``--exit-with-parent`` stops the mesh, as
 SIGTERM would, once standard input reaches end of file, which happens when
 the process holding its other end dies, even by SIGKILL.
 
@@ -34,10 +34,10 @@ import trio
 
 from meshkit.dsl.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
+from meshkit.runtime.ingress import IngressError, with_test_ingress
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.policy.plan import PlanError, restrict_spec
 from meshkit.runtime.reload import SpecTransformError
-from meshkit.testing.ingress import IngressError, with_test_ingress
 
 STATE_DIRECTORY = ".meshkit"
 
@@ -117,9 +117,7 @@ def spec_transform_for(args: argparse.Namespace) -> Callable[[MeshSpec], MeshSpe
             spec = restrict_spec(spec, services)
         except PlanError as exc:
             raise SpecTransformError(str(exc)) from None
-        spec = override_gateway_ports(
-            spec, port=args.gateway_port, tls_port=args.gateway_tls_port
-        )
+        spec = override_gateway_ports(spec, port=args.gateway_port, tls_port=args.gateway_tls_port)
         if args.ingress:
             try:
                 spec = with_test_ingress(spec)

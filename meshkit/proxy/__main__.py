@@ -18,7 +18,7 @@ import sys
 
 import trio
 
-from meshkit.proxy.control import ControlClient
+from meshkit.api.control import ControlClient
 from meshkit.proxy.identity import (
     IDENTITY_ENV,
     IdentityError,

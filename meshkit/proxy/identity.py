@@ -27,12 +27,11 @@ import os
 import ssl
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
-from urllib.parse import quote
 
 import trio
 from cryptography import x509
 
+from meshkit.api.control import ControlClient, ControlPlaneError, error_text
 from meshkit.ca.errors import CaError
 from meshkit.ca.exchange import (
     BOOTSTRAP_FD_ENV,
@@ -52,7 +51,6 @@ from meshkit.ca.workload import (
     make_serving_csr,
     renewal_proof,
 )
-from meshkit.proxy.control import ControlClient, ControlPlaneError, request_json
 from meshkit.proxy.policy.backoff import Backoff
 
 log = logging.getLogger("meshkit.proxy")
@@ -147,15 +145,14 @@ class SidecarIdentity:
         return self.schedule.state
 
     async def _request(self, body: dict[str, str]) -> tuple[bytes, bytes]:
-        path = f"/v1/instances/{quote(self.control.instance, safe='')}/certificate"
         with trio.move_on_after(REQUEST_TIMEOUT):
-            status, answer = await request_json(self.control.socket_path, "POST", path, body)
+            status, answer = await self.control.request_certificate(body)
             if status == 200 and isinstance(answer, dict):
                 try:
                     return parse_certificate_answer(answer)
                 except CaError as error:
                     raise ControlPlaneError(f"unreadable certificate answer: {error}") from None
-            reason = _error_text(answer)
+            reason = error_text(answer)
             if 400 <= status < 500:
                 raise CertificateRequestRefused(f"refused ({status}): {reason}")
             raise ControlPlaneError(f"certificate request answered {status}: {reason}")
@@ -197,8 +194,7 @@ class SidecarIdentity:
                     await trio.sleep(backoff.next_delay())
                 except CertificateRequestRefused as refused:
                     raise IdentityError(
-                        f"the control plane refused a certificate for {self.spiffe_id}: "
-                        f"{refused}"
+                        f"the control plane refused a certificate for {self.spiffe_id}: {refused}"
                     ) from None
             contexts = self._install(key, cert_pem, root_pem)
             log.info(
@@ -291,9 +287,3 @@ class SidecarIdentity:
         except (ValueError, ssl.SSLError) as error:
             raise IdentityError(f"the gateway's HTTPS certificate is unusable: {error}") from None
         self.gateway_context = context
-
-
-def _error_text(body: Any) -> str:
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"])
-    return repr(body)

@@ -30,9 +30,9 @@ import attrs
 import cattrs
 import trio
 
+from meshkit.api.control import ControlClient, ControlPlaneError
 from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.config import Listener, ProxyConfig
-from meshkit.proxy.control import ControlClient, ControlPlaneError
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
 from meshkit.proxy.net.server import serve_listener

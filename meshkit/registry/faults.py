@@ -57,7 +57,7 @@ class StoredFault:
             "abort": abort,
             "delay": rule.delay if rule.delay > 0 else None,
             "percent": max(rule.abort_percent, rule.delay_percent),
-            "path": rule.path_prefix,
+            "path_prefix": rule.path_prefix,
             "headers": {match.name: match.value for match in rule.headers} or None,
             "expires_at": self.expires_at,
             "expires_in": max(0.0, self.expires_at - now),
@@ -145,12 +145,12 @@ def fault_request(data: Mapping[str, Any], *, known_services: Iterable[str]) -> 
     """
     known = sorted(set(known_services))
     unexpected = sorted(
-        set(data) - {"service", "abort", "delay", "percent", "path", "headers", "for"}
+        set(data) - {"service", "abort", "delay", "percent", "path_prefix", "headers", "duration"}
     )
     if unexpected:
         raise FaultRequestError(
             f"unknown field(s) {', '.join(map(repr, unexpected))}; a fault has "
-            "'service', 'abort', 'delay', 'percent', 'path', 'headers' and 'for'"
+            "'service', 'abort', 'delay', 'percent', 'path_prefix', 'headers' and 'duration'"
         )
     service = data.get("service")
     if not isinstance(service, str) or not service:
@@ -164,13 +164,17 @@ def fault_request(data: Mapping[str, Any], *, known_services: Iterable[str]) -> 
     if delay == 0 and abort_status is None and abort_grpc is None:
         raise FaultRequestError("a fault needs an 'abort' (a status or gRPC code) or a 'delay'")
     percent = _percent(data.get("percent", 100))
-    path = data.get("path")
-    if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-        raise FaultRequestError(f"'path' must be a path prefix starting with '/' (got {path!r})")
-    duration = _seconds(data.get("for"), field="for", default=DEFAULT_FAULT_DURATION)
+    path_prefix = data.get("path_prefix")
+    if path_prefix is not None and (
+        not isinstance(path_prefix, str) or not path_prefix.startswith("/")
+    ):
+        raise FaultRequestError(
+            f"'path_prefix' must be a path prefix starting with '/' (got {path_prefix!r})"
+        )
+    duration = _seconds(data.get("duration"), field="duration", default=DEFAULT_FAULT_DURATION)
     if not 0 < duration <= MAX_FAULT_DURATION:
         raise FaultRequestError(
-            f"'for' must be more than 0 and at most {MAX_FAULT_DURATION / 3600:g}h "
+            f"'duration' must be more than 0 and at most {MAX_FAULT_DURATION / 3600:g}h "
             f"(got {duration:g}s)"
         )
     rule = FaultRule(
@@ -180,7 +184,7 @@ def fault_request(data: Mapping[str, Any], *, known_services: Iterable[str]) -> 
         abort_grpc=abort_grpc,
         abort_percent=percent if abort_status is not None or abort_grpc is not None else 0.0,
         headers=_headers(data.get("headers")),
-        path_prefix=path,
+        path_prefix=path_prefix,
     )
     return FaultRequest(service=service, rule=rule, duration=duration)
 

@@ -6,7 +6,7 @@ A test reaches a service through the mesh, never around it:
   there (the gateway does not strip prefixes: paths are the service's own, and
   only paths under its prefix reach it), otherwise ``ingress_url(service)``;
 * ``ingress_url(service)`` / ``addr(service)``: the test ingress's loopback
-  port for that service (see ``meshkit.testing.ingress``): plaintext from the
+  port for that service (see ``meshkit.runtime.ingress``): plaintext from the
   test, mTLS across the mesh, load-balanced over healthy instances.
 
 At runtime a test can also inject faults (``fault``: a context manager, or
@@ -14,9 +14,11 @@ an object with ``clear()``), read the calls a service answered (``calls``,
 ``clear_calls``) and restart a service instance by instance (``restart``).
 
 Ports are read from the control plane on every call, so they stay right
-when a sidecar restarts.  The async handle runs each blocking call in a
-worker thread (``anyio.to_thread``), so it works under pytest-trio and under
-anyio on either backend without blocking the event loop.
+when a sidecar restarts.  ``AsyncMeshHandle`` is the thin awaitable face of
+``MeshHandle``: each of its methods runs the blocking method of the same name
+in a worker thread (``anyio.to_thread``), so it works under pytest-trio and
+under anyio on either backend without blocking the event loop; only
+``wait_healthy`` sleeps on the event loop between its polls.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 
+from meshkit.api.control import error_text, request_json_blocking
+from meshkit.runtime.ingress import INGRESS_SERVICE
 from meshkit.testing.calls import (
     AsyncFaultRequest,
     Call,
@@ -41,11 +45,11 @@ from meshkit.testing.calls import (
     clear_calls,
     read_calls,
 )
-from meshkit.testing.ingress import INGRESS_SERVICE
 from meshkit.testing.launch import MeshProcess
 from meshkit.testing.status import (
     StatusDocument,
     describe_unhealthy,
+    fetch_status,
     gateway_url,
     ingress_port,
     instances_of,
@@ -56,6 +60,7 @@ from meshkit.testing.status import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
 POLL_INTERVAL = 0.1
 KILL_NOTICE_TIMEOUT = 10.0
 FAULT_CALL_TIMEOUT = 20.0  # the control plane answers within ~5 s, once sidecars applied it
@@ -99,7 +104,7 @@ class MeshHandle:
 
     def status(self) -> StatusDocument:
         """The control plane's ``/v1/status`` document, fresh."""
-        return self._process.control.status()
+        return fetch_status(self._process.control_socket)
 
     def services(self) -> list[str]:
         """The services of the Meshfile (the test ingress left out)."""
@@ -159,10 +164,12 @@ class MeshHandle:
         )
 
     def _control(self, method: str, path: str, body: object = None, *, timeout: float) -> Any:
-        code, answer = self._process.control.call(method, path, body, timeout=timeout)
+        socket_path = self._process.control_socket
+        code, answer = request_json_blocking(socket_path, method, path, body, timeout=timeout)
         if code != 200:
-            error = answer.get("error") if isinstance(answer, dict) else answer
-            raise MeshRefused(f"{method} {path}: {error} (control plane answered {code})")
+            raise MeshRefused(
+                f"{method} {path}: {error_text(answer)} (control plane answered {code})"
+            )
         return answer
 
     def fault(
@@ -171,7 +178,7 @@ class MeshHandle:
         abort: int | str | None = None,
         delay: float | str | None = None,
         percent: float = 100,
-        path: str | None = None,
+        path_prefix: str | None = None,
         headers: dict[str, str] | None = None,
         duration: float | str | None = None,
     ) -> InjectedFault:
@@ -179,17 +186,17 @@ class MeshHandle:
 
         In force when this returns (every sidecar applied it), until ``clear()``
         or the end of a ``with`` block; it expires after ``duration`` (default
-        5 minutes) in any case.  ``path`` and ``headers`` narrow it to the
-        requests whose path starts with ``path`` and that carry those headers.
+        5 minutes) in any case.  ``path_prefix`` and ``headers`` narrow it to the
+        requests whose path starts with ``path_prefix`` and that carry those headers.
         """
         body = {
             "service": service,
             "abort": abort,
             "delay": delay,
             "percent": percent,
-            "path": path,
+            "path_prefix": path_prefix,
             "headers": headers,
-            "for": duration,
+            "duration": duration,
         }
         answer = self._control("POST", "/v1/faults", body, timeout=FAULT_CALL_TIMEOUT)
 
@@ -242,23 +249,12 @@ class MeshHandle:
         Raises ``MeshNotHealthy`` naming each instance that is not healthy,
         with the last lines of its log.
         """
-        deadline = time.monotonic() + timeout
+        wait = _HealthWait(self._process, service, timeout)
         while True:
             status = self.status()
-            if is_healthy(status, service):
+            if wait.reached(status):
                 return status
-            if time.monotonic() >= deadline:
-                raise self._not_healthy(status, service, timeout)
             time.sleep(POLL_INTERVAL)
-
-    def _not_healthy(
-        self, status: StatusDocument, service: str | None, timeout: float
-    ) -> MeshNotHealthy:
-        what = "the mesh" if service is None else f"service {service!r}"
-        report = describe_unhealthy(
-            status, service, logs_dir=self._process.logs_dir, lines=self._process.options.log_lines
-        )
-        return MeshNotHealthy(f"{what} was not healthy after {timeout:g}s:\n{report}")
 
     def instance_logs(self, service: str, *, sidecar: bool = False) -> dict[str, str]:
         """Each instance's log text by instance id (its sidecar's log with ``sidecar=True``)."""
@@ -296,81 +292,88 @@ class MeshHandle:
         }
 
 
+class _HealthWait:
+    """The deadline of one ``wait_healthy``, shared by the blocking and the async loop."""
+
+    def __init__(self, process: MeshProcess, service: str | None, timeout: float) -> None:
+        self._process = process
+        self._service = service
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+
+    def reached(self, status: StatusDocument) -> bool:
+        """True once healthy; ``MeshNotHealthy`` (naming who and why) once out of time."""
+        if is_healthy(status, self._service):
+            return True
+        if time.monotonic() < self._deadline:
+            return False
+        what = "the mesh" if self._service is None else f"service {self._service!r}"
+        report = describe_unhealthy(
+            status,
+            self._service,
+            logs_dir=self._process.logs_dir,
+            lines=self._process.options.log_lines,
+        )
+        raise MeshNotHealthy(f"{what} was not healthy after {self._timeout:g}s:\n{report}")
+
+
+def _in_worker_thread(
+    method: Callable[Concatenate[MeshHandle, P], T],
+) -> Callable[Concatenate[AsyncMeshHandle, P], Awaitable[T]]:
+    """``MeshHandle.method``, awaitable: it runs in a worker thread; same docstring."""
+
+    @functools.wraps(method)
+    async def awaitable(self: AsyncMeshHandle, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(method, self._handle, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call)
+
+    return awaitable
+
+
+def _injected_when_awaited(
+    method: Callable[Concatenate[MeshHandle, P], InjectedFault],
+) -> Callable[Concatenate[AsyncMeshHandle, P], AsyncFaultRequest]:
+    """``MeshHandle.fault`` for async tests: awaited, or used with ``async with``."""
+
+    @functools.wraps(method)
+    def request(self: AsyncMeshHandle, /, *args: P.args, **kwargs: P.kwargs) -> AsyncFaultRequest:
+        return AsyncFaultRequest(functools.partial(method, self._handle, *args, **kwargs))
+
+    request.__doc__ = (
+        "``fault = await mesh.aio.fault(...)`` or ``async with mesh.aio.fault(...):``.\n\n"
+        f"{method.__doc__}"
+    )
+    return request
+
+
 class AsyncMeshHandle:
     """The operations of ``MeshHandle``, awaitable (trio, or anyio on any backend)."""
 
     def __init__(self, handle: MeshHandle) -> None:
         self._handle = handle
 
-    async def _in_thread(self, call: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(call)
-
-    async def status(self) -> StatusDocument:
-        return await self._in_thread(self._handle.status)
-
-    async def url(self, service: str) -> str:
-        return await self._in_thread(functools.partial(self._handle.url, service))
-
-    async def ingress_url(self, service: str) -> str:
-        return await self._in_thread(functools.partial(self._handle.ingress_url, service))
-
-    async def addr(self, service: str) -> str:
-        return await self._in_thread(functools.partial(self._handle.addr, service))
-
-    async def gateway_url(self) -> str:
-        return await self._in_thread(self._handle.gateway_url)
-
-    async def kill(self, service: str, instance: int | str = 0) -> int:
-        return await self._in_thread(functools.partial(self._handle.kill, service, instance))
-
-    def fault(
-        self,
-        service: str,
-        abort: int | str | None = None,
-        delay: float | str | None = None,
-        percent: float = 100,
-        path: str | None = None,
-        headers: dict[str, str] | None = None,
-        duration: float | str | None = None,
-    ) -> AsyncFaultRequest:
-        """``fault = await mesh.aio.fault(...)`` or ``async with mesh.aio.fault(...):``."""
-        inject = functools.partial(
-            self._handle.fault,
-            service,
-            abort=abort,
-            delay=delay,
-            percent=percent,
-            path=path,
-            headers=headers,
-            duration=duration,
-        )
-        return AsyncFaultRequest(inject)
-
-    async def clear_faults(self, service: str) -> list[str]:
-        return await self._in_thread(functools.partial(self._handle.clear_faults, service))
-
-    async def calls(self, service: str, since: float | None = None) -> list[Call]:
-        return await self._in_thread(functools.partial(self._handle.calls, service, since))
-
-    async def clear_calls(self, service: str) -> None:
-        await self._in_thread(functools.partial(self._handle.clear_calls, service))
-
-    async def restart(self, service: str) -> dict[str, Any]:
-        return await self._in_thread(functools.partial(self._handle.restart, service))
-
-    async def logs(self, service: str, *, sidecar: bool = False) -> str:
-        call = functools.partial(self._handle.logs, service, sidecar=sidecar)
-        return await self._in_thread(call)
+    status = _in_worker_thread(MeshHandle.status)
+    services = _in_worker_thread(MeshHandle.services)
+    url = _in_worker_thread(MeshHandle.url)
+    ingress_url = _in_worker_thread(MeshHandle.ingress_url)
+    addr = _in_worker_thread(MeshHandle.addr)
+    gateway_url = _in_worker_thread(MeshHandle.gateway_url)
+    instances = _in_worker_thread(MeshHandle.instances)
+    kill = _in_worker_thread(MeshHandle.kill)
+    fault = _injected_when_awaited(MeshHandle.fault)
+    clear_faults = _in_worker_thread(MeshHandle.clear_faults)
+    calls = _in_worker_thread(MeshHandle.calls)
+    clear_calls = _in_worker_thread(MeshHandle.clear_calls)
+    restart = _in_worker_thread(MeshHandle.restart)
+    logs = _in_worker_thread(MeshHandle.logs)
 
     async def wait_healthy(
         self, service: str | None = None, timeout: float = 30.0
     ) -> StatusDocument:
         """Like ``MeshHandle.wait_healthy``; sleeps on the event loop between polls."""
-        deadline = time.monotonic() + timeout
+        wait = _HealthWait(self._handle.process, service, timeout)
         while True:
             status = await self.status()
-            if is_healthy(status, service):
+            if wait.reached(status):
                 return status
-            if time.monotonic() >= deadline:
-                raise self._handle._not_healthy(status, service, timeout)
             await anyio.sleep(POLL_INTERVAL)

@@ -28,11 +28,11 @@ from typing import IO
 
 import attrs
 
+from meshkit.api.control import ControlPlaneError
 from meshkit.testing.status import (
-    ControlClient,
-    ControlUnavailable,
     StatusDocument,
     describe_unhealthy,
+    fetch_status,
     log_tail,
 )
 
@@ -65,14 +65,16 @@ def up_argv(meshfile: Path, services: tuple[str, ...], options: LaunchOptions) -
 class MeshProcess:
     """One ``meshkit up`` subprocess and its state directory; stop() ends both."""
 
-    def __init__(self, *, meshfile: Path, services: tuple[str, ...], options: LaunchOptions) -> None:
+    def __init__(
+        self, *, meshfile: Path, services: tuple[str, ...], options: LaunchOptions
+    ) -> None:
         self.meshfile = meshfile
         self.services = services
         self.options = options
         self.workdir = Path(tempfile.mkdtemp(prefix="meshkit-test-"))
         self.state_dir = self.workdir / ".meshkit"
         self.output_path = self.workdir / "meshkit-up.out"
-        self.control = ControlClient(self.state_dir / "run" / "control.sock")
+        self.control_socket = self.state_dir / "run" / "control.sock"
         self._output: IO[bytes] = open(self.output_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             up_argv(meshfile, services, options),
@@ -110,8 +112,8 @@ class MeshProcess:
                     f"before the mesh was ready; its output ends with:\n{self.output_tail()}"
                 )
             try:
-                status = self.control.status()
-            except ControlUnavailable:
+                status = fetch_status(self.control_socket)
+            except ControlPlaneError:
                 status = None
             if status is not None and status.get("ready"):
                 return status

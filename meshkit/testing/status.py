@@ -1,82 +1,31 @@
 """Reading a running mesh from the test process: the control API and the log files.
 
-``ControlClient`` makes blocking HTTP/1.1 calls to the control socket (the test
-process talks to it from sync tests, and from worker threads for async ones).
-The functions below it are pure: they look things up in a ``/v1/status``
+``fetch_status`` reads the status document with the control API's blocking
+client (``meshkit.api.control``; the test process calls it from sync tests,
+and from worker threads for async ones).  The functions below it are pure: they look things up in a ``/v1/status``
 document and turn the state of the instances into messages for people.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from meshkit.testing.ingress import INGRESS_SERVICE
+from meshkit.api.control import ControlPlaneError, request_json_blocking
+from meshkit.runtime.ingress import INGRESS_SERVICE
 
 StatusDocument = dict[str, Any]
 InstanceDocument = dict[str, Any]
+STATUS_TIMEOUT = 5.0
 
 
-class ControlUnavailable(Exception):
-    """Nothing answers on the control socket (the mesh is not, or no longer, running)."""
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = str(socket_path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class ControlClient:
-    """Blocking calls to the control API of one mesh, each bounded by ``timeout``."""
-
-    def __init__(self, socket_path: Path, *, timeout: float = 5.0) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
-
-    def call(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
-    ) -> tuple[int, Any]:
-        """One request (``body`` sent as JSON); ``timeout`` overrides the client's."""
-        connection = _UnixHTTPConnection(
-            self.socket_path, self.timeout if timeout is None else timeout
-        )
-        try:
-            if body is None:
-                connection.request(method, path)
-            else:
-                payload = json.dumps(body).encode()
-                headers = {"Content-Type": "application/json"}
-                connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise ControlUnavailable(
-                f"the mesh's control socket {self.socket_path} does not answer ({exc})"
-            ) from None
-        finally:
-            connection.close()
-        return response.status, (json.loads(data) if data else None)
-
-    def status(self) -> StatusDocument:
-        code, document = self.call("GET", "/v1/status")
-        if code != 200 or not isinstance(document, dict):
-            raise ControlUnavailable(f"the control plane answered {code}: {document}")
-        return document
+def fetch_status(socket_path: Path, *, timeout: float = STATUS_TIMEOUT) -> StatusDocument:
+    """The control plane's ``/v1/status`` document; ``ControlPlaneError`` if it has none."""
+    code, document = request_json_blocking(socket_path, "GET", "/v1/status", timeout=timeout)
+    if code != 200 or not isinstance(document, dict):
+        raise ControlPlaneError(f"the control plane answered {code}: {document}")
+    return document
 
 
 def service_names(status: StatusDocument) -> list[str]:

@@ -71,7 +71,7 @@ def get(mesh: MeshProcess, path: str, **headers: str) -> tuple[int, dict[str, st
 
 
 def test_meshkit_fault_aborts_then_clears(mesh: MeshProcess) -> None:
-    injected = cli(mesh, "fault", "a", "--abort", "503", "--for", "2m")
+    injected = cli(mesh, "fault", "a", "--abort", "503", "--duration", "2m")
     assert injected.returncode == 0, injected.stderr
     assert "f" in injected.stdout and "abort 503" in injected.stdout
     assert "not every sidecar" not in injected.stdout
@@ -101,7 +101,7 @@ def test_an_injected_delay_is_measured_at_the_client(mesh: MeshProcess) -> None:
 
 
 def test_a_fault_with_a_path_applies_only_under_it(mesh: MeshProcess) -> None:
-    injected = cli(mesh, "fault", "a", "--abort", "503", "--path", "/only")
+    injected = cli(mesh, "fault", "a", "--abort", "503", "--path-prefix", "/only")
     assert injected.returncode == 0, injected.stderr
     try:
         assert get(mesh, "/only/this")[0] == 503

@@ -19,11 +19,11 @@ import pytest
 import trio
 from cryptography import x509
 
+from meshkit.api.control import ControlPlaneError, request_json
 from meshkit.ca import Issuer, RootCA, generate_key, make_csr, spiffe_id
 from meshkit.ca.exchange import bootstrap_request_body, renewal_request_body
 from meshkit.ca.workload import load_private_key, private_key_pem, renewal_proof
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, HealthCheck, MeshSpec, ServiceSpec
-from meshkit.proxy.control import ControlPlaneError, request_json
 from meshkit.runtime.mesh import UpOptions, run_mesh
 from tests.meshproc import MeshProcess
 

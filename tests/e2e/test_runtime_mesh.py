@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from meshkit.api.control import ControlPlaneError, request_json
 from meshkit.dsl.convert import spec_to_json
 from meshkit.dsl.spec import (
     GatewayRoute,
@@ -24,7 +25,6 @@ from meshkit.dsl.spec import (
     RestartPolicy,
     ServiceSpec,
 )
-from meshkit.proxy.control import ControlPlaneError, request_json
 from meshkit.runtime.mesh import UpOptions, run_mesh
 from meshkit.runtime.process import NoGuard, ProcessSpec, shell_argv, spawn
 

@@ -21,7 +21,7 @@ import pytest
 
 from meshkit.cli.up import override_gateway_ports
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, ServiceSpec
-from meshkit.testing.ingress import INGRESS_SERVICE, IngressError, with_test_ingress
+from meshkit.runtime.ingress import INGRESS_SERVICE, IngressError, with_test_ingress
 from meshkit.testing.launch import LaunchOptions, up_argv
 from meshkit.testing.status import describe_unhealthy, ingress_port, is_healthy, pick_instance
 from tests.meshproc import REPO, marked_pids
@@ -302,7 +302,7 @@ def test_the_ingress_is_upstream_of_every_service_and_its_name_is_reserved() -> 
     spec = with_test_ingress(SHOP, python="/py")
     ingress = spec.services[-1]
     assert (ingress.name, ingress.upstreams) == (INGRESS_SERVICE, ("catalog", "frontend"))
-    assert ingress.command == "/py -m meshkit.testing.ingress"
+    assert ingress.command == "/py -m meshkit.runtime.ingress"
     with pytest.raises(IngressError, match="rename that service"):
         with_test_ingress(spec)
 

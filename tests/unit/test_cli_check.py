@@ -1,4 +1,4 @@
-"""``meshkit check`` and ``meshkit config``, in-process and once as a real process."""
+"""``meshkit check`` and ``meshkit spec``, in-process and once as a real process."""
 
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def test_check_without_a_meshfile(in_tmp: pathlib.Path, capsys: pytest.CaptureFi
     )
 
 
-def test_config_prints_the_spec(in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_spec_prints_the_spec(in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     (in_tmp / "Meshfile.py").write_text(GOOD)
-    assert main(["config", "-f", "Meshfile.py"]) == 0
+    assert main(["spec", "-f", "Meshfile.py"]) == 0
     spec = json.loads(capsys.readouterr().out)
     assert spec["name"] == "shop"
     assert spec["file"] == str(in_tmp / "Meshfile.py")
@@ -76,9 +76,9 @@ def test_config_prints_the_spec(in_tmp: pathlib.Path, capsys: pytest.CaptureFixt
     ]
 
 
-def test_config_with_problems(in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_spec_with_problems(in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     (in_tmp / "Meshfile.py").write_text(BAD)
-    assert main(["config"]) == 1
+    assert main(["spec"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("Meshfile.py:4: ")

@@ -30,11 +30,11 @@ def test_an_injection_becomes_a_post_with_every_option() -> None:
             "200ms",
             "--percent",
             "50",
-            "--path",
+            "--path-prefix",
             "/items",
             "--header",
             "X-Canary=1",
-            "--for",
+            "--duration",
             "30s",
         )
     )
@@ -44,12 +44,12 @@ def test_an_injection_becomes_a_post_with_every_option() -> None:
         "abort": 503,
         "delay": 0.2,
         "percent": 50.0,
-        "path": "/items",
+        "path_prefix": "/items",
         "headers": {"x-canary": "1"},
-        "for": 30.0,
+        "duration": 30.0,
     }
     _, _, grpc = plan_request(parse("catalog", "--abort", "Unavailable"))
-    assert grpc is not None and (grpc["abort"], grpc["for"]) == ("unavailable", None)
+    assert grpc is not None and (grpc["abort"], grpc["duration"]) == ("unavailable", None)
 
 
 def test_clear_and_list() -> None:
@@ -69,9 +69,9 @@ def test_clear_and_list() -> None:
         (("catalog", "--abort", "teapot"), "--abort 'teapot' is neither an HTTP status"),
         (("catalog", "--abort", "99"), "from 200 to 599"),
         (("catalog", "--abort", "503", "--percent", "150"), "--percent '150'"),
-        (("catalog", "--abort", "503", "--for", "0"), "--for must be longer than 0"),
+        (("catalog", "--abort", "503", "--duration", "0"), "--duration must be longer than 0"),
         (("catalog", "--abort", "503", "--header", "x"), "write it as NAME=VALUE"),
-        (("catalog", "--abort", "503", "--path", "items"), "starts with '/'"),
+        (("catalog", "--abort", "503", "--path-prefix", "items"), "starts with '/'"),
         (("catalog",), "say what to do to catalog: --abort 503"),
         (("--clear",), "--clear needs the SERVICE"),
     ],
@@ -96,7 +96,7 @@ def test_faults_are_described_for_people() -> None:
         "abort": 503,
         "delay": 0.2,
         "percent": 50.0,
-        "path": "/items",
+        "path_prefix": "/items",
         "headers": {"x-canary": "1"},
         "expires_at": 130.0,
     }

@@ -13,12 +13,12 @@ import pytest
 import trio
 from cryptography import x509
 
+from meshkit.api.control import ControlClient
 from meshkit.ca import Issuer, RenewalSchedule, RootCA, generate_key, make_csr, spiffe_id
 from meshkit.ca.errors import CsrRefused
 from meshkit.ca.exchange import BOOTSTRAP_FD_ENV, bootstrap_request_body
 from meshkit.ca.workload import make_serving_csr, renewal_proof
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, ServiceSpec
-from meshkit.proxy.control import ControlClient
 from meshkit.proxy.identity import IdentityError, SidecarIdentity, read_bootstrap_token
 from meshkit.registry.compile import compile_configs
 from meshkit.registry.server.api import BadRequest, ControlServer

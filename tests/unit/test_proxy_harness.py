@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import trio
 
+from meshkit.api.control import request_json
 from meshkit.proxy.config import ProxyConfig
-from meshkit.proxy.control import request_json
 from meshkit.proxy.wire import config_to_dict
 
 # ---------------------------------------------------------------- control plane
@@ -372,7 +372,7 @@ async def test_request_json_talks_to_the_stub_control_plane(tmp_path: Path) -> N
 
 
 async def test_request_json_reports_a_missing_socket_readably(tmp_path: Path) -> None:
-    from meshkit.proxy.control import ControlPlaneError
+    from meshkit.api.control import ControlPlaneError
 
     try:
         await request_json(tmp_path / "nothing.sock", "GET", "/v1/status")

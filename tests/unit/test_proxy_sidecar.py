@@ -16,6 +16,7 @@ import attrs
 import pytest
 import trio
 
+from meshkit.api.control import ControlClient
 from meshkit.ca import MeshTlsContexts
 from meshkit.proxy.config import (
     AppTarget,
@@ -25,7 +26,6 @@ from meshkit.proxy.config import (
     MtlsMode,
     ProxyConfig,
 )
-from meshkit.proxy.control import ControlClient
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.sidecar import Sidecar
 from tests.unit.test_identity_transport import CATALOG, FRONTEND, mesh_identities

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import trio
 
+from meshkit.api.control import request_json
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
-from meshkit.proxy.control import request_json
 from meshkit.registry.compile import compile_configs
 from meshkit.registry.server.api import ControlServer
 from meshkit.registry.state import InstanceRecord, Registry

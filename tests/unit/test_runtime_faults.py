@@ -88,7 +88,7 @@ def test_a_fault_request_becomes_a_rule_with_a_default_expiry() -> None:
             "abort": 503,
             "delay": "200ms",
             "percent": 50,
-            "path": "/items",
+            "path_prefix": "/items",
             "headers": {"X-Canary": "1"},
         },
         known_services=["catalog", "frontend"],
@@ -103,7 +103,7 @@ def test_a_fault_request_becomes_a_rule_with_a_default_expiry() -> None:
         path_prefix="/items",
     )
     grpc = fault_request(
-        {"service": "catalog", "abort": "UNAVAILABLE", "for": "30s"}, known_services=["catalog"]
+        {"service": "catalog", "abort": "UNAVAILABLE", "duration": "30s"}, known_services=["catalog"]
     )
     assert (grpc.rule.abort_grpc, grpc.rule.abort_status, grpc.duration) == (
         "unavailable",
@@ -120,9 +120,9 @@ def test_a_fault_request_becomes_a_rule_with_a_default_expiry() -> None:
         ({"service": "catalog", "abort": "teapot"}, "gRPC code name"),
         ({"service": "catalog", "delay": "two"}, "'delay': 'two' is not a duration"),
         ({"service": "catalog", "abort": 503, "percent": 0}, "'percent'"),
-        ({"service": "catalog", "abort": 503, "path": "items"}, "starting with '/'"),
+        ({"service": "catalog", "abort": 503, "path_prefix": "items"}, "starting with '/'"),
         ({"service": "catalog", "abort": 503, "headers": ["x"]}, "'headers' must map"),
-        ({"service": "catalog", "abort": 503, "for": 0}, "'for' must be more than 0"),
+        ({"service": "catalog", "abort": 503, "duration": 0}, "'duration' must be more than 0"),
         ({"service": "catalog", "abort": 503, "fro": 1}, "unknown field(s) 'fro'"),
     ],
 )
@@ -170,7 +170,7 @@ def test_a_fault_shows_in_the_status_document_until_it_expires() -> None:
         "abort": 503,
         "delay": None,
         "percent": 100.0,
-        "path": None,
+        "path_prefix": None,
         "headers": None,
         "expires_at": EPOCH + 60,
         "expires_in": 60.0,
@@ -242,7 +242,7 @@ async def test_injecting_answers_once_every_sidecar_applied_it(
         nursery.start_soon(sidecars_applying, registry, server.changes, 0.3)
         await trio.sleep(1)
         started = trio.current_time()
-        body = json.dumps({"service": "catalog", "abort": 503, "for": "1m"}).encode()
+        body = json.dumps({"service": "catalog", "abort": 503, "duration": "1m"}).encode()
         reply = await server.dispatch("POST", "/v1/faults", body)
         assert reply.status == 200
         assert reply.body["synced"] is True
@@ -289,7 +289,7 @@ async def test_a_fault_leaves_the_configs_when_it_expires(autojump_clock: trio.a
         nursery.start_soon(server.faults.expire_forever)
         await trio.sleep(1)
         reply = await server.dispatch(
-            "POST", "/v1/faults", b'{"service": "catalog", "abort": 503, "for": 30}'
+            "POST", "/v1/faults", b'{"service": "catalog", "abort": 503, "duration": 30}'
         )
         injected_at = trio.current_time()
         assert reply.body["synced"]

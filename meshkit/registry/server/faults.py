@@ -2,8 +2,8 @@
 
 Endpoints (served by ``meshkit.registry.server.api.ControlServer``):
 
-* ``POST /v1/faults`` ``{"service", "abort", "delay", "percent", "path",
-  "headers", "for"}`` -> 200 ``{"id", "expires_at", "version", "synced"}``;
+* ``POST /v1/faults`` ``{"service", "abort", "delay", "percent", "path_prefix",
+  "headers", "duration"}`` -> 200 ``{"id", "expires_at", "version", "synced"}``;
 * ``GET /v1/faults`` -> 200 ``{"faults": [...]}`` (``StoredFault.to_dict``);
 * ``DELETE /v1/faults?service=X`` -> 200 ``{"removed": [ids], "version", "synced"}``;
 * ``DELETE /v1/faults/<id>`` -> the same for one fault (404 if none by that id).

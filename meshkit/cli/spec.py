@@ -1,4 +1,4 @@
-"""``meshkit config [-f FILE]``: print the Meshfile's validated spec as JSON.
+"""``meshkit spec [-f FILE]``: print the Meshfile's validated spec as JSON.
 
 The JSON is ``meshkit.dsl.convert.spec_to_json``: what ``meshkit up`` would
 run, with every default filled in and every path absolute.  A Meshfile with
@@ -15,7 +15,7 @@ from meshkit.dsl.convert import spec_to_json
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "config",
+        "spec",
         help="print the Meshfile's validated spec as JSON",
         description="Evaluate the Meshfile and print its spec as JSON.",
     )

@@ -10,7 +10,7 @@ plaintext loopback port per upstream (``upstream_ports`` in ``meshkit status``),
 and a request to such a port crosses the mesh as any service-to-service call
 does: load balancing over healthy endpoints, mTLS, the destination's sidecar.
 
-The ingress's own app (``python -m meshkit.testing.ingress``) only anchors the
+The ingress's own app (``python -m meshkit.runtime.ingress``) only anchors the
 instance: it listens on ``$PORT`` so the default TCP health check passes, and
 answers any request that reaches it with 404 and an explanation.
 """
@@ -44,7 +44,7 @@ def with_test_ingress(spec: MeshSpec, *, python: str = sys.executable) -> MeshSp
         )
     ingress = ServiceSpec(
         name=INGRESS_SERVICE,
-        command=f"{shlex.quote(python)} -m meshkit.testing.ingress",
+        command=f"{shlex.quote(python)} -m meshkit.runtime.ingress",
         upstreams=tuple(names),
         health=HealthCheck(kind="tcp", period=0.2, timeout=1.0),
         origin=INGRESS_ORIGIN,

@@ -1,0 +1,62 @@
+"""How every CLI command talks to the mesh running in this directory.
+
+``ask`` makes one control API call (``meshkit.api.control``) and either
+returns the answer or prints, on stderr, why there is none: no mesh runs
+here, no answer in time, or the control plane refused.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from meshkit.api.control import (
+    ControlPlaneError,
+    ControlPlaneTimeout,
+    error_text,
+    request_json_blocking,
+)
+
+CONTROL_SOCKET = Path(".meshkit") / "run" / "control.sock"
+REQUEST_TIMEOUT = 5.0
+
+
+def no_mesh_message(socket_path: Path) -> str:
+    return (
+        f"meshkit: no mesh is running in {Path.cwd()} (nothing answers on {socket_path}); "
+        "start one with 'meshkit up'"
+    )
+
+
+def ask(
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    command: str = "meshkit",
+    timeout: float = REQUEST_TIMEOUT,
+    accept: int = 200,
+) -> dict[str, Any] | None:
+    """The control plane's JSON answer to one call, or None once stderr says why not.
+
+    ``accept`` is the status that means success; ``command`` starts each message.
+    """
+    if not CONTROL_SOCKET.exists():
+        print(no_mesh_message(CONTROL_SOCKET), file=sys.stderr)
+        return None
+    try:
+        status, answer = request_json_blocking(CONTROL_SOCKET, method, path, body, timeout=timeout)
+    except ControlPlaneTimeout:
+        print(f"{command}: no answer from the mesh within {timeout:g}s", file=sys.stderr)
+        return None
+    except ControlPlaneError as exc:
+        print(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})", file=sys.stderr)
+        return None
+    if status != accept or not isinstance(answer, dict):
+        print(
+            f"{command}: {error_text(answer)} (control plane answered {status})",
+            file=sys.stderr,
+        )
+        return None
+    return answer
