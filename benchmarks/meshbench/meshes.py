@@ -28,14 +28,14 @@ import socket
 
 listener = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
 while True:
-    connection, _ = listener.accept()
-    with connection:
-        connection.settimeout(2)
-        try:
+    try:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(2)
             connection.recv(65536)
             connection.sendall(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\nok")
-        except OSError:
-            pass
+    except OSError:
+        pass
 '''
 
 

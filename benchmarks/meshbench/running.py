@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 from hopbench.procs import BenchError, Server, Servers, descendants, log_tail
 
-from .control import all_ready, app_pids, read_status
+from .control import all_ready, app_pids, instances, read_status
 
 POLL_SECONDS = 0.02
 READY_TIMEOUT_SECONDS = 120.0
@@ -67,9 +67,24 @@ def wait_all_ready(
             return status
         time.sleep(POLL_SECONDS)
     raise BenchError(
-        f"the mesh in {directory} was not all-ready within {timeout:.0f} s; last status: "
-        f"{status}; meshkit up's log ends with:\n{log_tail(up.log_path)}"
+        f"the mesh in {directory} was not all-ready within {timeout:.0f} s; "
+        f"{not_ready(status, directory)}; meshkit up's log ends with:\n{log_tail(up.log_path)}"
     )
+
+
+def not_ready(status: Mapping[str, Any] | None, directory: Path) -> str:
+    """What kept a mesh from all-ready: its errors, each lagging instance and its app's log."""
+    if status is None:
+        return "its control socket never answered"
+    lines = [f"errors: {status.get('errors')}"]
+    for record in instances(status):
+        if record.get("state") != "healthy" or record.get("sync") != "SYNCED":
+            lines.append(
+                f"{record.get('id')}: {record.get('state')}, {record.get('sync')}, "
+                f"{record.get('restarts')} restarts, port {record.get('port')}; its log ends with:\n"
+                + log_tail(directory / ".meshkit" / "logs" / f"{record.get('id')}.log", 5)
+            )
+    return "\n".join(lines)
 
 
 def time_to_ready(
