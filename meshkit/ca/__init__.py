@@ -1,6 +1,6 @@
 """Identity: the mesh's root CA, SPIFFE workload certificates and TLS contexts.
 
-This room imports nothing else of meshkit.  ``root`` keeps the CA on disk,
+This room imports nothing else of meshkit but the shared backoff (``meshkit.api.backoff``).  ``root`` keeps the CA on disk,
 ``spiffe`` parses and checks identities, ``issuer`` signs certificates,
 ``workload`` and ``renewal`` are what a sidecar uses, ``tls`` builds contexts.
 """

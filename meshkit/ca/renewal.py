@@ -28,10 +28,11 @@ from collections.abc import Callable
 
 import attrs
 
+from meshkit.api.backoff import Backoff
+
 RENEW_AT_FRACTION = 0.5
 JITTER_FRACTION = 0.01
-BACKOFF_INITIAL = 1.0
-BACKOFF_MAX = 30.0
+RETRY_BACKOFF = Backoff(initial=1.0, cap=30.0)
 LAST_RETRY_MARGIN = 1.0
 
 Clock = Callable[[], float]
@@ -44,8 +45,7 @@ class RenewalSchedule:
     clock: Clock
     rng: random.Random = attrs.field(factory=random.Random)
     jitter_fraction: float = JITTER_FRACTION
-    backoff_initial: float = BACKOFF_INITIAL
-    backoff_max: float = BACKOFF_MAX
+    retry_backoff: Backoff = RETRY_BACKOFF
     _not_after: float | None = attrs.field(default=None, init=False)
     _next_attempt: float | None = attrs.field(default=None, init=False)
     _failures: int = attrs.field(default=0, init=False)
@@ -79,8 +79,7 @@ class RenewalSchedule:
         if self._not_after is None or now >= self._not_after:
             self._next_attempt = None
             return None
-        doublings = min(self._failures - 1, 32)  # bounded: 2**n must stay a float
-        delay = min(self.backoff_initial * 2**doublings, self.backoff_max)
+        delay = self.retry_backoff.delay(self._failures - 1)
         last_useful = self._not_after - LAST_RETRY_MARGIN
         if now < last_useful:
             self._next_attempt = min(now + delay, last_useful)

@@ -31,6 +31,7 @@ from collections.abc import Callable, MutableMapping
 import trio
 from cryptography import x509
 
+from meshkit.api.backoff import CONTROL_PLANE_BACKOFF, BackoffCounter
 from meshkit.api.control import ControlClient, ControlPlaneError, error_text
 from meshkit.ca.errors import CaError
 from meshkit.ca.exchange import (
@@ -51,7 +52,6 @@ from meshkit.ca.workload import (
     make_serving_csr,
     renewal_proof,
 )
-from meshkit.proxy.policy.backoff import Backoff
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -183,7 +183,7 @@ class SidecarIdentity:
         """
         key = generate_key()
         body = bootstrap_request_body(make_csr(key, self.spiffe_id), token)
-        backoff = Backoff()
+        backoff = BackoffCounter(CONTROL_PLANE_BACKOFF)
         with trio.move_on_after(patience):
             while True:
                 try:

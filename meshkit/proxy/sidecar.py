@@ -30,13 +30,13 @@ import attrs
 import cattrs
 import trio
 
+from meshkit.api.backoff import CONTROL_PLANE_BACKOFF, BackoffCounter
 from meshkit.api.control import ControlClient, ControlPlaneError
 from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
 from meshkit.proxy.net.server import serve_listener
-from meshkit.proxy.policy.backoff import Backoff
 from meshkit.proxy.policy.matching import compile_tables
 from meshkit.proxy.wire import config_from_dict
 
@@ -216,7 +216,7 @@ class Sidecar:
         await identity.renew_forever(on_renewed=install, on_expired=expired)
 
     async def _subscribe(self) -> None:
-        backoff = Backoff()
+        backoff = BackoffCounter(CONTROL_PLANE_BACKOFF)
         after = 0
         connected = True
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from meshkit.api.backoff import Backoff, BackoffCounter
 from meshkit.proxy.codec.headers import (
     rewrite_request_headers,
     rewrite_response_headers,
@@ -18,7 +19,6 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
-from meshkit.proxy.policy.backoff import Backoff
 from meshkit.proxy.policy.router import (
     ForwardToApp,
     ForwardToCluster,
@@ -208,7 +208,7 @@ def test_request_rewrite_keeps_given_ids_and_sets_the_verified_identity() -> Non
 
 
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
-    backoff = Backoff(base=0.1, cap=1.0)
+    backoff = BackoffCounter(Backoff(initial=0.1, cap=1.0))
     assert [backoff.next_delay() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     backoff.reset()
     assert backoff.next_delay() == 0.1

@@ -28,6 +28,7 @@ from typing import Literal
 import attrs
 
 from meshkit.api import GRPC_STATUS_CODES, MAX_RETRY_BODY_BYTES, RetryRule
+from meshkit.api.backoff import Backoff
 from meshkit.proxy.codec.messages import Headers, header_value
 
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -82,7 +83,7 @@ class RetryPolicy:
 
     def __init__(self, rule: RetryRule, *, random: random_module.Random) -> None:
         self.rule = rule
-        self._random = random
+        self._backoff = Backoff(initial=rule.backoff_base, cap=rule.backoff_max, random=random)
         conditions = set(rule.retry_on)
         self._any_5xx = "5xx" in conditions
         self._gateway = "gateway-error" in conditions
@@ -120,8 +121,7 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int) -> float:
         """Seconds to wait before the next retry, ``retries_done`` retries having been made."""
-        ceiling = min(self.rule.backoff_max, self.rule.backoff_base * 2.0 ** min(retries_done, 62))
-        return self._random.uniform(0.0, ceiling)
+        return self._backoff.delay(retries_done)
 
     def decide(
         self,

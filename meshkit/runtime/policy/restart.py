@@ -1,7 +1,7 @@
 """Restart policy: whether a process that exited is started again, and when.
 
-Pure, with the clock passed in.  The delay doubles from ``backoff_initial`` up
-to ``backoff_max`` and resets once a run lasted ``reset_after`` seconds.  A
+Pure, with the clock passed in.  The delay (``meshkit.api.backoff``) doubles
+from ``backoff_initial`` up to ``backoff_max`` and resets once a run lasted ``reset_after`` seconds.  A
 restart loop (``loop_threshold`` restarts within ``loop_window`` seconds) is
 reported, not punished: the process is still restarted with backoff.
 """
@@ -12,6 +12,7 @@ from collections import deque
 
 import attrs
 
+from meshkit.api.backoff import Backoff, BackoffCounter
 from meshkit.dsl.spec import RestartPolicy
 
 LOOP_THRESHOLD = 5
@@ -41,7 +42,9 @@ class RestartBackoff:
         self.policy = policy
         self.loop_threshold = loop_threshold
         self.loop_window = loop_window
-        self._next_delay = policy.backoff_initial
+        self._delays = BackoffCounter(
+            Backoff(initial=policy.backoff_initial, cap=policy.backoff_max)
+        )
         self._started_at: float | None = None
         self._restarts: deque[float] = deque()
 
@@ -64,9 +67,8 @@ class RestartBackoff:
             )
         uptime = 0.0 if self._started_at is None else now - self._started_at
         if uptime >= self.policy.reset_after:
-            self._next_delay = self.policy.backoff_initial
-        delay = self._next_delay
-        self._next_delay = min(self._next_delay * 2, self.policy.backoff_max)
+            self._delays.reset()
+        delay = self._delays.next_delay()
         self._restarts.append(now)
         looping = self.in_restart_loop(now)
         reason = f"ran for {uptime:.1f}s; restarting in {delay:.1f}s"
