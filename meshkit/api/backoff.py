@@ -19,19 +19,20 @@ callers that only say "failed again" and "succeeded".
 from __future__ import annotations
 
 import random as random_module
-
-import attrs
+from typing import NamedTuple
 
 MAX_DOUBLINGS = 62  # 2**n stays a finite float and the cap wins long before
 
 
-@attrs.frozen(kw_only=True)
-class Backoff:
-    """Delays doubling from ``initial`` up to ``cap``; full jitter when given ``random``."""
+class Backoff(NamedTuple):
+    """Delays doubling from ``initial`` up to ``cap``; full jitter when given ``random``.
+
+    A behaviour, not wire vocabulary: no attrs class, so it never reaches JSON.
+    """
 
     initial: float
     cap: float
-    random: random_module.Random | None = attrs.field(default=None, eq=False)
+    random: random_module.Random | None = None
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` consecutive failures (0 for the first wait)."""
@@ -45,12 +46,12 @@ CONTROL_PLANE_BACKOFF = Backoff(initial=0.1, cap=5.0)
 """A sidecar reconnecting to the control plane, or asking it for a first certificate."""
 
 
-@attrs.define
 class BackoffCounter:
     """A ``Backoff`` and the failures counted so far; ``reset()`` after a success."""
 
-    backoff: Backoff
-    failures: int = 0
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.failures = 0
 
     def next_delay(self) -> float:
         """The wait after one more failure."""
