@@ -13,12 +13,9 @@ from h2.errors import ErrorCodes
 from meshkit.proxy.codec.messages import Body, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.downstream import chunked_trailer_section
 from meshkit.proxy.flow.h2downstream import H2Downstream, serve_http2
-from meshkit.proxy.flow.h2forward import (
-    chunked_trailer_section,
-    sidecar_protocol_from,
-    speaks_http2,
-)
+from meshkit.proxy.flow.h2forward import sidecar_protocol_from, speaks_http2
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 from meshkit.proxy.net.h2upstream import H2Upstreams, NoUpstreamNursery
 from meshkit.proxy.policy.router import FLAG_HEADER
@@ -125,7 +122,7 @@ async def test_a_failing_stream_is_reset_and_its_siblings_still_answered() -> No
         if head.target == b"/boom":
             raise RuntimeError("a bug in one request")
         await downstream.send_response_head(ResponseHead(status=200, headers=[]))
-        await downstream.send_response_trailers([(b"grpc-status", b"0")])
+        await downstream.end_response([(b"grpc-status", b"0")])
         return True
 
     async def client_work(client: Http2Connection) -> None:
@@ -141,13 +138,9 @@ async def test_a_failing_stream_is_reset_and_its_siblings_still_answered() -> No
     await with_listener(handler, client_work)
 
 
-async def test_a_local_reply_queued_on_the_codec_is_written_by_send() -> None:
+async def test_a_local_response_without_a_body_ends_the_stream_with_its_head() -> None:
     async def handler(plane: DataPlane, downstream: H2Downstream, head: RequestHead) -> bool:
-        codec = downstream.codec
-        codec.send_head(ResponseHead(status=204, headers=[]))
-        codec.send_end()
-        await downstream.send(b"")
-        return True
+        return await downstream.send_local_response(ResponseHead(status=204, headers=[]), b"")
 
     async def client_work(client: Http2Connection) -> None:
         stream = await client.open_stream(post(), end_stream=True)

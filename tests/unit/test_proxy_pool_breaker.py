@@ -18,7 +18,7 @@ from meshkit.proxy.codec.messages import EndOfBody, RequestHead
 from meshkit.proxy.config import Cluster, Endpoint, Limits, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.downstream import Downstream
+from meshkit.proxy.flow.downstream import Http1Downstream
 from meshkit.proxy.flow.forward import forward
 from meshkit.proxy.flow.pipeline import Result, route_to_service
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
@@ -206,7 +206,7 @@ async def test_forward_answers_uo_without_connecting_when_no_ticket_is_left() ->
     plane = DataPlane()
     plane.destinations.state("catalog").breaker.update_limits(BreakerLimits(max_connections=0))
     ours, _theirs = trio.testing.memory_stream_pair()
-    downstream = Downstream(
+    downstream = Http1Downstream(
         stream=ours,
         plane=plane,
         limits=LIMITS,

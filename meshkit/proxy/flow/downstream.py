@@ -1,7 +1,10 @@
-"""The client side of a listener's connection: reading requests, writing responses.
+"""The client side of a listener's HTTP/1.1 connection: reading requests, writing responses.
 
 Thin I/O around ``Http1ServerCodec``: it owns the timeouts (header, idle, body)
-and turns protocol refusals into the answer HARDENING.md asks for.
+and turns protocol refusals into the answer HARDENING.md asks for.  A
+response's trailers reach the client only when it sent ``te: trailers`` and
+the body is chunked (RFC 9112 7.1.2); otherwise they are dropped, as RFC 9110
+6.5.1 allows a proxy to do.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import attrs
 import trio
+from h2.errors import ErrorCodes
 
+from meshkit.proxy.codec.headers import HOP_BY_HOP
 from meshkit.proxy.codec.http1 import refusal_bytes
 from meshkit.proxy.codec.http1_fast import new_server_codec
 from meshkit.proxy.codec.messages import (
@@ -25,8 +31,8 @@ from meshkit.proxy.codec.messages import (
 )
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.exchange import Downstream, DownstreamGone, accepts_trailers
 from meshkit.proxy.net.streamio import receive_some, send_all
-from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -34,53 +40,25 @@ RECEIVE_SIZE = 65536
 # A local reply drains at most this much of an unread request body to keep the
 # connection alive; a bigger body closes the connection instead.
 DRAIN_LIMIT = 64 * 1024
+LAST_CHUNK = b"0\r\n\r\n"
+
+# Fields a trailer section must not carry (RFC 9110 6.5.1): framing, routing, hop-by-hop.
+FORBIDDEN_TRAILERS = HOP_BY_HOP | {b"content-length", b"content-type", b"host"}
 
 
-class DownstreamGone(Exception):
-    """The client closed, broke or stalled the connection; nothing more can be sent."""
+def chunked_trailer_section(trailers: Headers) -> bytes:
+    """The last chunk of a chunked body carrying ``trailers`` (RFC 9112 7.1.2)."""
+    lines = b"".join(
+        name + b": " + value + b"\r\n"
+        for name, value in trailers
+        if name.lower() not in FORBIDDEN_TRAILERS and not name.startswith(b":")
+    )
+    return b"0\r\n" + lines + b"\r\n"
 
 
-class RequestBodyReader:
-    """The request-body half of a downstream, shared by HTTP/1.1 and HTTP/2.
+class Http1Downstream(Downstream):
+    """One HTTP/1.1 client connection, serving its requests one after another."""
 
-    A subclass says how to take an already received piece
-    (``poll_body_event``) and how to wait for more (``_wait_for_body``); this
-    class counts the body against ``Limits.max_body_bytes``, bounds each wait
-    by ``idle_timeout`` and loops until a piece or the end arrives.
-    """
-
-    limits: Limits
-    body_bytes: int = 0
-
-    def poll_body_event(self) -> Body | EndOfBody | NeedData:
-        raise NotImplementedError
-
-    async def _wait_for_body(self) -> None:
-        raise NotImplementedError
-
-    def _count_body(self, data: bytes) -> None:
-        self.body_bytes += len(data)
-        limit = self.limits.max_body_bytes
-        if limit is not None and self.body_bytes > limit:
-            raise ProtocolRefusal(413, f"request body over {limit} bytes")
-
-    async def receive_body_bytes(self) -> None:
-        """Wait for more of the request body (at most ``idle_timeout``)."""
-        with trio.move_on_after(self.limits.idle_timeout) as scope:
-            await self._wait_for_body()
-        if scope.cancelled_caught:
-            raise DownstreamGone("request body stalled")
-
-    async def next_body_event(self) -> Body | EndOfBody:
-        """The next piece of the request body, waiting for it if needed."""
-        while True:
-            event = self.poll_body_event()
-            if not isinstance(event, NeedData):
-                return event
-            await self.receive_body_bytes()
-
-
-class Downstream(RequestBodyReader):
     def __init__(
         self,
         *,
@@ -99,6 +77,8 @@ class Downstream(RequestBodyReader):
         self.peer_address = peer_address
         self.identity = identity
         self.body_bytes = 0
+        # Whether the current request takes trailers (``te: trailers``).
+        self._accepts_trailers = False
 
     async def _receive(self) -> None:
         try:
@@ -137,6 +117,7 @@ class Downstream(RequestBodyReader):
                 while True:
                     event = self.codec.next_event()
                     if isinstance(event, RequestHead):
+                        self._accepts_trailers = accepts_trailers(event.headers)
                         return event
                     if isinstance(event, Closed):
                         return None
@@ -191,35 +172,42 @@ class Downstream(RequestBodyReader):
             return False
         return True
 
-    async def reply(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        content_type: bytes = b"text/plain; charset=utf-8",
-        reason: str | None = None,
-        flag: str = "-",
-    ) -> bool:
-        """Send a complete local response; True if the connection may be reused."""
+    async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
+        """One write; the connection stays only if an unread body could be drained."""
         reusable = (
             not self.codec.expects_continue
             and not self.plane.draining
             and await self.drain_small_body()
         )
-        headers: Headers = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if reason is not None:
-            headers.append((REASON_HEADER, reason.encode("ascii", "replace")))
-        if flag != "-":
-            headers.append((FLAG_HEADER, flag.encode()))
         if not reusable:
-            headers.append((b"connection", b"close"))
+            head = attrs.evolve(head, headers=[*head.headers, (b"connection", b"close")])
         codec = self.codec
-        await self.send(
-            codec.send_head(ResponseHead(status=status, headers=headers))
-            + codec.send_body(body)
-            + codec.send_end()
-        )
+        await self.send(codec.send_head(head) + codec.send_body(body) + codec.send_end())
         return reusable
+
+    def _head_bytes(self, head: ResponseHead) -> bytes:
+        if self.plane.draining:
+            head = attrs.evolve(head, headers=[*head.headers, (b"connection", b"close")])
+        return self.codec.send_head(head)
+
+    async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
+        data = self._head_bytes(head)
+        await self.send(data + self.codec.send_end() if end_stream else data)
+
+    async def send_response_body(self, data: bytes, *, end_stream: bool = False) -> None:
+        chunk = self.codec.send_body(data)
+        await self.send(chunk + self.codec.send_end() if end_stream else chunk)
+
+    async def end_response(self, trailers: Headers | None = None) -> None:
+        """The end of the body; trailers go out only chunked to a client that takes them."""
+        end = self.codec.send_end()
+        if trailers and self._accepts_trailers and end == LAST_CHUNK:
+            end = chunked_trailer_section(trailers)
+        await self.send(end)
+
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
+        codec = self.codec
+        await self.send(self._head_bytes(head) + codec.send_body(body) + codec.send_end())
+
+    def abort_response(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """Nothing to send: the exchange ends without keep-alive, closing the connection."""

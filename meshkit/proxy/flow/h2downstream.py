@@ -6,17 +6,12 @@ HTTP/1.1 request) wrapped in an ``H2Downstream``.  Streams run concurrently,
 one task each, in a nursery the connection owns; the codec refuses a stream
 over ``max_concurrent_streams`` (100) with ``REFUSED_STREAM``.
 
-``H2Downstream`` offers what the request flow uses of ``Downstream``:
+``H2Downstream`` is the request flow's ``Downstream`` for one stream:
 
-* the request body as ``poll_body_event`` / ``receive_body_bytes`` /
-  ``next_body_event`` (a ``RequestBodySource``), acknowledged to the peer only
-  as it is consumed, so a slow upstream never makes us buffer past a window;
-* ``reply`` / ``refuse`` for local replies;
-* ``codec`` + ``send`` as local replies in ``l7`` write them: the codec's
-  ``send_head`` / ``send_body`` / ``send_end`` queue the response (as h2's own
-  codec queues frames) and ``send`` writes what was queued;
-* the ``ResponseSink`` methods that ``h2forward`` streams a response through,
-  with trailers.
+* the request body, acknowledged to the peer only as it is consumed, so a
+  slow upstream never makes us buffer past a window;
+* the response, streamed with trailers, sent whole, or reset
+  (``abort_response``); a refusal after the response started resets the stream.
 """
 
 from __future__ import annotations
@@ -40,39 +35,15 @@ from meshkit.proxy.codec.messages import (
 )
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.downstream import DownstreamGone, RequestBodyReader
+from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
-from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
 
 log = logging.getLogger("meshkit.proxy")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-class _QueuedResponse:
-    """The codec face of an ``H2Downstream``: queues the response for ``send``."""
-
-    expects_continue = False
-
-    def __init__(self) -> None:
-        self.head: ResponseHead | None = None
-        self.body = bytearray()
-        self.ended = False
-
-    def send_head(self, head: ResponseHead) -> bytes:
-        self.head = head
-        return b""
-
-    def send_body(self, data: bytes) -> bytes:
-        self.body += data
-        return b""
-
-    def send_end(self) -> bytes:
-        self.ended = True
-        return b""
-
-
-class H2Downstream(RequestBodyReader):
+class H2Downstream(Downstream):
     """One HTTP/2 request stream, seen as the client side of one exchange."""
 
     def __init__(
@@ -91,7 +62,6 @@ class H2Downstream(RequestBodyReader):
         self.listener_name = listener_name
         self.peer_address = peer_address
         self.identity = identity
-        self.codec = _QueuedResponse()
         self.body_bytes = 0
         self.response_started = False
 
@@ -123,10 +93,6 @@ class H2Downstream(RequestBodyReader):
     async def send_continue_if_expected(self) -> None:
         """Nothing to do: an HTTP/2 client sends its body without waiting for 100."""
 
-    async def drain_small_body(self) -> bool:
-        """A stream's unread body never blocks another stream: nothing to drain."""
-        return True
-
     # ------------------------------------------------------------ the response
 
     async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
@@ -135,67 +101,35 @@ class H2Downstream(RequestBodyReader):
             await self._guard(self.stream.send_head(head, end_stream=True))
             return
         # The body follows: queue the head so that it leaves with the first bytes of it.
-        try:
-            self.stream.queue_head(head)
-        except StreamError as error:
-            raise DownstreamGone(str(error)) from None
+        self._queue_head(head)
 
     async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
-        """A response whose body is all here: head and body in one write."""
         self.response_started = True
+        self._queue_head(head)
+        await self._guard(self.stream.send_body(body, end_stream=True))
+
+    def _queue_head(self, head: ResponseHead) -> None:
         try:
             self.stream.queue_head(head)
         except StreamError as error:
             raise DownstreamGone(str(error)) from None
-        await self._guard(self.stream.send_body(body, end_stream=True))
 
-    async def send_response_body(self, data: bytes) -> None:
-        await self._guard(self.stream.send_body(data))
+    async def send_response_body(self, data: bytes, *, end_stream: bool = False) -> None:
+        await self._guard(self.stream.send_body(data, end_stream=end_stream))
 
-    async def send_response_trailers(self, trailers: Headers) -> None:
-        await self._guard(self.stream.send_trailers(trailers))
-
-    async def end_response(self) -> None:
-        await self._guard(self.stream.end())
+    async def end_response(self, trailers: Headers | None = None) -> None:
+        await self._guard(self.stream.send_trailers(trailers) if trailers else self.stream.end())
 
     def abort_response(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
         """Reset the stream: the client learns the response is incomplete."""
         self.stream.reset(error_code)
 
-    async def send(self, data: bytes | bytearray) -> None:
-        """Write the response queued on ``codec`` (``data`` is always empty here)."""
-        queued = self.codec
-        self.codec = _QueuedResponse()
-        if queued.head is not None:
-            await self.send_response_head(queued.head, end_stream=queued.ended and not queued.body)
-        if queued.body:
-            await self._guard(self.stream.send_body(bytes(queued.body), end_stream=queued.ended))
-        elif queued.ended and queued.head is None:
-            await self.end_response()
-
-    async def reply(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        content_type: bytes = b"text/plain; charset=utf-8",
-        reason: str | None = None,
-        flag: str = "-",
-    ) -> bool:
-        """Send a complete local response; the connection always stays open."""
-        headers: Headers = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if reason is not None:
-            headers.append((REASON_HEADER, reason.encode("ascii", "replace")))
-        if flag != "-":
-            headers.append((FLAG_HEADER, flag.encode()))
-        await self.send_response_head(
-            ResponseHead(status=status, headers=headers), end_stream=not body
-        )
+    async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
+        """Send it on this stream; the connection always stays open."""
         if body:
-            await self._guard(self.stream.send_body(body, end_stream=True))
+            await self.send_whole_response(head, body)
+        else:
+            await self.send_response_head(head, end_stream=True)
         return True
 
     async def refuse(self, status: int, reason: str, *, flag: str = "-") -> None:
@@ -213,9 +147,7 @@ class H2Downstream(RequestBodyReader):
     async def _guard(self, sending: Awaitable[None]) -> None:
         try:
             await sending
-        except StreamError as error:
-            raise DownstreamGone(str(error)) from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             raise DownstreamGone(str(error)) from None
 
 

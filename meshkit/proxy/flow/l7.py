@@ -15,11 +15,11 @@ import attrs
 from meshkit.proxy.codec.headers import rewrite_request_headers
 from meshkit.proxy.codec.messages import Headers, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.flow.attempt import Outcome, ResponseHook
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.downstream import Downstream
+from meshkit.proxy.flow.exchange import Downstream
 from meshkit.proxy.flow.forward import forward
-from meshkit.proxy.flow.pipeline import ResponseHook, Result, route_to_service
+from meshkit.proxy.flow.pipeline import Result, route_to_service
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
 from meshkit.proxy.policy.flags import local_reply
 
@@ -38,12 +38,6 @@ async def send_local_reply(
     ``body`` replaces the readable reason (a direct response's configured body);
     a ``content-type`` in ``extra`` replaces the plain-text one.
     """
-    codec = downstream.codec
-    reusable = (
-        not codec.expects_continue
-        and not downstream.plane.draining
-        and await downstream.drain_small_body()
-    )
     headers, text = local_reply(status, flag, reason, extra=extra)
     if body is not None:
         text = body
@@ -54,14 +48,7 @@ async def send_local_reply(
     if extra and any(name == b"content-type" for name, _ in extra):
         first = headers.index((b"content-type", b"text/plain; charset=utf-8"))
         del headers[first]
-    if not reusable:
-        headers.append((b"connection", b"close"))
-    await downstream.send(
-        codec.send_head(ResponseHead(status=status, headers=headers))
-        + codec.send_body(text)
-        + codec.send_end()
-    )
-    return reusable
+    return await downstream.send_local_response(ResponseHead(status=status, headers=headers), text)
 
 
 async def serve_service_request(

@@ -41,7 +41,7 @@ import trio
 from meshkit.api import DirectResponse, Forward, Redirect, RouteRule
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome, request_has_body
+from meshkit.proxy.flow.attempt import Outcome, ResponseHook, request_has_body
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
 from meshkit.proxy.policy.destinations import DEFAULT_RULE, Destinations, DestinationState
 from meshkit.proxy.policy.faults import FaultDecision
@@ -58,9 +58,6 @@ from meshkit.proxy.policy.flags import (
 from meshkit.proxy.policy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy
 from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
 from meshkit.proxy.policy.split import chance
-
-ResponseHook = Callable[[ResponseHead], ResponseHead | None]
-
 
 AttemptFunction = Callable[
     [Endpoint, RequestHead, RequestBodySource | None, ResponseHook], Awaitable[Outcome]

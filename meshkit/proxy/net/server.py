@@ -10,16 +10,15 @@ handshake, both within ``header_timeout``.
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 import trio
 
 from meshkit.proxy.codec.messages import RequestHead
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.downstream import Downstream, DownstreamGone
+from meshkit.proxy.flow.downstream import Http1Downstream
+from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
 from meshkit.proxy.flow.forward import forward
 from meshkit.proxy.flow.h2downstream import (
-    H2Downstream,
     ReplayedStream,
     is_http2,
     read_preface,
@@ -115,7 +114,7 @@ async def handle_connection(
                     handle_request=handle_request,
                 )
                 return
-            downstream = Downstream(
+            downstream = Http1Downstream(
                 stream=stream,
                 plane=plane,
                 limits=limits,
@@ -151,9 +150,7 @@ def _selected_alpn(stream: trio.abc.Stream) -> str | None:
     return stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
 
 
-async def handle_request(
-    plane: DataPlane, downstream: Downstream | H2Downstream, head: RequestHead
-) -> bool:
+async def handle_request(plane: DataPlane, downstream: Downstream, head: RequestHead) -> bool:
     """Answer one request (HTTP/1.1, or one HTTP/2 stream); True when the connection may
     carry another."""
     started = trio.current_time()
@@ -188,8 +185,7 @@ async def handle_request(
             cluster_label = decision.cluster.name
             result = await serve_service_request(
                 plane,
-                # An H2Downstream offers all that the L7 flow uses of a Downstream.
-                cast(Downstream, downstream),
+                downstream,
                 head,
                 config=config,
                 cluster=decision.cluster,

@@ -1,0 +1,154 @@
+"""The client side of one exchange, whichever protocol the client speaks.
+
+``Downstream`` is what the request flow reads a request body from and writes
+a response to: ``Http1Downstream`` (one HTTP/1.1 connection, one request at a
+time) and ``H2Downstream`` (one HTTP/2 stream) both implement it, so the
+forwarding code (``forward``, ``h2forward``) and the local replies (``l7``)
+never ask which one they hold.
+
+The request half counts the body against ``Limits.max_body_bytes`` and bounds
+each wait by ``idle_timeout``; a subclass says how to take an already
+received piece (``poll_body_event``) and how to wait for more
+(``_wait_for_body``).  The response half streams a response (head, body,
+trailers), sends a complete one in one write, answers locally
+(``send_local_response``, ``reply``) or gives up on it (``abort_response``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import trio
+from h2.errors import ErrorCodes
+
+from meshkit.proxy.codec.messages import (
+    Body,
+    EndOfBody,
+    Headers,
+    NeedData,
+    ProtocolRefusal,
+    ResponseHead,
+)
+from meshkit.proxy.config import Limits
+from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
+
+if TYPE_CHECKING:
+    from meshkit.proxy.flow.dataplane import DataPlane
+
+BodyEvent = Body | EndOfBody | NeedData
+PLAIN_TEXT = b"text/plain; charset=utf-8"
+
+
+class DownstreamGone(Exception):
+    """The client closed, broke or stalled the connection; nothing more can be sent."""
+
+
+def accepts_trailers(headers: Headers) -> bool:
+    """Whether a request's ``te`` field accepts trailers in the response."""
+    return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)
+
+
+def local_response_head(
+    status: int, body: bytes, *, content_type: bytes, reason: str | None, flag: str
+) -> ResponseHead:
+    """The head of a response the sidecar writes itself (admin, refusals, failures)."""
+    headers: Headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if reason is not None:
+        headers.append((REASON_HEADER, reason.encode("ascii", "replace")))
+    if flag != "-":
+        headers.append((FLAG_HEADER, flag.encode()))
+    return ResponseHead(status=status, headers=headers)
+
+
+class Downstream(ABC):
+    """One request's client: its request body in, its response out."""
+
+    plane: DataPlane
+    limits: Limits
+    listener_name: str
+    peer_address: str | None
+    identity: str | None
+    body_bytes: int = 0
+
+    # ------------------------------------------------------------ the request body
+
+    @abstractmethod
+    def poll_body_event(self) -> BodyEvent:
+        """The next piece of the request body if already received (no I/O)."""
+
+    @abstractmethod
+    async def _wait_for_body(self) -> None: ...
+
+    @abstractmethod
+    async def send_continue_if_expected(self) -> None: ...
+
+    @property
+    def request_trailers(self) -> Headers | None:
+        """The request's trailers, once its body has been read to the end."""
+        return None
+
+    def _count_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        limit = self.limits.max_body_bytes
+        if limit is not None and self.body_bytes > limit:
+            raise ProtocolRefusal(413, f"request body over {limit} bytes")
+
+    async def receive_body_bytes(self) -> None:
+        """Wait for more of the request body (at most ``idle_timeout``)."""
+        with trio.move_on_after(self.limits.idle_timeout) as scope:
+            await self._wait_for_body()
+        if scope.cancelled_caught:
+            raise DownstreamGone("request body stalled")
+
+    async def next_body_event(self) -> Body | EndOfBody:
+        """The next piece of the request body, waiting for it if needed."""
+        while True:
+            event = self.poll_body_event()
+            if not isinstance(event, NeedData):
+                return event
+            await self.receive_body_bytes()
+
+    # ------------------------------------------------------------ the response
+
+    @abstractmethod
+    async def send_response_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
+        """Start the response (a body follows unless ``end_stream``)."""
+
+    @abstractmethod
+    async def send_response_body(self, data: bytes, *, end_stream: bool = False) -> None: ...
+
+    @abstractmethod
+    async def end_response(self, trailers: Headers | None = None) -> None:
+        """End the response body, with ``trailers`` where the client can take them."""
+
+    @abstractmethod
+    async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
+        """A response whose body is all here: head and body in one write."""
+
+    @abstractmethod
+    def abort_response(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """Give up on a response already started: the client learns it is incomplete."""
+
+    @abstractmethod
+    async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
+        """Send a complete response the sidecar made; True if the connection may be reused."""
+
+    @abstractmethod
+    async def refuse(self, status: int, reason: str, *, flag: str = "-") -> None:
+        """Answer a request that cannot go on (or reset it); the caller ends the exchange."""
+
+    async def reply(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: bytes = PLAIN_TEXT,
+        reason: str | None = None,
+        flag: str = "-",
+    ) -> bool:
+        """Send a complete local response; True if the connection may be reused."""
+        head = local_response_head(
+            status, body, content_type=content_type, reason=reason, flag=flag
+        )
+        return await self.send_local_response(head, body)

@@ -1,0 +1,246 @@
+"""One attempt over a pooled HTTP/1.1 connection, for an HTTP/1.1 or HTTP/2 client.
+
+A sequential flow per request, no extra tasks: send the head, stream the
+request body chunk by chunk, then stream the response back chunk by chunk.
+Nothing is buffered beyond one received chunk.  (An endpoint that answers
+before reading the whole request body works only while the body fits in the
+socket buffers; full-duplex streaming is what ``h2forward`` does.)  A body of
+unknown length (an HTTP/2 client's) goes chunked; request trailers are
+dropped, and an HTTP/1.1 endpoint sends no response trailers here.
+
+Failures are answered, never dropped: a connect failure is ``503 UF``, an
+endpoint that breaks before its response head is ``502 UC``, one that is
+silent for ``idle_timeout`` is ``504 UT``.  A kept-alive connection that turns
+out to be closed by its peer is retried once on a fresh one when the request
+had no body (nothing can have been processed twice).  A new connection to an
+endpoint takes a ticket from its service's circuit breaker (``max_connections``,
+held until the connection closes); when none is admitted the request is
+answered ``503 UO`` at once, without connecting.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from meshkit.proxy.codec.headers import is_chunked, rewrite_response_headers
+from meshkit.proxy.codec.messages import (
+    Body,
+    EndOfBody,
+    NeedData,
+    ProtocolRefusal,
+    RequestHead,
+    ResponseEvent,
+    ResponseHead,
+)
+from meshkit.proxy.config import Limits
+from meshkit.proxy.flow.attempt import Attempt, Outcome, held_back
+from meshkit.proxy.flow.exchange import BodyEvent, Downstream, DownstreamGone
+from meshkit.proxy.flow.replay import RequestBodySource
+from meshkit.proxy.net.pool import UpstreamConnection
+from meshkit.proxy.net.streamio import receive_some, send_all
+from meshkit.proxy.net.transport import ConnectFailure
+from meshkit.proxy.policy.breaker import ConnectionLimitReached
+
+FLUSH_SIZE = 64 * 1024
+RECEIVE_SIZE = 65536
+
+
+class _UpstreamBroken(Exception):
+    """The endpoint's connection failed; ``before_response`` says if nothing came back."""
+
+    def __init__(self, reason: str, *, before_response: bool, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.before_response = before_response
+        self.timed_out = timed_out
+
+
+async def forward_http1(attempt: Attempt) -> Outcome:
+    """Send ``attempt``'s request on a pooled HTTP/1.1 connection and relay the response."""
+    first = attempt.source.poll_body_event()
+    has_length = any(name == b"content-length" for name, _ in attempt.head.headers)
+    chunked = is_chunked(attempt.head.headers) or (
+        not isinstance(first, EndOfBody) and not has_length
+    )
+    upstream_head = attempt.upstream_head(chunked=chunked, http_version=b"1.1")
+    pool = attempt.plane.pool
+    for try_number in (1, 2):
+        try:
+            upstream = await pool.acquire(
+                attempt.key,
+                limits=attempt.limits,
+                connect=attempt.connect,
+                open_ticket=attempt.open_ticket,
+            )
+        except (ConnectionLimitReached, ConnectFailure) as error:
+            return await attempt.not_connected(error)
+        try:
+            await _send_request(upstream, upstream_head, first, attempt.source)
+            return await _relay_response(attempt, upstream)
+        except DownstreamGone:
+            await pool.discard(upstream)
+            return Outcome(status=0, flag="DC", keep_alive=False)
+        except _UpstreamBroken as broken:
+            await pool.discard(upstream)
+            replayable = upstream.reused and isinstance(first, EndOfBody) and try_number == 1
+            if broken.before_response and replayable:
+                continue
+            return await _answer_broken(attempt, broken)
+        except ProtocolRefusal as refusal:
+            await pool.discard(upstream)
+            return await _answer_refusal(attempt, refusal)
+        except BaseException:
+            await pool.discard(upstream)
+            raise
+    raise AssertionError("unreachable: the second try always returns")
+
+
+async def _answer_broken(attempt: Attempt, broken: _UpstreamBroken) -> Outcome:
+    if not broken.before_response:
+        attempt.downstream.abort_response()
+        return Outcome(status=0, flag="UC", keep_alive=False)
+    status, flag = (504, "UT") if broken.timed_out else (502, "UC")
+    return await attempt.fail(flag, status, f"{attempt.what} {broken.reason}")
+
+
+async def _answer_refusal(attempt: Attempt, refusal: ProtocolRefusal) -> Outcome:
+    """The request body over the limit (413), or a malformed response (502 ``UPE``)."""
+    if refusal.status == 413:
+        await attempt.downstream.refuse(413, refusal.reason)
+        return Outcome(status=413, flag="-", keep_alive=False)
+    reason = f"{attempt.what}: {refusal.reason}"
+    await attempt.downstream.refuse(refusal.status, reason, flag="UPE")
+    return Outcome(status=refusal.status, flag="UPE", keep_alive=False)
+
+
+async def _send_request(
+    upstream: UpstreamConnection, head: RequestHead, first: BodyEvent, source: RequestBodySource
+) -> None:
+    """The head and the body; writes are coalesced up to ``FLUSH_SIZE`` or a wait."""
+    codec = upstream.codec
+    pending = bytearray(codec.send_head(head))
+    await source.send_continue_if_expected()
+    event = first
+    while not isinstance(event, EndOfBody):
+        if isinstance(event, NeedData):
+            await _send_to(upstream, pending)
+            pending.clear()
+            await source.receive_body_bytes()
+        else:
+            pending += codec.send_body(event.data)
+            if len(pending) >= FLUSH_SIZE:
+                await _send_to(upstream, pending)
+                pending.clear()
+        event = source.poll_body_event()
+    pending += codec.send_end()
+    await _send_to(upstream, pending)
+
+
+class _HeldResponse:
+    """The response head and latest body piece, held while the codec has more to say.
+
+    A small response thus leaves as one write; what is held goes out before any
+    wait for the endpoint, so a streamed response is never held back.
+    """
+
+    def __init__(self, downstream: Downstream) -> None:
+        self.downstream = downstream
+        self.head: ResponseHead | None = None
+        self.body = b""
+
+    async def flush(self) -> None:
+        if self.head is not None:
+            await self.downstream.send_response_head(self.head)
+            self.head = None
+        if self.body:
+            await self.downstream.send_response_body(self.body)
+            self.body = b""
+
+    async def add_body(self, data: bytes) -> None:
+        if self.body:
+            await self.flush()
+        self.body = data
+
+    async def end(self) -> None:
+        downstream = self.downstream
+        if self.head is not None and self.body:
+            await downstream.send_whole_response(self.head, self.body)
+        elif self.head is not None:
+            await downstream.send_response_head(self.head, end_stream=True)
+        elif self.body:
+            await downstream.send_response_body(self.body, end_stream=True)
+        else:
+            await downstream.end_response()
+
+
+async def _relay_response(attempt: Attempt, upstream: UpstreamConnection) -> Outcome:
+    """Stream the response to the client; releases ``upstream`` to the pool when done."""
+    held = _HeldResponse(attempt.downstream)
+    status = 0
+    try:
+        while True:
+            event = _next_response_event(upstream, got_head=status != 0)
+            if isinstance(event, NeedData):
+                await held.flush()
+                await _receive_from(upstream, attempt.limits, got_head=status != 0)
+            elif isinstance(event, ResponseHead):
+                status = event.status
+                head = attempt.commit(
+                    ResponseHead(
+                        status=status,
+                        headers=rewrite_response_headers(event.headers),
+                        reason=event.reason,
+                    )
+                )
+                if head is None:
+                    await attempt.plane.pool.discard(upstream)
+                    return held_back(status)
+                held.head = head
+            elif isinstance(event, Body):
+                await held.add_body(event.data)
+            elif isinstance(event, EndOfBody):
+                await held.end()
+                await attempt.plane.pool.release(upstream)
+                return Outcome(status=status, flag="-", keep_alive=True)
+            else:
+                raise _UpstreamBroken(
+                    "connection closed by the endpoint", before_response=status == 0
+                )
+    except DownstreamGone:
+        await attempt.plane.pool.discard(upstream)
+        return Outcome(status=status, flag="DC", keep_alive=False)
+
+
+def _next_response_event(upstream: UpstreamConnection, *, got_head: bool) -> ResponseEvent:
+    try:
+        return upstream.codec.next_event()
+    except ProtocolRefusal as refusal:
+        if not got_head:
+            raise
+        raise _UpstreamBroken(refusal.reason, before_response=False) from None
+
+
+async def _receive_from(upstream: UpstreamConnection, limits: Limits, *, got_head: bool) -> None:
+    with trio.move_on_after(limits.idle_timeout) as scope:
+        try:
+            data = await receive_some(upstream.stream, RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            raise _UpstreamBroken(
+                f"connection lost: {error}", before_response=not got_head
+            ) from None
+    if scope.cancelled_caught:
+        raise _UpstreamBroken(
+            f"sent nothing for {limits.idle_timeout:g}s",
+            before_response=not got_head,
+            timed_out=True,
+        )
+    if not data and not got_head:
+        raise _UpstreamBroken("closed the connection before responding", before_response=True)
+    upstream.codec.receive_data(data)
+
+
+async def _send_to(upstream: UpstreamConnection, data: bytes | bytearray) -> None:
+    try:
+        await send_all(upstream.stream, data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _UpstreamBroken(f"connection lost: {error}", before_response=True) from None
