@@ -39,10 +39,11 @@ import attrs
 import trio
 
 from meshkit.api import DirectResponse, Forward, Redirect, RouteRule
-from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+from meshkit.proxy.codec.messages import Headers, RequestHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome, ResponseHook, request_has_body
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
+from meshkit.proxy.flow.retrying import TryState, decide_retry, failure_of
 from meshkit.proxy.policy.destinations import DEFAULT_RULE, Destinations, DestinationState
 from meshkit.proxy.policy.faults import FaultDecision
 from meshkit.proxy.policy.flags import (
@@ -55,7 +56,7 @@ from meshkit.proxy.policy.flags import (
     TIMEOUT,
     flags_of,
 )
-from meshkit.proxy.policy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy
+from meshkit.proxy.policy.retry import AttemptOutcome, Failure
 from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
 from meshkit.proxy.policy.split import chance
 
@@ -79,11 +80,6 @@ class ReplyFunction(Protocol):
 
 MirrorFunction = Callable[[Endpoint, RequestHead, bytes], bool]
 
-_FAILURE_OF_FLAG: dict[str, Failure] = {
-    "UF": "connect-failure",
-    "UC": "reset",
-    "UT": "per-try-timeout",
-}
 _ANSWER_OF_FAILURE: dict[Failure, tuple[int, str]] = {
     "connect-failure": (503, CONNECT_FAILURE),
     "reset": (502, "UC"),
@@ -99,98 +95,6 @@ class Result:
     status: int
     flag: str
     keep_alive: bool
-
-
-class _AttemptState:
-    """The response hook of one attempt: commit the response, or hold it for a retry."""
-
-    def __init__(
-        self,
-        *,
-        rule: RouteRule,
-        destination: DestinationState,
-        endpoint: Endpoint,
-        policy: RetryPolicy | None,
-        retries_done: int,
-        method: bytes,
-        buffered_bytes: int | None,
-        route_scope: trio.CancelScope,
-        try_scope: trio.CancelScope,
-    ) -> None:
-        self.rule = rule
-        self.destination = destination
-        self.endpoint = endpoint
-        self.policy = policy
-        self.retries_done = retries_done
-        self.method = method
-        self.buffered_bytes = buffered_bytes
-        self.route_scope = route_scope
-        self.try_scope = try_scope
-        self.retry: RetryDecision | None = None
-        self.retry_ticket_taken = False
-        self.exhausted = False
-        self.timed_out = False
-
-    def on_response(self, head: ResponseHead) -> ResponseHead | None:
-        outcome = AttemptOutcome.response(head.status, head.headers)
-        outlier = self.destination.outlier
-        if head.status >= 500:
-            outlier.record_failure(self.endpoint.instance)
-        else:
-            outlier.record_success(self.endpoint.instance)
-        if self.route_scope.cancel_called or self.try_scope.cancel_called:
-            self.timed_out = True
-            return None
-        if not outcome.succeeded and self.policy is not None:
-            decision = decide_retry(
-                self.policy,
-                self.destination,
-                outcome=outcome,
-                retries_done=self.retries_done,
-                method=self.method,
-                buffered_bytes=self.buffered_bytes,
-                deadline=self.route_scope.deadline,
-            )
-            if decision.retry:
-                self.retry = decision
-                return None
-            self.exhausted = self.policy.is_retriable(outcome)
-        # Committed: the response now flows to the client, no timeout cuts it.
-        self.route_scope.deadline = math.inf
-        self.try_scope.deadline = math.inf
-        if self.rule.response_headers.empty:
-            return head
-        return attrs.evolve(
-            head, headers=apply_header_ops(head.headers, self.rule.response_headers)
-        )
-
-
-def decide_retry(
-    policy: RetryPolicy,
-    destination: DestinationState,
-    *,
-    outcome: AttemptOutcome,
-    retries_done: int,
-    method: bytes,
-    buffered_bytes: int | None,
-    deadline: float,
-) -> RetryDecision:
-    """The retry policy's answer, then the budget's and the breaker's admission."""
-    time_left = None if deadline == math.inf else max(0.0, deadline - trio.current_time())
-    decision = policy.decide(
-        retries_done=retries_done,
-        outcome=outcome,
-        method=method,
-        buffered_body_bytes=buffered_bytes,
-        time_left=time_left,
-    )
-    if not decision.retry:
-        return decision
-    if destination.breaker.in_use("retries") >= destination.policy.breaker.max_retries:
-        return RetryDecision(retry=False, reason=destination.breaker.overflow_reason("retries"))
-    if not destination.budget.try_withdraw():
-        return RetryDecision(retry=False, reason="retry budget spent")
-    return decision
 
 
 def _fault_reply(fault: FaultDecision) -> tuple[int, Headers]:
@@ -384,7 +288,7 @@ async def _attempts(
             try_deadline = math.inf if per_try is None else trio.current_time() + per_try
             retry_ticket = destination.breaker.try_start_retry() if retries_done else None
             with trio.CancelScope(deadline=try_deadline) as try_scope:
-                state = _AttemptState(
+                state = TryState(
                     rule=rule,
                     destination=destination,
                     endpoint=endpoint,
@@ -414,18 +318,9 @@ async def _attempts(
                 if flag == "-" and state.exhausted:
                     flag = RETRY_LIMIT_EXCEEDED
                 return Result(status=outcome.status, flag=flag, keep_alive=outcome.keep_alive)
-            if outcome is not None and state.retry is None and not state.timed_out:
-                failure = _FAILURE_OF_FLAG.get(outcome.flag, "reset")
-                last_failure = (failure, outcome.reason)
-                destination.outlier.record_failure(endpoint.instance)
-            elif outcome is None or state.timed_out:
-                failure = "per-try-timeout"
-                last_failure = (
-                    failure,
-                    f"no answer within the per-try timeout of {per_try:g}s"
-                    if per_try is not None
-                    else "no answer in time",
-                )
+            failed = failure_of(outcome, state, per_try)
+            if failed is not None:
+                last_failure = failed
                 destination.outlier.record_failure(endpoint.instance)
             decision = state.retry
             if decision is None and last_failure is not None and policy is not None:

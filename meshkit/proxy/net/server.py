@@ -14,6 +14,7 @@ import logging
 import trio
 
 from meshkit.proxy.codec.messages import RequestHead
+from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
 from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
@@ -56,44 +57,44 @@ async def _accept_https(plane: DataPlane, raw_stream: trio.abc.Stream) -> trio.a
     return await accept_https(raw_stream, plane.gateway_tls)
 
 
+async def _handshake(
+    plane: DataPlane, config: ProxyConfig, listener: Listener, raw_stream: trio.abc.Stream
+) -> tuple[trio.abc.Stream, str | None] | None:
+    """The stream to serve and the peer's identity; None when the connection is refused.
+
+    Inbound connections pass ``accept_inbound`` (mTLS), a gateway listener with
+    ``tls`` the HTTPS handshake, both within ``header_timeout``.
+    """
+    if listener.kind != "inbound" and not listener.tls:
+        return raw_stream, None
+    timeout = config.limits.header_timeout
+    with trio.move_on_after(timeout):
+        try:
+            if listener.kind == "inbound":
+                return await accept_inbound(raw_stream, tls=plane.tls, mode=config.mtls)
+            return await _accept_https(plane, raw_stream), None
+        except InboundRefused as refused:
+            peer = _peer_address(raw_stream) or "?"
+            log.info("%s: refused a connection from %s: %s", listener.name, peer, refused.reason)
+            return None
+    log.info("%s: closed a connection whose TLS handshake took over %gs", listener.name, timeout)
+    return None
+
+
 async def handle_connection(
     plane: DataPlane, listener_name: str, raw_stream: trio.abc.Stream
 ) -> None:
     """Serve every request of one accepted connection, then close it."""
     config = plane.config
     listener = None if config is None else plane.listener(config, listener_name)
-    if config is None or listener is None:
+    secured = None
+    if config is not None and listener is not None:
+        secured = await _handshake(plane, config, listener, raw_stream)
+    if config is None or secured is None:
         await trio.aclose_forcefully(raw_stream)
         return
+    stream, identity = secured
     limits = config.limits
-    stream: trio.abc.Stream = raw_stream
-    identity: str | None = None
-    if listener.kind == "inbound" or listener.tls:
-        with trio.move_on_after(limits.header_timeout) as handshake:
-            try:
-                if listener.kind == "inbound":
-                    stream, identity = await accept_inbound(
-                        raw_stream, tls=plane.tls, mode=config.mtls
-                    )
-                else:
-                    stream = await _accept_https(plane, raw_stream)
-            except InboundRefused as refused:
-                log.info(
-                    "%s: refused a connection from %s: %s",
-                    listener_name,
-                    _peer_address(raw_stream) or "?",
-                    refused.reason,
-                )
-                await trio.aclose_forcefully(raw_stream)
-                return
-        if handshake.cancelled_caught:
-            log.info(
-                "%s: closed a connection whose TLS handshake took over %gs",
-                listener_name,
-                limits.header_timeout,
-            )
-            await trio.aclose_forcefully(raw_stream)
-            return
     plane.metrics.connection_opened(listener_name)
     try:
         async with stream:
@@ -122,28 +123,32 @@ async def handle_connection(
                 peer_address=_peer_address(raw_stream),
                 identity=identity,
             )
-            downstream.codec.receive_data(first_bytes)
-            if not first_bytes:
-                await downstream.refuse(
-                    408, f"request head not received within {limits.header_timeout:g}s"
-                )
-                return
-            first = True
-            while True:
-                head = await downstream.read_head(first=first)
-                if head is None:
-                    return
-                first = False
-                try:
-                    keep_alive = await handle_request(plane, downstream, head)
-                except DownstreamGone:
-                    return
-                if not keep_alive or plane.draining or not downstream.codec.finish_cycle():
-                    return
+            await _serve_http1(plane, downstream, first_bytes)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     finally:
         plane.metrics.connection_closed(listener_name)
+
+
+async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_bytes: bytes) -> None:
+    """The requests of one HTTP/1.1 connection, one after another (keep-alive)."""
+    if not first_bytes:
+        timeout = downstream.limits.header_timeout
+        await downstream.refuse(408, f"request head not received within {timeout:g}s")
+        return
+    downstream.codec.receive_data(first_bytes)
+    first = True
+    while True:
+        head = await downstream.read_head(first=first)
+        if head is None:
+            return
+        first = False
+        try:
+            keep_alive = await handle_request(plane, downstream, head)
+        except DownstreamGone:
+            return
+        if not keep_alive or plane.draining or not downstream.codec.finish_cycle():
+            return
 
 
 def _selected_alpn(stream: trio.abc.Stream) -> str | None:
