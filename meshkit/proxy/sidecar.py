@@ -172,6 +172,8 @@ class Sidecar:
         """Serve until ``shutdown()``; returns after the drain."""
         async with trio.open_nursery() as background:
             background.start_soon(self.plane.access_log.run_flusher)
+            await background.start(self.plane.h2_upstreams.run)
+            await background.start(self.plane.mirrors.run)
             try:
                 await self._serve_until_stopped(task_status)
             finally:
@@ -181,8 +183,6 @@ class Sidecar:
         try:
             async with trio.open_nursery() as connections:
                 self._connection_nursery = connections
-                self.plane.mirrors.nursery = connections
-                self.plane.h2_upstreams.nursery = connections
                 async with trio.open_nursery() as listeners:
                     self._listener_nursery = listeners
                     listeners.start_soon(self._subscribe)

@@ -182,7 +182,7 @@ class Peer:
 async def test_streams_to_one_peer_share_one_connection() -> None:
     upstreams = H2Upstreams()
     async with trio.open_nursery() as nursery:
-        upstreams.nursery = nursery
+        await nursery.start(upstreams.run)
         peer = Peer(nursery)
         first, first_reused = await upstreams.open_stream(
             ("peer", 1), post(b"/a"), connect=peer.connect, end_stream=True
@@ -208,7 +208,7 @@ async def test_streams_to_one_peer_share_one_connection() -> None:
 async def test_a_connection_that_ended_is_replaced_by_a_fresh_one() -> None:
     upstreams = H2Upstreams()
     async with trio.open_nursery() as nursery:
-        upstreams.nursery = nursery
+        await nursery.start(upstreams.run)
         peer = Peer(nursery)
         stream, _ = await upstreams.open_stream(
             ("peer", 1), post(b"/a"), connect=peer.connect, end_stream=True
@@ -230,7 +230,7 @@ async def test_a_connection_that_ended_is_replaced_by_a_fresh_one() -> None:
 async def test_a_drain_closes_connections_once_their_streams_finish() -> None:
     upstreams = H2Upstreams()
     async with trio.open_nursery() as nursery:
-        upstreams.nursery = nursery
+        await nursery.start(upstreams.run)
         peer = Peer(nursery)
         stream, _ = await upstreams.open_stream(
             ("peer", 1), post(b"/a"), connect=peer.connect, end_stream=True

@@ -175,7 +175,7 @@ async def test_without_a_ticket_source_nothing_is_counted() -> None:
 async def test_h2_connection_holds_its_ticket_until_it_ends() -> None:
     upstreams, connect, breaker = H2Upstreams(), FakeConnect(), breaker_of(1)
     async with trio.open_nursery() as nursery:
-        upstreams.nursery = nursery
+        await nursery.start(upstreams.run)
         with pytest.raises(ConnectFailure):
             await upstreams.open_stream(
                 A,
@@ -200,6 +200,7 @@ async def test_h2_connection_holds_its_ticket_until_it_ends() -> None:
                 await trio.sleep(0.001)
         assert breaker.in_use("connections") == 0
         await upstreams.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def test_forward_answers_uo_without_connecting_when_no_ticket_is_left() -> None:
@@ -296,7 +297,7 @@ async def test_a_mirror_copy_over_the_connection_limit_is_dropped_without_connec
     pool = new_pool()
     endpoint = Endpoint(instance="catalog-v2-0", host="127.0.0.1", port=1, version="v2")
     async with trio.open_nursery() as nursery:
-        mirrors.nursery = nursery
+        await nursery.start(mirrors.run)
         assert mirrors.offer(
             pool=pool,
             tls=None,
@@ -306,6 +307,10 @@ async def test_a_mirror_copy_over_the_connection_limit_is_dropped_without_connec
             limits=LIMITS,
             open_ticket=breaker.try_open_connection,
         )
+        with trio.fail_after(1):
+            while mirrors.in_flight:
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
     assert (mirrors.in_flight, mirrors.sent, connects) == (0, 0, [])
     assert breaker.in_use("connections") == 0
     assert pool.idle_count((endpoint.host, endpoint.port)) == 0

@@ -38,14 +38,14 @@ class DataPlane:
         self.destinations = Destinations(
             clock=trio.current_time, wall_clock=time.time, random=random.Random()
         )
-        # Mirrored copies; the sidecar sets ``mirrors.nursery`` to one that lives as long as it.
+        # Mirrored copies, owned by ``mirrors.run`` (the sidecar runs it for its life).
         self.mirrors = Mirrors()
         self.metrics = Metrics()
         # The requests the inbound listener served (admin ``/calls``).
         self.calls = CallLog()
         self.access_log = AccessLog()
-        # Multiplexed HTTP/2 connections (to h2 apps and between sidecars); the
-        # sidecar sets ``h2_upstreams.nursery`` to one that lives as long as it.
+        # Multiplexed HTTP/2 connections (to h2 apps and between sidecars), owned
+        # by ``h2_upstreams.run`` (the sidecar runs it for its life).
         self.h2_upstreams = H2Upstreams()
         self.pool = ConnectionPool(
             max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2

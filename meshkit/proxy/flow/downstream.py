@@ -69,14 +69,15 @@ class Http1Downstream(Downstream):
         peer_address: str | None,
         identity: str | None,
     ) -> None:
+        super().__init__(
+            plane=plane,
+            limits=limits,
+            listener_name=listener_name,
+            peer_address=peer_address,
+            identity=identity,
+        )
         self.stream = stream
-        self.plane = plane
         self.codec = new_server_codec(limits)
-        self.limits = limits
-        self.listener_name = listener_name
-        self.peer_address = peer_address
-        self.identity = identity
-        self.body_bytes = 0
         # Whether the current request takes trailers (``te: trailers``).
         self._accepts_trailers = False
 

@@ -64,12 +64,21 @@ def local_response_head(
 class Downstream(ABC):
     """One request's client: its request body in, its response out."""
 
-    plane: DataPlane
-    limits: Limits
-    listener_name: str
-    peer_address: str | None
-    identity: str | None
-    body_bytes: int = 0
+    def __init__(
+        self,
+        *,
+        plane: DataPlane,
+        limits: Limits,
+        listener_name: str,
+        peer_address: str | None,
+        identity: str | None,
+    ) -> None:
+        self.plane = plane
+        self.limits = limits
+        self.listener_name = listener_name
+        self.peer_address = peer_address
+        self.identity = identity
+        self.body_bytes = 0
 
     # ------------------------------------------------------------ the request body
 

@@ -137,10 +137,11 @@ async def _send_request(
 
 
 class _HeldResponse:
-    """The response head and latest body piece, held while the codec has more to say.
+    """The response head and body bytes, held while the codec has more to say.
 
-    A small response thus leaves as one write; what is held goes out before any
-    wait for the endpoint, so a streamed response is never held back.
+    A small response thus leaves as one write, a large one in writes of up to
+    ``FLUSH_SIZE``; what is held goes out before any wait for the endpoint, so
+    a streamed response is never held back.
     """
 
     def __init__(self, downstream: Downstream) -> None:
@@ -157,9 +158,9 @@ class _HeldResponse:
             self.body = b""
 
     async def add_body(self, data: bytes) -> None:
-        if self.body:
+        self.body += data
+        if len(self.body) >= FLUSH_SIZE:
             await self.flush()
-        self.body = data
 
     async def end(self) -> None:
         downstream = self.downstream

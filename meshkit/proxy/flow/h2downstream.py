@@ -56,13 +56,14 @@ class H2Downstream(Downstream):
         peer_address: str | None,
         identity: str | None,
     ) -> None:
+        super().__init__(
+            plane=plane,
+            limits=limits,
+            listener_name=listener_name,
+            peer_address=peer_address,
+            identity=identity,
+        )
         self.stream = stream
-        self.plane = plane
-        self.limits = limits
-        self.listener_name = listener_name
-        self.peer_address = peer_address
-        self.identity = identity
-        self.body_bytes = 0
         self.response_started = False
 
     # ------------------------------------------------------------ the request body

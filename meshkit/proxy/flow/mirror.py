@@ -55,7 +55,7 @@ def mirrored_headers(headers: Headers, body: bytes) -> Headers:
 
 
 class Mirrors:
-    """Admission and ownership of mirrored copies; ``nursery`` is set by the sidecar."""
+    """Admission and ownership of mirrored copies, sent in the nursery of ``run``."""
 
     def __init__(
         self,
@@ -63,12 +63,22 @@ class Mirrors:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         timeout: float = DEFAULT_MIRROR_TIMEOUT,
     ) -> None:
-        self.nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.in_flight = 0
         self.sent = 0
         self.dropped = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the copies' tasks until cancelled (the sidecar runs this for its life)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     def offer(
         self,
@@ -86,14 +96,14 @@ class Mirrors:
         ``open_ticket`` is the destination breaker's connection admission: a copy
         that would need a connection over ``max_connections`` is dropped.
         """
-        if self.nursery is None or self.in_flight >= self.max_in_flight:
+        if self._nursery is None or self.in_flight >= self.max_in_flight:
             self.dropped += 1
             return False
         self.in_flight += 1
         copy = RequestHead(
             method=head.method, target=head.target, headers=mirrored_headers(head.headers, body)
         )
-        self.nursery.start_soon(self._send, pool, tls, endpoint, copy, body, limits, open_ticket)
+        self._nursery.start_soon(self._send, pool, tls, endpoint, copy, body, limits, open_ticket)
         return True
 
     async def _send(

@@ -3,9 +3,10 @@
 ``H2Upstreams.open_stream`` sends a request head on a connection to
 ``key`` (host, port): an existing one with room for another stream under the
 peer's max concurrent streams, else a new one opened with ``connect``.  Each
-connection's ``run`` task lives in ``nursery`` (the sidecar's connection
-nursery); a connection that ended (GOAWAY, error, peer closed) is forgotten
-and the next request opens a fresh one.
+connection's task lives in the nursery of ``H2Upstreams.run``, which its
+owner (the sidecar) starts with ``nursery.start`` and cancels when it stops; a
+connection that ended (GOAWAY, error, peer closed) is forgotten and the next
+request opens a fresh one.
 
 A new connection first takes a ticket from ``open_ticket`` (the destination's
 circuit breaker), held until the connection's task ends;
@@ -26,17 +27,27 @@ UpstreamKey = tuple[str, int]
 
 
 class NoUpstreamNursery(Exception):
-    """``H2Upstreams.nursery`` was never set: nothing can own a connection's task."""
+    """``H2Upstreams.run`` is not running: nothing can own a connection's task."""
 
 
 class H2Upstreams:
     def __init__(self) -> None:
-        # Set by the owner (the sidecar) to a nursery that outlives every request.
-        self.nursery: trio.Nursery | None = None
+        # The nursery of ``run`` while it runs: it owns every connection's task.
+        self._nursery: trio.Nursery | None = None
         self._connections: dict[UpstreamKey, list[Http2Connection]] = {}
         self._opening: dict[UpstreamKey, trio.Lock] = {}
         self._drain_requested = trio.Event()
         self._stream_finished = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the connections' tasks until cancelled (the sidecar runs this for its life)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     def connection_count(self, key: UpstreamKey) -> int:
         return len(self._connections.get(key, ()))
@@ -85,15 +96,17 @@ class H2Upstreams:
         connect: Callable[[], Awaitable[trio.abc.Stream]],
         open_ticket: Callable[[], Ticket | None] | None,
     ) -> Http2Connection:
-        if self.nursery is None:
-            raise NoUpstreamNursery("the HTTP/2 upstream connections have no owner nursery")
+        if self._nursery is None:
+            raise NoUpstreamNursery(
+                "the HTTP/2 upstream connections have no owner nursery (H2Upstreams.run)"
+            )
         ticket = None if open_ticket is None else open_ticket()
         if open_ticket is not None and ticket is None:
             raise ConnectionLimitReached(key)
         try:
             transport = await connect()
             connection = Http2Connection(transport, client_side=True)
-            await self.nursery.start(self._run, key, connection, ticket)
+            await self._nursery.start(self._run, key, connection, ticket)
         except BaseException:
             if ticket is not None:
                 ticket.release()
