@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import logging
 import secrets
 import time
@@ -284,35 +283,6 @@ class Issuer:
             certificate.not_valid_after_utc,
         )
         return certificate.public_bytes(serialization.Encoding.PEM)
-
-    def gateway_certificate(
-        self,
-        hosts: Sequence[str] = ("localhost", "127.0.0.1"),
-        *,
-        lifetime: float = DEFAULT_LEAF_LIFETIME,
-    ) -> tuple[bytes, bytes]:
-        """``(cert PEM, key PEM)`` for the gateway's HTTPS port: DNS/IP SANs, serverAuth."""
-        if not hosts:
-            raise ValueError("a gateway certificate needs at least one host name or address")
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            self._leaf_builder(key.public_key(), subject_name=hosts[0], lifetime=lifetime)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        )
-        certificate = builder.sign(self.root.private_key, hashes.SHA256())
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
     def _verify_holder(
         self, presented_cert_pem: bytes, proof: bytes, csr: x509.CertificateSigningRequest

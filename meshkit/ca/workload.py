@@ -1,21 +1,19 @@
 """What a workload (a sidecar) does with its own key: generate it, ask for certificates.
 
-The private key is made in the sidecar's memory and never written to disk unless
-a caller asks with ``write_private_key`` (0600, atomically).  No event loop here.
+The private key is made in the sidecar's memory and never written to disk.
+No event loop here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from meshkit.ca.root import write_file_atomically
 from meshkit.ca.spiffe import parse_spiffe_id
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -73,16 +71,3 @@ def private_key_pem(key: PrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def load_private_key(key_pem: bytes) -> PrivateKey:
-    """Parse an unencrypted PEM EC private key."""
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError("expected an EC private key")
-    return key
-
-
-def write_private_key(path: Path, key: PrivateKey) -> None:
-    """Write ``key`` to ``path`` with mode 0600, atomically (only when a caller asks)."""
-    write_file_atomically(Path(path), private_key_pem(key), mode=0o600)

@@ -30,7 +30,9 @@ from meshkit.ca import (
     spiffe_id,
     verify_peer_identity,
 )
-from meshkit.ca.workload import write_private_key
+from meshkit.ca.root import write_file_atomically
+from meshkit.ca.workload import private_key_pem
+from tests.unit.test_ca_issuer import gateway_serving_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +66,7 @@ def _issue(issuer: Issuer, identity: str, directory: Path) -> tuple[bytes, Files
     directory.mkdir(mode=0o700, exist_ok=True)
     files = Files(cert=directory / "cert.pem", key=directory / "key.pem")
     files.cert.write_bytes(cert_pem)
-    write_private_key(files.key, key)
+    write_file_atomically(files.key, private_key_pem(key), mode=0o600)
     return cert_pem, files
 
 
@@ -256,7 +258,7 @@ async def _curl(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 async def test_curl_trusts_the_gateway_with_the_root(issuer: Issuer, host: str) -> None:
-    cert_pem, key_pem = issuer.gateway_certificate()
+    cert_pem, key_pem = gateway_serving_certificate(issuer)
     async with tls_server(gateway_server_context(cert_pem, key_pem), _answer_http) as running:
         url = f"https://{host}:{running.port}/"
         pinned = ["--resolve", f"localhost:{running.port}:127.0.0.1"]

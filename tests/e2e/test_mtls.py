@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 import trio
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshkit.api.control import ControlPlaneError, request_json
 from meshkit.ca import Issuer, RootCA, generate_key, make_csr, spiffe_id
 from meshkit.ca.exchange import bootstrap_request_body, renewal_request_body
-from meshkit.ca.workload import load_private_key, private_key_pem, renewal_proof
+from meshkit.ca.workload import private_key_pem, renewal_proof
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, HealthCheck, MeshSpec, ServiceSpec
 from meshkit.runtime.mesh import UpOptions, run_mesh
 from tests.meshproc import MeshProcess
@@ -294,7 +296,8 @@ async def test_the_control_plane_refuses_foreign_csrs_and_reused_tokens(
 
         # A certificate of the mesh for one service cannot renew into another.
         cert, key_file = client_certificate(options.state_dir / "ca", FRONT, tmp_path / "front")
-        front_key = load_private_key(key_file.read_bytes())
+        front_key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        assert isinstance(front_key, ec.EllipticCurvePrivateKey)
         csr = make_csr(key, BACK)
         code, body = await certificate_request(
             socket,

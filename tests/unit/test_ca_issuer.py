@@ -27,6 +27,7 @@ from meshkit.ca import (
     renewal_proof,
     spiffe_id,
 )
+from meshkit.ca.workload import make_serving_csr, private_key_pem
 
 NOW = 1_750_000_000.0
 CATALOG = spiffe_id("shop", "catalog")
@@ -217,8 +218,27 @@ def test_renewal_with_a_certificate_of_another_root_is_refused(
         issuer.sign_renewal(csr, old_cert, renewal_proof(old_key, csr))
 
 
+def gateway_serving_certificate(
+    issuer: Issuer, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), *, lifetime: float = 3600
+) -> tuple[bytes, bytes]:
+    """``(cert PEM, key PEM)`` for the gateway's HTTPS port, asked for as the gateway does."""
+    gateway = spiffe_id("shop", "gateway")
+    svid_key, svid_pem = _issue(issuer, gateway)
+    key = generate_key()
+    csr = make_serving_csr(key, hosts)
+    cert_pem = issuer.sign_gateway_csr(
+        csr,
+        svid_pem,
+        renewal_proof(svid_key, csr),
+        gateway_identity=gateway,
+        hosts=hosts,
+        lifetime=lifetime,
+    )
+    return cert_pem, private_key_pem(key)
+
+
 def test_gateway_certificate_names_hosts(issuer: Issuer) -> None:
-    cert_pem, key_pem = issuer.gateway_certificate(("localhost", "127.0.0.1"), lifetime=60)
+    cert_pem, key_pem = gateway_serving_certificate(issuer, ("localhost", "127.0.0.1"), lifetime=60)
     certificate = x509.load_pem_x509_certificate(cert_pem)
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
