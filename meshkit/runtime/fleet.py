@@ -143,19 +143,37 @@ class Fleet:
         self.publish()
 
     async def stop_all(self) -> None:
-        """The gateway first, then services in reverse dependency order, then anything left."""
+        """The gateway first, then every service once the services that depend on it stopped.
+
+        Independent services stop in parallel, so a mesh of slow-to-stop apps
+        takes one grace period per level of dependency, not one per instance.
+        """
         by_service: dict[str, list[InstanceRunner]] = {}
         for instance_id, runner in self.runners.items():
             by_service.setdefault(self.registry.get(instance_id).service, []).append(runner)
-        order = [GATEWAY_INSTANCE, *reversed(startup_order(self.spec))]
-        order += [service for service in by_service if service not in order]
-        for service in order:
-            group = by_service.get(service, [])
-            if not group:
-                continue
-            async with trio.open_nursery() as nursery:
-                for runner in group:
-                    nursery.start_soon(runner.stop)
+        await self._stop_group(by_service.pop(GATEWAY_INSTANCE, []))
+        stopped = {service: trio.Event() for service in by_service}
+        dependents: dict[str, list[str]] = {service: [] for service in by_service}
+        for service in by_service:
+            for dep in dependencies_of(self.spec, service):
+                if dep in dependents and dep != service:
+                    dependents[dep].append(service)
+
+        async def stop_service(service: str) -> None:
+            for dependent in dependents[service]:
+                await stopped[dependent].wait()
+            await self._stop_group(by_service[service])
+            stopped[service].set()
+
+        async with trio.open_nursery() as nursery:
+            for service in by_service:
+                nursery.start_soon(stop_service, service)
+
+    @staticmethod
+    async def _stop_group(runners: list[InstanceRunner]) -> None:
+        async with trio.open_nursery() as nursery:
+            for runner in runners:
+                nursery.start_soon(runner.stop)
 
     # -- rollouts ------------------------------------------------------------
 

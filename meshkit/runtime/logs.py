@@ -1,9 +1,13 @@
 """Where process output goes: a file per process and the terminal.
 
-Each line of an app goes to ``.meshkit/logs/<instance>.log`` (its sidecar's to
-``<instance>.proxy.log``) and to the terminal as ``HH:MM:SS name | line``.
-Each service gets a stable colour (a hash of its name); no colour when the
-terminal is not a TTY or ``NO_COLOR`` is set.
+An app writes to ``.meshkit/logs/<instance>.log`` itself (its stdout and
+stderr are that file, appended to; its sidecar's are ``<instance>.proxy.log``),
+so nothing a process writes ever waits for the control plane: a stopped or
+slow ``meshkit up`` cannot block a request.  The terminal view follows those
+files (``LogHub.follow`` and the ``tail_files`` task) and shows each new line
+as ``HH:MM:SS name | line``.  A file that grows past ``max_bytes`` is cut back
+to empty (with a line saying so).  Each service gets a stable colour (a hash
+of its name); no colour when the terminal is not a TTY or ``NO_COLOR`` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import time
 from pathlib import Path
 from typing import IO
 
+import trio
+
+MAX_LOG_BYTES = 64 * 1024 * 1024
+TAIL_INTERVAL = 0.2
 COLOURS = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 RESET = "\x1b[0m"
 
@@ -42,14 +50,93 @@ def format_line(
     return f"{prefix} {line}"
 
 
-class LogHub:
-    """Opens per-process log files under ``log_dir`` and writes lines to them."""
+class FollowedFile:
+    """A log file the terminal view shows, and how far it has been read."""
 
-    def __init__(self, log_dir: Path, *, terminal: IO[str] | None = None) -> None:
+    def __init__(self, path: Path, *, colour_key: str) -> None:
+        self.path = path
+        self.colour_key = colour_key
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.partial = b""
+
+    def new_lines(self, *, final: bool = False) -> list[str]:
+        """The complete lines written since the last call (and a trailing part if ``final``)."""
+        try:
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < self.offset:  # cut back: start again from the top
+                    self.offset, self.partial = 0, b""
+                handle.seek(self.offset)
+                data = handle.read(max(size - self.offset, 0))
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = b""
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines]
+
+
+class LogHub:
+    """The log files under ``log_dir``: their paths, the lines meshkit writes, the terminal view."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        terminal: IO[str] | None = None,
+        max_bytes: int = MAX_LOG_BYTES,
+    ) -> None:
         self.log_dir = log_dir
         self.terminal = sys.stdout if terminal is None else terminal
         self.coloured = use_colour(self.terminal)
+        self.max_bytes = max_bytes
         self._files: dict[str, IO[str]] = {}
+        self._followed: dict[str, FollowedFile] = {}
+
+    def path(self, file_stem: str) -> Path:
+        return self.log_dir / f"{file_stem}.log"
+
+    def follow(self, *, file_stem: str, colour_key: str) -> Path:
+        """Show the new lines of ``<file_stem>.log`` on the terminal (once ``tail_files`` runs)."""
+        path = self.path(file_stem)
+        if file_stem not in self._followed:
+            self._followed[file_stem] = FollowedFile(path, colour_key=colour_key)
+        return path
+
+    async def tail_files(self, interval: float = TAIL_INTERVAL) -> None:
+        """Until cancelled (then once more): show new lines, cut back files that grew too big."""
+        try:
+            while True:
+                self._show_new_lines(final=False)
+                await trio.sleep(interval)
+        finally:
+            self._show_new_lines(final=True)
+
+    def _show_new_lines(self, *, final: bool) -> None:
+        for stem, followed in list(self._followed.items()):
+            for line in followed.new_lines(final=final):
+                self.show(display_name=stem, colour_key=followed.colour_key, line=line)
+            if followed.offset > self.max_bytes:
+                self._cut_back(followed)
+
+    def _cut_back(self, followed: FollowedFile) -> None:
+        try:
+            os.truncate(followed.path, 0)
+            with open(followed.path, "a", encoding="utf-8") as handle:
+                handle.write(f"meshkit: log cut back after {followed.offset} bytes\n")
+        except OSError:
+            return
+        followed.offset, followed.partial = 0, b""
+
+    def show(self, *, display_name: str, colour_key: str, line: str) -> None:
+        """One line of a process on the terminal (a stopped terminal blocks only meshkit)."""
+        self.terminal.write(
+            format_line(name=display_name, line=line, colour_key=colour_key, coloured=self.coloured)
+            + "\n"
+        )
+        self.terminal.flush()
 
     def sink(self, *, file_stem: str, display_name: str, colour_key: str) -> LogSink:
         handle = self._files.get(file_stem)
@@ -83,13 +170,4 @@ class LogSink:
             return
         self.handle.write(line + "\n")
         self.handle.flush()
-        self.hub.terminal.write(
-            format_line(
-                name=self.display_name,
-                line=line,
-                colour_key=self.colour_key,
-                coloured=self.hub.coloured,
-            )
-            + "\n"
-        )
-        self.hub.terminal.flush()
+        self.hub.show(display_name=self.display_name, colour_key=self.colour_key, line=line)

@@ -47,10 +47,11 @@ from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 from meshkit.registry.status import gateway_url, mesh_ready
 from meshkit.runtime.fleet import Fleet, FleetTimeouts
+from meshkit.runtime.lineage import become_subreaper
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.plan import PlanError, startup_order
 from meshkit.runtime.ports import PortAllocator
-from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard
+from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard, Owners
 from meshkit.runtime.reload import Reloader, SpecTransform, SpecTransformError, identity_transform
 from meshkit.runtime.supervisor import SupervisorContext
 from meshkit.runtime.watch import watch_and_reload
@@ -190,11 +191,13 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     logs = LogHub(paths.logs_dir, terminal=terminal)
     guard: GroupGuard = NoGuard()
     guardian: GuardianLink | None = None
+    owners = Owners()
+    become_subreaper()
     try:
         if options.use_guardian:
-            guardian = await GuardianLink.start()
+            guardian = await GuardianLink.start(owners)
             guard = guardian
-        return await _run(spec, options, paths, logs, guard, Issuer(root=root))
+        return await _run(spec, options, paths, logs, guard, Issuer(root=root), owners)
     finally:
         if guardian is not None:
             await guardian.close()
@@ -209,6 +212,7 @@ async def _run(
     logs: LogHub,
     guard: GroupGuard,
     issuer: Issuer,
+    owners: Owners,
 ) -> int:
     ports = PortAllocator()
     registry = build_registry(spec, ports)
@@ -226,6 +230,7 @@ async def _run(
         sidecar_ready_timeout=options.sidecar_ready_timeout,
         sidecar_argv=options.sidecar_argv,
         issuer=issuer,
+        owners=owners,
     )
     reloader: Reloader | None = None
 
@@ -282,6 +287,7 @@ async def _run(
 
     async with trio.open_nursery() as services:
         await services.start(server.serve, paths.control_socket)
+        services.start_soon(logs.tail_files)
         if options.handle_signals:
             services.start_soon(_watch_signals, stop, ctx.hurry, logs)
         async with trio.open_nursery() as runners:

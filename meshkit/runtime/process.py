@@ -1,24 +1,35 @@
 """Child processes in process groups the control plane owns.
 
 Every child starts in its own session (so its own process group, whose id is
-its pid), with stdout and stderr on one pipe read line by line by a log task.
-Stopping a child means SIGTERM to its whole group, then SIGKILL to the group
-after a grace period (or at once when someone is in a hurry).  Each group is
-registered with the guardian (``meshkit.runtime.guardian``) for as long as it
-may exist, so that no child outlives a control plane that was killed.
+its pid) with an owner tag in its environment (``meshkit.runtime.lineage``),
+and with stdout and stderr either on its log file directly (``log_path``: no
+pipe, so nothing it writes ever waits for the control plane) or on one pipe
+read line by line by a log task (``on_line``).
+
+Stopping a child means SIGTERM to every member of the spawn (its group, and
+its descendants that left the group), then waiting until all of them are gone
+or the grace period is over (the grace belongs to the app, not to the
+``/bin/sh -c`` in front of it, which dies at once), then SIGKILL to whatever is
+left; ``hurry`` cuts the grace short.  Each group is registered with the
+guardian (``meshkit.runtime.guardian``) for as long as it may exist, so that
+no child outlives a control plane that was killed.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
+
+from meshkit.runtime import lineage
 
 LineSink = Callable[[str], None]
 
@@ -49,9 +60,10 @@ class GuardianLink:
         self._lock = trio.Lock()
 
     @classmethod
-    async def start(cls) -> GuardianLink:
+    async def start(cls, owners: Owners) -> GuardianLink:
+        """A guardian for the groups registered and for every process tagged by ``owners``."""
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "meshkit.runtime.guardian"],
+            [sys.executable, "-m", "meshkit.runtime.guardian", "--owners", owners.prefix],
             stdin=subprocess.PIPE,
             start_new_session=True,
         )
@@ -78,6 +90,25 @@ class GuardianLink:
                 await self.process.wait()
 
 
+class Owners:
+    """Hands out the owner tags of one run: ``<run>.1.``, ``<run>.2.``, ..."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = lineage.new_run_id() if run_id is None else run_id
+        self._sequence = itertools.count(1)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.run_id}."
+
+    def next_tag(self) -> str:
+        return lineage.owner_tag(self.run_id, next(self._sequence))
+
+
+SHARED_OWNERS = Owners()
+POLL_INTERVAL = 0.05
+
+
 @attrs.frozen(kw_only=True)
 class ProcessSpec:
     """What to start: ``argv`` run directly (use ``shell_argv`` for a shell command)."""
@@ -88,6 +119,8 @@ class ProcessSpec:
     cwd: str | None = None
     # Descriptors the child inherits (e.g. the sidecar's bootstrap-token pipe).
     pass_fds: tuple[int, ...] = ()
+    # Stdout and stderr go straight to this file (appended) instead of a pipe.
+    log_path: Path | None = None
 
 
 def shell_argv(command: str) -> tuple[str, ...]:
@@ -104,88 +137,127 @@ def signal_group(pgid: int, signum: signal.Signals) -> bool:
 
 
 class ManagedProcess:
-    """A running child and its process group."""
+    """A running child, its process group and its descendants (see the module docstring)."""
 
-    def __init__(self, *, spec: ProcessSpec, process: trio.Process, guard: GroupGuard) -> None:
+    def __init__(
+        self, *, spec: ProcessSpec, process: trio.Process, guard: GroupGuard, tag: str
+    ) -> None:
         self.spec = spec
         self.process = process
         self.guard = guard
+        self.tag = tag
         self.pid = process.pid
         self.pgid = process.pid
-        self._exited = trio.Event()
+        self._seen: set[int] = set()
         self._reaped = False
 
     @property
     def returncode(self) -> int | None:
         return self.process.returncode
 
+    def members(self) -> dict[int, lineage.ProcessState]:
+        """The live processes of this spawn other than its leader (zombies reaped on the way)."""
+        found = lineage.spawn_members(self.pid, self.tag)
+        found.pop(self.pid, None)
+        self._seen.update(found)
+        lineage.reap(pid for pid, state in found.items() if state.zombie)
+        return {pid: state for pid, state in found.items() if not state.zombie}
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        """The group in one go, then each member that left it (once each)."""
+        signal_group(self.pgid, signum)
+        strays = [pid for pid, state in self.members().items() if state.pgid != self.pgid]
+        lineage.signal_all(strays, signum)
+
     async def wait(self) -> int:
-        """Wait until the leader exits, then clear the rest of its group away."""
+        """Wait until the leader exits, then clear the rest of its spawn away."""
         code = await self.process.wait()
         if not self._reaped:
             self._reaped = True
-            signal_group(self.pgid, signal.SIGKILL)
             with trio.CancelScope(shield=True):
+                await self._kill_the_rest()
                 await self.guard.unregister(self.pgid)
-            self._exited.set()
         return code
 
+    async def _kill_the_rest(self) -> None:
+        """SIGKILL what is left of the spawn and wait (briefly) until it is all gone."""
+        self._signal_all(signal.SIGKILL)
+        lineage.signal_all(lineage.tagged(self.tag), signal.SIGKILL)  # without a subreaper
+        with trio.move_on_after(2):
+            while self.members():
+                await trio.sleep(POLL_INTERVAL)
+        lineage.reap(self._seen)
+
     async def stop(self, *, grace: float, hurry: trio.Event | None = None) -> int:
-        """SIGTERM the group; SIGKILL it after ``grace`` seconds or once ``hurry`` is set.
+        """SIGTERM the spawn; SIGKILL it once it outlived ``grace`` seconds or ``hurry`` is set.
 
         Shielded from cancellation: a stop always finishes.
         """
-        code = 0
         with trio.CancelScope(shield=True):
             if self.process.returncode is None:
-                signal_group(self.pgid, signal.SIGTERM)
+                self._signal_all(signal.SIGTERM)
                 async with trio.open_nursery() as nursery:
 
-                    async def escalate() -> None:
-                        with trio.move_on_after(grace):
-                            if hurry is not None:
-                                await hurry.wait()
-                            else:
-                                await trio.sleep_forever()
-                        signal_group(self.pgid, signal.SIGKILL)
+                    async def cut_short() -> None:
+                        if hurry is not None:
+                            await hurry.wait()
+                            nursery.cancel_scope.cancel()
 
-                    nursery.start_soon(escalate)
-                    await self.process.wait()
+                    nursery.start_soon(cut_short)
+                    with trio.move_on_after(grace):
+                        await self._all_gone()
                     nursery.cancel_scope.cancel()
+                self._signal_all(signal.SIGKILL)
             code = await self.wait()
         return code
+
+    async def _all_gone(self) -> None:
+        await self.process.wait()
+        while self.members():
+            await trio.sleep(POLL_INTERVAL)
 
 
 async def spawn(
     spec: ProcessSpec,
     *,
     guard: GroupGuard,
-    on_line: LineSink,
-    nursery: trio.Nursery,
+    on_line: LineSink | None = None,
+    nursery: trio.Nursery | None = None,
+    owners: Owners = SHARED_OWNERS,
 ) -> ManagedProcess:
-    """Start ``spec`` in a new session; its output lines go to ``on_line``.
+    """Start ``spec`` in a new session, its output on ``spec.log_path`` or to ``on_line``.
 
-    The line reader runs in ``nursery`` and ends when the last holder of the
-    output pipe (usually the child) exits.
+    With ``on_line``, the line reader runs in ``nursery`` and ends when the
+    last holder of the output pipe (usually the child) exits.
     """
+    tag = owners.next_tag()
+    env = {**spec.env, lineage.OWNER_ENV: tag}
+    output: int | None = None
     try:
+        if spec.log_path is not None:
+            output = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         process = await trio.lowlevel.open_process(
             list(spec.argv),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if output is None else output,
             stderr=subprocess.STDOUT,
-            env=spec.env,
+            env=env,
             cwd=spec.cwd,
             start_new_session=True,
             pass_fds=spec.pass_fds,
         )
     except OSError as exc:
         raise ProcessStartError(f"could not start {spec.name} ({spec.argv[0]}): {exc}") from exc
-    managed = ManagedProcess(spec=spec, process=process, guard=guard)
+    finally:
+        if output is not None:
+            os.close(output)
+    managed = ManagedProcess(spec=spec, process=process, guard=guard, tag=tag)
     with trio.CancelScope(shield=True):
         await guard.register(managed.pgid)
-    assert process.stdout is not None
-    nursery.start_soon(_pump_lines, process.stdout, on_line)
+    if process.stdout is not None:
+        if on_line is None or nursery is None:
+            raise ValueError("a spawn without log_path needs on_line and a nursery")
+        nursery.start_soon(_pump_lines, process.stdout, on_line)
     return managed
 
 

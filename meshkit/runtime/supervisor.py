@@ -45,6 +45,7 @@ from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
     GroupGuard,
     ManagedProcess,
+    Owners,
     ProcessSpec,
     ProcessStartError,
     shell_argv,
@@ -69,6 +70,7 @@ class SupervisorContext:
     hurry: trio.Event = attrs.field(factory=trio.Event)
     sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
     issuer: Issuer | None = None  # None: sidecars run without identity (plaintext)
+    owners: Owners = attrs.field(factory=Owners)
 
 
 def env_name(service: str) -> str:
@@ -130,24 +132,18 @@ class InstanceRunner:
         self.port = port
         self.sidecar: ManagedProcess | None = None
         self.app: ManagedProcess | None = None
-        self._readers: trio.Nursery | None = None
         self._loop_scope = trio.CancelScope()
         self._loop_done = trio.Event()
         self._stopped = trio.Event()
         self.name = instance_id.partition(GENERATION_SEPARATOR)[0]
         colour_key = deployment.name if deployment is not None else instance_id
+        # Every generation of a name writes on in the same files (the stable name's).
         self._app_log = (
             None
             if deployment is None
-            else ctx.logs.sink(
-                file_stem=self.name, display_name=instance_id, colour_key=colour_key
-            )
+            else ctx.logs.follow(file_stem=self.name, colour_key=colour_key)
         )
-        self._sidecar_log = ctx.logs.sink(
-            file_stem=f"{self.name}.proxy",
-            display_name=f"{instance_id}.proxy",
-            colour_key=colour_key,
-        )
+        self._sidecar_log = ctx.logs.follow(file_stem=f"{self.name}.proxy", colour_key=colour_key)
         policy = deployment.restart if deployment is not None else RestartPolicy()
         self.backoff = RestartBackoff(policy)
 
@@ -159,13 +155,11 @@ class InstanceRunner:
         self.ctx.logs.announce(f"meshkit: {self.instance_id}: {message}")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as output_readers:
-            self._readers = output_readers
-            task_status.started()
-            with self._loop_scope:
-                await self._supervise()
-            self._loop_done.set()
-            await self._stopped.wait()
+        task_status.started()
+        with self._loop_scope:
+            await self._supervise()
+        self._loop_done.set()
+        await self._stopped.wait()
 
     async def stop(self, *, drain: bool = False) -> None:
         """Stop probing and restarting; stop the app, then the sidecar (grace, then SIGKILL).
@@ -269,7 +263,6 @@ class InstanceRunner:
             self.say(f"unhealthy: {error}")
 
     async def _start_sidecar(self) -> None:
-        assert self._readers is not None
         self.registry.update(self.instance_id, sidecar_ports={}, sidecar_pid=None)
         argv = (
             *self.ctx.sidecar_argv,
@@ -292,14 +285,10 @@ class InstanceRunner:
             env=env,
             cwd=os.fspath(self.ctx.base_dir),
             pass_fds=() if token_fd is None else (token_fd,),
+            log_path=self._sidecar_log,
         )
         try:
-            process = await spawn(
-                spec,
-                guard=self.ctx.guard,
-                on_line=self._sidecar_log.write_line,
-                nursery=self._readers,
-            )
+            process = await spawn(spec, guard=self.ctx.guard, owners=self.ctx.owners)
         except ProcessStartError as exc:
             self.say(str(exc))
             raise SidecarFailed(127) from exc
@@ -330,7 +319,7 @@ class InstanceRunner:
         raise SidecarFailed(process.returncode if process.returncode is not None else 1)
 
     async def _start_app(self, deployment: ServiceSpec) -> None:
-        assert self._readers is not None and self._app_log is not None
+        assert self._app_log is not None
         record = self.registry.get(self.instance_id)
         assert self.port is not None
         env = app_environment(
@@ -344,11 +333,13 @@ class InstanceRunner:
         if not os.path.isabs(cwd):
             cwd = os.fspath(self.ctx.base_dir / cwd)
         spec = ProcessSpec(
-            name=self.instance_id, argv=shell_argv(deployment.command), env=env, cwd=cwd
+            name=self.instance_id,
+            argv=shell_argv(deployment.command),
+            env=env,
+            cwd=cwd,
+            log_path=self._app_log,
         )
-        process = await spawn(
-            spec, guard=self.ctx.guard, on_line=self._app_log.write_line, nursery=self._readers
-        )
+        process = await spawn(spec, guard=self.ctx.guard, owners=self.ctx.owners)
         self.app = process
         self.registry.update(self.instance_id, pid=process.pid, started_at=time.time())
 
