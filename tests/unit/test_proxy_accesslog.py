@@ -32,3 +32,28 @@ async def test_the_flusher_writes_quiet_lines_and_flushes_when_cancelled(
         log.record(method=b"GET", target=b"/late", status=404, duration_ms=0.5, flag="NR")
         nursery.cancel_scope.cancel()
     assert written[-1] == b"GET /late 404 0.5ms NR\n"
+
+
+def test_a_failed_write_drops_its_lines_and_the_next_one_says_how_many() -> None:
+    written: list[bytes] = []
+    failing = True
+
+    def write(data: bytes) -> None:
+        if failing:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        written.append(data)
+
+    log = AccessLog(write=write)
+    for path in (b"/a", b"/b"):
+        log.record(method=b"GET", target=path, status=200, duration_ms=1.0, flag="-")
+    log.flush()
+    log.record(method=b"GET", target=b"/c", status=200, duration_ms=1.0, flag="-")
+    log.flush()
+    assert log.dropped == 3 and written == []
+    failing = False
+    log.record(method=b"GET", target=b"/d", status=200, duration_ms=1.0, flag="-")
+    log.flush()
+    assert written == [b"meshkit: 3 access log lines dropped\nGET /d 200 1.0ms -\n"]
+    log.record(method=b"GET", target=b"/e", status=200, duration_ms=1.0, flag="-")
+    log.flush()
+    assert written[-1] == b"GET /e 200 1.0ms -\n"

@@ -8,6 +8,11 @@ system call when it passes ``max_buffered`` bytes, when the flusher task
 wakes (every ``interval`` seconds, so a quiet sidecar's log is never older
 than that), and at shutdown.  Line format:
 ``<method> <target> <status> <duration>ms <flag>``.
+
+A request never waits for its log line: the sidecar's stderr is its own log
+file (``meshkit.runtime.logs``), and a write that fails (a full disk, a
+non-blocking pipe nobody reads) drops the batch and counts its lines; the
+next write that succeeds says how many were dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class AccessLog:
         self._max_buffered = max_buffered
         self._lines: list[bytes] = []
         self._size = 0
+        self.dropped = 0  # lines lost to failed writes, ever
+        self._unreported = 0
 
     def record(
         self, *, method: bytes, target: bytes, status: int, duration_ms: float, flag: str
@@ -50,11 +57,21 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        if self._lines:
-            data = b"".join(self._lines)
-            self._lines.clear()
-            self._size = 0
-            self._write(data)
+        if not self._lines:
+            return
+        lines = self._lines
+        self._lines = []
+        self._size = 0
+        if self._unreported:
+            lines.insert(0, b"meshkit: %d access log lines dropped\n" % self._unreported)
+        try:
+            self._write(b"".join(lines))
+        except OSError:
+            lost = len(lines) - (1 if self._unreported else 0)
+            self.dropped += lost
+            self._unreported += lost
+            return
+        self._unreported = 0
 
     async def run_flusher(self, interval: float = FLUSH_INTERVAL) -> None:
         """Flush every ``interval`` seconds until cancelled, then once more."""
