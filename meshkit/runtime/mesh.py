@@ -50,7 +50,7 @@ from meshkit.runtime.fleet import Fleet, FleetTimeouts
 from meshkit.runtime.lineage import become_subreaper
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.plan import PlanError, startup_order
-from meshkit.runtime.ports import PortAllocator
+from meshkit.runtime.ports import GatewayPorts, PortAllocator, port_in_use_message
 from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard, Owners
 from meshkit.runtime.reload import Reloader, SpecTransform, SpecTransformError, identity_transform
 from meshkit.runtime.supervisor import SupervisorContext
@@ -167,9 +167,14 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     """Run ``spec`` until stopped; return the exit status (see the module docstring)."""
     terminal = sys.stdout if options.terminal is None else options.terminal
     paths = StatePaths(state_dir=options.state_dir)
+    gateway_ports = GatewayPorts()
+    user_transform = options.spec_transform or identity_transform
+
+    def transform(spec: MeshSpec) -> MeshSpec:
+        return gateway_ports.pin(user_transform(spec))
+
     try:
-        if options.spec_transform is not None:
-            spec = options.spec_transform(spec)
+        spec = transform(spec)
         startup_order(spec)
     except (PlanError, SpecTransformError) as exc:
         terminal.write(f"meshkit: {exc}\n")
@@ -181,6 +186,10 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
             f"meshkit: a mesh is already running from {paths.state_dir} (pid {other}); "
             "stop it with 'meshkit down'\n"
         )
+        return EXIT_FAILED
+    taken = port_in_use_message(spec)
+    if taken is not None:
+        terminal.write(f"meshkit: {taken}\n")
         return EXIT_FAILED
     try:
         root = RootCA.load_or_create(paths.ca_dir, mesh=spec.name)
@@ -197,6 +206,8 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
         if options.use_guardian:
             guardian = await GuardianLink.start(owners)
             guard = guardian
+        # Every reloaded spec gets the same transform, gateway ports pinned included.
+        options = attrs.evolve(options, spec_transform=transform)
         return await _run(spec, options, paths, logs, guard, Issuer(root=root), owners)
     finally:
         if guardian is not None:

@@ -1,14 +1,27 @@
-"""Free TCP ports on 127.0.0.1 for apps, never the same one twice in a run.
+"""Free TCP ports on 127.0.0.1 for apps, never the same one twice in a run; the gateway's.
 
 The operating system picks an ephemeral port (bind to port 0); the allocator
 remembers every port it handed out so two instances of one run never share
 one, even if the first has not bound it yet.
+
+The gateway keeps its address for the whole run: ``GatewayPorts.pin`` turns a
+gateway port 0 (``--gateway-port 0``) into a port chosen once, so a restarted
+gateway sidecar, or one after a reload, binds the same port again.
+``port_in_use_message`` says, before anything starts, that a gateway port is
+taken and by whom (``/proc/net/tcp`` and the ``/proc/*/fd`` holding it).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from meshkit.dsl.spec import MeshSpec
 
 LOOPBACK = "127.0.0.1"
 
@@ -44,3 +57,92 @@ class PortAllocator:
     @property
     def allocated(self) -> frozenset[int]:
         return frozenset(self._given)
+
+
+class GatewayPorts:
+    """The gateway ports of one run: a 0 in the spec becomes a port chosen once."""
+
+    def __init__(self, *, probe: Callable[[], int] = ephemeral_port) -> None:
+        self._probe = probe
+        self._chosen: dict[str, int] = {}
+
+    def _concrete(self, listener: str, port: int) -> int:
+        if port != 0:
+            return port
+        if listener not in self._chosen:
+            self._chosen[listener] = self._probe()
+        return self._chosen[listener]
+
+    def pin(self, spec: MeshSpec) -> MeshSpec:
+        gateway = spec.gateway
+        if gateway is None:
+            return spec
+        tls_port = None if gateway.tls_port is None else self._concrete("tls", gateway.tls_port)
+        pinned = attrs.evolve(gateway, port=self._concrete("http", gateway.port), tls_port=tls_port)
+        return attrs.evolve(spec, gateway=pinned)
+
+
+def port_in_use_message(spec: MeshSpec) -> str | None:
+    """Why the gateway of ``spec`` cannot listen (a port already taken), None if it can."""
+    gateway = spec.gateway
+    if gateway is None:
+        return None
+    for option, port in (("--gateway-port", gateway.port), ("--gateway-tls-port", gateway.tls_port)):
+        if port is None or port == 0 or is_free(gateway.host, port):
+            continue
+        holder = port_holder(port)
+        held = f" by {holder}" if holder else ""
+        where = "" if gateway.origin.line == 0 else f"{gateway.origin}: "
+        return (
+            f"{where}the gateway's port {port} on {gateway.host} "
+            f"is in use{held}; stop that or choose another port with {option} PORT "
+            f"(0: any free port)"
+        )
+    return None
+
+
+def is_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``host:port`` now (as trio's listeners do, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """``pid 1234 (python3 -m http.server)`` for the process listening on ``port``, if knowable."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not wanted:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(entry / "fd")
+            if not any(os.readlink(entry / "fd" / fd) in wanted for fd in fds):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except OSError:
+            continue
+        return f"pid {entry.name} ({command.decode(errors='replace')[:80]})"
+    return None
