@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from meshkit.dsl import evaluate_in_process
 from meshkit.export import ExportOptions
 from tests.schemas.validation import export_validated
 
@@ -300,3 +301,12 @@ def test_the_example_shop_exports_and_validates() -> None:
     kinds = [m.kind for m in exported.manifests]
     assert kinds.count("Deployment") == 4
     assert kinds[-2:] == ["Gateway", "VirtualService"]
+
+
+def test_an_image_that_is_not_a_string_is_a_problem_at_its_line(tmp_path: pathlib.Path) -> None:
+    meshfile = tmp_path / "Meshfile.py"
+    meshfile.write_text(
+        'from meshkit import Mesh\nmesh = Mesh("shop")\nmesh.service("api", run="a", image=3)\n'
+    )
+    problems = [str(problem) for problem in evaluate_in_process(meshfile).problems]
+    assert problems == [f"{meshfile}:3: service 'api': image must be a string, got 3 (a int)"]
