@@ -17,6 +17,7 @@ import sys
 from meshkit.cli.check import add_meshfile_arguments, evaluate_for_command
 from meshkit.dsl.spec import MeshSpec
 from meshkit.dsl.suggest import did_you_mean
+from meshkit.dsl.validate import is_dns_label
 from meshkit.export import ExportOptions, documents, export_kubernetes, file_names
 from meshkit.export.model import DEFAULT_GRACE, Export
 
@@ -91,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     images = parse_images(args.image, spec)
     if isinstance(images, str):
         print(f"meshkit export: {images}", file=sys.stderr)
+        return 2
+    if args.namespace is not None and not is_dns_label(args.namespace):
+        print(
+            f"meshkit export: --namespace {args.namespace!r} is not a Kubernetes namespace name "
+            "(lowercase letters, digits and '-', at most 63 characters)",
+            file=sys.stderr,
+        )
         return 2
     options = ExportOptions(
         namespace=args.namespace,

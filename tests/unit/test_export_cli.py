@@ -87,6 +87,15 @@ def test_a_wrong_image_option_is_a_usage_error(
     assert message in captured.err
 
 
+def test_a_namespace_kubernetes_would_refuse_is_a_usage_error(
+    in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "kubernetes", "--namespace", "Prod_1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--namespace 'Prod_1' is not a Kubernetes namespace name" in captured.err
+
+
 def test_strict_fails_on_findings_and_writes_nothing(
     in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
