@@ -75,7 +75,7 @@ def _outlier_detection(policy: PolicySpec, findings: list[Finding]) -> dict[str,
     if percent != outlier.max_ejection_percent:
         findings.append(
             Finding(
-                origin=outlier.origin if outlier != OutlierSpec() else policy.origin,
+                origin=outlier.origin,
                 subject=subject,
                 message=f"max_ejection_percent={outlier.max_ejection_percent:g} is not whole",
                 instead=f"maxEjectionPercent: {percent}",
