@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from meshkit.cli.check import add_meshfile_arguments, evaluate_for_command
@@ -20,6 +21,9 @@ from meshkit.dsl.suggest import did_you_mean
 from meshkit.dsl.validate import is_dns_label
 from meshkit.export import ExportOptions, documents, export_kubernetes, file_names
 from meshkit.export.model import DEFAULT_GRACE, Export
+
+EXPORTED_FILE = re.compile(r"[0-9]{2,}-[a-z]+-[a-z0-9.-]+\.yaml")
+"""The files ``-o DIR`` writes (``07-deployment-catalog-v1.yaml``)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,7 +130,15 @@ def _write(result: Export, output: str) -> None:
         sys.stdout.flush()
         return
     os.makedirs(output, exist_ok=True)
-    for name, manifest in zip(file_names(result.manifests), result.manifests, strict=True):
+    names = file_names(result.manifests)
+    # A file an earlier export wrote for an object that is gone would still be applied.
+    stale = [
+        name for name in os.listdir(output) if EXPORTED_FILE.fullmatch(name) and name not in names
+    ]
+    for name in stale:
+        os.remove(os.path.join(output, name))
+    for name, manifest in zip(names, result.manifests, strict=True):
         with open(os.path.join(output, name), "w", encoding="utf-8") as handle:
             handle.write(documents([manifest.body]))
-    print(f"wrote {len(result.manifests)} objects to {output}", file=sys.stderr)
+    removed = f" (removed {len(stale)} left from an earlier export)" if stale else ""
+    print(f"wrote {len(result.manifests)} objects to {output}{removed}", file=sys.stderr)

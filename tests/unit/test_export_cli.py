@@ -128,6 +128,14 @@ def test_output_directory_gets_one_numbered_file_per_object(
     whole = capsys.readouterr().out
     joined = "".join((in_tmp / "k8s" / name).read_text(encoding="utf-8") for name in names)
     assert joined == whole
+    (in_tmp / "k8s" / "notes.txt").write_text("mine")
+    (in_tmp / "Meshfile.py").write_text(MESHFILE.replace("mesh.gateway", "# mesh.gateway"))
+    assert main(["export", "kubernetes", "-o", "k8s"]) == 0
+    assert capsys.readouterr().err.endswith(
+        "wrote 13 objects to k8s (removed 2 left from an earlier export)\n"
+    )
+    left = sorted(path.name for path in (in_tmp / "k8s").iterdir())
+    assert left == sorted([*names[:13], "notes.txt"])
 
 
 def test_a_broken_meshfile_exits_1_with_its_problems(
