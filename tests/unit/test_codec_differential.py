@@ -128,6 +128,11 @@ HEADER_LINES = [
     b"Connection: close",
     b"Connection: keep-alive",
     b"Connection: upgrade",
+    b"Connection: content-length",
+    b"Connection: close, Host",
+    b"Connection: TE",
+    b"Connection: keep-alive, transfer-encoding",
+    b"Connection: x-a",
     b"Upgrade: websocket",
     b"NoColon",
     b": empty-name",
@@ -199,6 +204,8 @@ SPLIT_EXAMPLES = [
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
     b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
     b"\r\nGET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: 30\r\n\r\n"
+    b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
 ]
 
 
@@ -340,3 +347,45 @@ def test_reusable_after_the_same_exchanges() -> None:
     fast = FastClientCodec(LIMITS)
     fetch(fast, b"GET", [raw + b"junk"], eof=False)
     assert not fast.finish_cycle()  # bytes after a response: never reused
+
+
+# ---------------------------------------------------------------- Connection lists (issue 12)
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [b"content-length", b"Content-Length", b"host", b"close, Host", b"transfer-encoding", b"te"],
+)
+@pytest.mark.parametrize("codec_class", [Http1ServerCodec, FastServerCodec])
+def test_a_connection_list_naming_a_framing_or_routing_header_is_refused(
+    listed: bytes, codec_class: type[Http1ServerCodec]
+) -> None:
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: " + listed + b"\r\n"
+        b"Content-Length: 30\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    assert serve(codec_class(LIMITS), [raw], eof=False) == [("refused", 400)]
+
+
+@pytest.mark.parametrize("codec_class", [Http1ClientCodec, FastClientCodec])
+def test_the_client_codecs_never_send_a_byte_the_head_does_not_frame(
+    codec_class: type[Http1ClientCodec],
+) -> None:
+    unframed = codec_class(LIMITS)
+    unframed.send_head(RequestHead(method=b"POST", target=b"/", headers=[(b"host", b"a")]))
+    with pytest.raises(h11.LocalProtocolError):
+        unframed.send_body(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    framed = codec_class(LIMITS)
+    head = RequestHead(
+        method=b"POST", target=b"/", headers=[(b"host", b"a"), (b"content-length", b"3")]
+    )
+    framed.send_head(head)
+    framed.send_body(b"ab")
+    with pytest.raises(h11.LocalProtocolError):
+        framed.send_body(b"cd")
+    short = codec_class(LIMITS)
+    short.send_head(head)
+    short.send_body(b"ab")
+    with pytest.raises(h11.LocalProtocolError):
+        short.send_end()
+    assert not short.finish_cycle()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 
 from meshkit.proxy.codec.messages import Headers
+from meshkit.proxy.codec.request_rules import FRAMING_AND_ROUTING, connection_tokens
 
 HOP_BY_HOP = frozenset(
     {
@@ -41,11 +42,16 @@ def new_request_id() -> bytes:
 
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
-    """``headers`` without hop-by-hop ones, including those listed in ``Connection``."""
+    """``headers`` without hop-by-hop ones, including those listed in ``Connection``.
+
+    A ``Connection`` list never removes a framing or routing header: the
+    bytes such a header frames travel anyway, and without it the next hop
+    would read them as another message.
+    """
     listed: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b","))
+            listed.update(connection_tokens(value) - FRAMING_AND_ROUTING)
     return [
         (name, value) for name, value in headers if name not in HOP_BY_HOP and name not in listed
     ]

@@ -32,12 +32,10 @@ from meshkit.proxy.codec.messages import (
     ResponseEvent,
     ResponseHead,
 )
+from meshkit.proxy.codec.request_rules import check_request_head
 from meshkit.proxy.config import Limits
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-_LINE_SPLIT = re.compile(rb"\r?\n")
-# host = reg-name / IPv4 / [IPv6], optional :port (RFC 3986, without userinfo)
-_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 # Room for the request line and framing above the header limit, so the header
 # limit (431) is what a peer hits first, not h11's own (which would answer 400).
@@ -71,77 +69,6 @@ def refusal_bytes(
     for name, value in headers or ():
         lines.append(name + b": " + value)
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
-    """Refuse what h11 would accept but a proxy must not (raw header block checks).
-
-    ``raw`` is the request line and header lines, without the final blank line.
-    Raises ``ProtocolRefusal`` with the status to answer; otherwise returns the
-    body framing the head declares: ``(content_length or None, chunked)``.
-    """
-    lines = _LINE_SPLIT.split(raw)
-    check_head_size(len(raw), len(lines) - 1, limits)
-    fields: Headers = []
-    for line in lines[1:]:
-        if b"\r" in line:
-            raise ProtocolRefusal(400, "bare CR in a header line")
-        if line[:1] in (b" ", b"\t"):
-            raise ProtocolRefusal(400, "obsolete line folding (obs-fold) in the request headers")
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise ProtocolRefusal(400, "header line without a colon")
-        if not name or name != name.rstrip(b" \t"):
-            raise ProtocolRefusal(400, "whitespace before the colon of a header name")
-        fields.append((name.lower(), value.strip(b" \t")))
-    return check_request_fields(fields, limits)
-
-
-def check_head_size(head_bytes: int, header_count: int, limits: Limits) -> None:
-    """431 for a request head over the byte or the count limit."""
-    if head_bytes > limits.max_header_bytes:
-        raise ProtocolRefusal(431, f"request header block over {limits.max_header_bytes} bytes")
-    if header_count > limits.max_header_count:
-        raise ProtocolRefusal(431, f"more than {limits.max_header_count} request headers")
-
-
-def check_request_fields(fields: Headers, limits: Limits) -> tuple[int | None, bool]:
-    """The framing and Host rules on parsed ``(lower-case name, value)`` fields.
-
-    Every refusal here is a 400 except an over-limit body (413) and an unknown
-    transfer coding (501); returns ``(content_length or None, chunked)``.
-    """
-    content_lengths: set[bytes] = set()
-    transfer_encodings: list[bytes] = []
-    hosts = 0
-    for name, value in fields:
-        if name == b"content-length":
-            content_lengths.update(part.strip() for part in value.split(b","))
-        elif name == b"transfer-encoding":
-            transfer_encodings.extend(part.strip().lower() for part in value.split(b","))
-        elif name == b"host":
-            hosts += 1
-            if not _HOST.match(value):
-                raise ProtocolRefusal(400, "malformed Host header")
-    if content_lengths and transfer_encodings:
-        raise ProtocolRefusal(400, "both Content-Length and Transfer-Encoding in one request")
-    if len(content_lengths) > 1:
-        raise ProtocolRefusal(400, "conflicting Content-Length values")
-    declared_length: int | None = None
-    if content_lengths:
-        (length,) = content_lengths
-        if not length.isdigit():
-            raise ProtocolRefusal(400, "Content-Length is not a number")
-        declared_length = int(length)
-        if limits.max_body_bytes is not None and declared_length > limits.max_body_bytes:
-            raise ProtocolRefusal(413, f"request body over {limits.max_body_bytes} bytes")
-    if transfer_encodings and transfer_encodings != [b"chunked"]:
-        raise ProtocolRefusal(501, "only a single Transfer-Encoding: chunked is supported")
-    if hosts == 0:
-        raise ProtocolRefusal(400, "missing Host header")
-    if hosts > 1:
-        raise ProtocolRefusal(400, "more than one Host header")
-    return declared_length, bool(transfer_encodings)
 
 
 def _clean_headers(raw: Any) -> Headers:

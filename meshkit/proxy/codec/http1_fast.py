@@ -38,8 +38,6 @@ from meshkit.proxy.codec.http1 import (
     _HEAD_END,
     Http1ClientCodec,
     Http1ServerCodec,
-    check_head_size,
-    check_request_fields,
 )
 from meshkit.proxy.codec.messages import (
     END_OF_BODY,
@@ -52,6 +50,7 @@ from meshkit.proxy.codec.messages import (
     ResponseEvent,
     ResponseHead,
 )
+from meshkit.proxy.codec.request_rules import check_head_size, check_request_fields
 from meshkit.proxy.config import Limits
 
 CODEC_ENV = "MESHKIT_HTTP1_CODEC"
@@ -382,6 +381,7 @@ class FastClientCodec(Http1ClientCodec):
         self._error: ProtocolRefusal | None = None
         self._method = b"GET"
         self._request_chunked = False
+        self._request_unsent = 0
         self._request_done = False
         self._peer_closed = False
 
@@ -521,19 +521,35 @@ class FastClientCodec(Http1ClientCodec):
 
     def send_head(self, head: RequestHead) -> bytes:
         self._method = head.method
+        self._request_unsent = 0  # as h11: a head with neither header frames no body
         for name, value in head.headers:
             if name == b"transfer-encoding":
                 self._request_chunked = value.strip().lower() == b"chunked"
+            elif name == b"content-length":
+                self._request_unsent = int(value)
         return serialise_head(b"%s %s HTTP/1.1" % (head.method, head.target), head.headers)
 
     def send_body(self, data: bytes) -> bytes:
+        """Body bytes as framed by the head; never a byte the head does not frame.
+
+        Like h11, ``h11.LocalProtocolError`` for more bytes than the head's
+        ``Content-Length`` (or any body under a head that frames none): such
+        bytes would reach the endpoint as the start of another request.
+        """
         if self._delegated:
             self._conn.send(h11.Data(data=data))
         if self._request_chunked:
             return _chunk(data) if data else b""
+        if len(data) > self._request_unsent:
+            self._reusable = False
+            raise h11.LocalProtocolError("Too much data for declared Content-Length")
+        self._request_unsent -= len(data)
         return data
 
     def send_end(self) -> bytes:
+        if not self._request_chunked and self._request_unsent:
+            self._reusable = False
+            raise h11.LocalProtocolError("Too little data for declared Content-Length")
         self._request_done = True
         if self._delegated:
             self._conn.send(h11.EndOfMessage())

@@ -26,6 +26,7 @@ from http import HTTPStatus
 from typing import Literal
 
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+from meshkit.proxy.codec.request_rules import FRAMING_AND_ROUTING, connection_tokens
 
 # RFC 9113 8.2.2: these describe one HTTP/1.1 connection and are malformed in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(
@@ -49,12 +50,12 @@ def connection_free(headers: Headers) -> Headers:
     """``headers`` without connection-specific fields, keeping only ``te: trailers``.
 
     Fields named in ``Connection`` are dropped too, as RFC 9110 7.6.1 asks of a
-    proxy.
+    proxy, except the framing and routing ones (``strip_hop_by_hop``'s rule).
     """
     listed: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b","))
+            listed.update(connection_tokens(value) - FRAMING_AND_ROUTING)
     result: Headers = []
     for name, value in headers:
         if name in CONNECTION_SPECIFIC or name in listed:

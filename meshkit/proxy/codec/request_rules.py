@@ -1,0 +1,119 @@
+"""The rules of HARDENING.md that every HTTP/1.1 request head must pass (pure functions).
+
+Both HTTP/1.1 codecs apply exactly these functions -- the h11 reference path
+to the raw block (``check_request_head``), the llhttp fast path to the fields
+llhttp parsed (``check_head_size`` and ``check_request_fields``) -- so the two
+answer every head the same way.
+
+Framing and routing headers (``FRAMING_AND_ROUTING``) decide where a request
+ends and where it goes; a ``Connection`` list that names one of them would
+make a hop delete it while the bytes it framed still travel, so such a
+request is refused (400) rather than forwarded (``strip_hop_by_hop`` in
+``headers`` never removes them either).
+"""
+
+from __future__ import annotations
+
+import re
+
+from meshkit.proxy.codec.messages import Headers, ProtocolRefusal
+from meshkit.proxy.config import Limits
+
+LINE_SPLIT = re.compile(rb"\r?\n")
+# host = reg-name / IPv4 / [IPv6], optional :port (RFC 3986, without userinfo)
+HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+FRAMING_AND_ROUTING = frozenset({b"content-length", b"transfer-encoding", b"host", b"te"})
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-case names a ``Connection`` field value lists."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
+    """Refuse what h11 would accept but a proxy must not (raw header block checks).
+
+    ``raw`` is the request line and header lines, without the final blank line.
+    Raises ``ProtocolRefusal`` with the status to answer; otherwise returns the
+    body framing the head declares: ``(content_length or None, chunked)``.
+    """
+    lines = LINE_SPLIT.split(raw)
+    check_head_size(len(raw), len(lines) - 1, limits)
+    fields: Headers = []
+    for line in lines[1:]:
+        if b"\r" in line:
+            raise ProtocolRefusal(400, "bare CR in a header line")
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolRefusal(400, "obsolete line folding (obs-fold) in the request headers")
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ProtocolRefusal(400, "header line without a colon")
+        if not name or name != name.rstrip(b" \t"):
+            raise ProtocolRefusal(400, "whitespace before the colon of a header name")
+        fields.append((name.lower(), value.strip(b" \t")))
+    return check_request_fields(fields, limits)
+
+
+def check_head_size(head_bytes: int, header_count: int, limits: Limits) -> None:
+    """431 for a request head over the byte or the count limit."""
+    if head_bytes > limits.max_header_bytes:
+        raise ProtocolRefusal(431, f"request header block over {limits.max_header_bytes} bytes")
+    if header_count > limits.max_header_count:
+        raise ProtocolRefusal(431, f"more than {limits.max_header_count} request headers")
+
+
+def check_request_fields(fields: Headers, limits: Limits) -> tuple[int | None, bool]:
+    """The framing, Host and ``Connection`` rules on parsed ``(lower-case name, value)`` fields.
+
+    Every refusal here is a 400 except an over-limit body (413) and an unknown
+    transfer coding (501); returns ``(content_length or None, chunked)``.
+    """
+    content_lengths: set[bytes] = set()
+    transfer_encodings: list[bytes] = []
+    hosts = 0
+    for name, value in fields:
+        if name == b"content-length":
+            content_lengths.update(part.strip() for part in value.split(b","))
+        elif name == b"transfer-encoding":
+            transfer_encodings.extend(part.strip().lower() for part in value.split(b","))
+        elif name == b"host":
+            hosts += 1
+            if not HOST.match(value):
+                raise ProtocolRefusal(400, "malformed Host header")
+        elif name == b"connection":
+            _check_connection(value)
+    framing = _declared_framing(content_lengths, transfer_encodings, limits)
+    if hosts == 0:
+        raise ProtocolRefusal(400, "missing Host header")
+    if hosts > 1:
+        raise ProtocolRefusal(400, "more than one Host header")
+    return framing
+
+
+def _check_connection(value: bytes) -> None:
+    named = sorted(connection_tokens(value) & FRAMING_AND_ROUTING)
+    if named:
+        raise ProtocolRefusal(
+            400, f"Connection names the framing or routing header {named[0].decode()!r}"
+        )
+
+
+def _declared_framing(
+    content_lengths: set[bytes], transfer_encodings: list[bytes], limits: Limits
+) -> tuple[int | None, bool]:
+    if content_lengths and transfer_encodings:
+        raise ProtocolRefusal(400, "both Content-Length and Transfer-Encoding in one request")
+    if len(content_lengths) > 1:
+        raise ProtocolRefusal(400, "conflicting Content-Length values")
+    declared_length: int | None = None
+    if content_lengths:
+        (length,) = content_lengths
+        if not length.isdigit():
+            raise ProtocolRefusal(400, "Content-Length is not a number")
+        declared_length = int(length)
+        if limits.max_body_bytes is not None and declared_length > limits.max_body_bytes:
+            raise ProtocolRefusal(413, f"request body over {limits.max_body_bytes} bytes")
+    if transfer_encodings and transfer_encodings != [b"chunked"]:
+        raise ProtocolRefusal(501, "only a single Transfer-Encoding: chunked is supported")
+    return declared_length, bool(transfer_encodings)
