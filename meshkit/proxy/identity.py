@@ -66,8 +66,8 @@ __all__ = [
 MAX_TOKEN_BYTES = 4096
 BOOTSTRAP_PATIENCE = 30.0
 REQUEST_TIMEOUT = 10.0
-# The gateway's HTTPS port speaks HTTP/1.1 only, like every listener today.
-GATEWAY_HTTPS_ALPN = ["http/1.1"]
+# The gateway's HTTPS port selects h2 when a client offers it, as sidecars do.
+GATEWAY_HTTPS_ALPN = SIDECAR_SERVER_ALPN
 
 Clock = Callable[[], float]
 

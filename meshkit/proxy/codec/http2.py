@@ -23,20 +23,25 @@ fake clocks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from h2.stream import StreamClosedBy
-from hpack import HPACKError, OversizedHeaderListError
-from hyperframe.frame import HeadersFrame, RstStreamFrame
 
 from meshkit.proxy.codec import translate
+from meshkit.proxy.codec.h2events import (
+    ConnectionEnded,
+    DataReceived,
+    Http2Event,
+    RequestReceived,
+    ResponseReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowOpened,
+)
 from meshkit.proxy.codec.h2guard import (
     MAX_OUTBOUND_CONTROL_FRAMES,
     MAX_OUTBOUND_FRAMES,
@@ -45,7 +50,22 @@ from meshkit.proxy.codec.h2guard import (
     RapidResetDetector,
     count_frames,
 )
+from meshkit.proxy.codec.h2strict import StrictH2Connection
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+
+__all__ = [
+    "ConnectionEnded",
+    "DataReceived",
+    "Http2Codec",
+    "Http2Event",
+    "Http2Limits",
+    "RequestReceived",
+    "ResponseReceived",
+    "StreamReset",
+    "TrailersReceived",
+    "WindowOpened",
+    "error_name",
+]
 
 DEFAULT_WINDOW_SIZE = 65_535
 
@@ -61,130 +81,6 @@ class Http2Limits:
     max_frame_size: int = 16_384
     max_outbound_control_frames: int = MAX_OUTBOUND_CONTROL_FRAMES
     max_outbound_frames: int = MAX_OUTBOUND_FRAMES
-
-
-# ---------------------------------------------------------------- events
-
-
-@attrs.frozen(kw_only=True)
-class RequestReceived:
-    """A peer opened ``stream_id`` with a valid request head (server side)."""
-
-    stream_id: int
-    head: RequestHead
-    scheme: bytes
-    end_stream: bool
-
-
-@attrs.frozen(kw_only=True)
-class ResponseReceived:
-    """The final response head for a stream we opened (client side); 1xx are dropped."""
-
-    stream_id: int
-    head: ResponseHead
-    end_stream: bool
-
-
-@attrs.frozen(kw_only=True)
-class DataReceived:
-    """Body bytes; acknowledge ``flow_controlled_length`` once they are consumed."""
-
-    stream_id: int
-    data: bytes
-    flow_controlled_length: int
-    end_stream: bool
-
-
-@attrs.frozen(kw_only=True)
-class TrailersReceived:
-    """Trailing fields; they always end the peer's side of the stream."""
-
-    stream_id: int
-    trailers: Headers
-
-
-@attrs.frozen(kw_only=True)
-class StreamReset:
-    """The stream is gone: reset by the peer (``by_peer``) or by us for a reason."""
-
-    stream_id: int
-    error_code: int
-    by_peer: bool
-    reason: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class WindowOpened:
-    """The peer's send window grew; ``stream_id`` 0 means every stream may send more."""
-
-    stream_id: int
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionEnded:
-    """No more streams: GOAWAY from the peer (``by_peer``) or a fatal error on our side.
-
-    Streams with an id above ``last_stream_id`` were never processed by the
-    peer and may be retried.  After a local error the transport should be
-    closed once the queued bytes (a GOAWAY) have been written.
-    """
-
-    error_code: int
-    last_stream_id: int
-    by_peer: bool
-    reason: str = ""
-
-
-Http2Event = (
-    RequestReceived
-    | ResponseReceived
-    | DataReceived
-    | TrailersReceived
-    | StreamReset
-    | WindowOpened
-    | ConnectionEnded
-)
-
-
-# ---------------------------------------------------------------- h2 with refusals
-
-
-class _RefusingH2Connection(h2.connection.H2Connection):
-    """h2 refuses the stream over the limit with a connection error; we refuse the stream.
-
-    RFC 9113 5.1.2 allows ``REFUSED_STREAM`` for it, and the peer may retry
-    that request on another connection.  The header block is decoded anyway
-    (HPACK state is connection-wide), and the stream is recorded as closed by
-    our reset so that its late frames get stream errors, as h2 does for its own
-    resets.
-    """
-
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config=config)
-        self.refused_stream_ids: list[int] = []
-
-    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
-        stream_id = frame.stream_id
-        is_new_peer_stream = (
-            stream_id not in self.streams
-            and stream_id > self.highest_inbound_stream_id
-            and stream_id % 2 == int(not self.config.client_side)
-        )
-        limit = self.local_settings.max_concurrent_streams
-        if not is_new_peer_stream or self.open_inbound_streams < limit:
-            return super()._receive_headers_frame(frame)
-        try:
-            self.decoder.decode(frame.data, raw=True)
-        except OversizedHeaderListError as error:
-            raise h2.exceptions.DenialOfServiceError(f"Oversized header block: {error}") from error
-        except HPACKError as error:
-            raise h2.exceptions.ProtocolError(f"Error decoding header block: {error}") from error
-        self.highest_inbound_stream_id = stream_id
-        self._closed_streams[stream_id] = StreamClosedBy.SEND_RST_STREAM
-        self.refused_stream_ids.append(stream_id)
-        refusal = RstStreamFrame(stream_id)
-        refusal.error_code = ErrorCodes.REFUSED_STREAM
-        return [refusal], []
 
 
 # ---------------------------------------------------------------- the codec
@@ -211,7 +107,7 @@ class Http2Codec:
             validate_outbound_headers=True,
             normalize_outbound_headers=True,
         )
-        self._h2 = _RefusingH2Connection(config)
+        self._h2 = StrictH2Connection(config)
         initial: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_list_size,
@@ -398,83 +294,94 @@ class Http2Codec:
         events: list[Http2Event] = []
         now = self._clock()
         for event in h2_events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._rapid_reset.stream_opened(event.stream_id, now=now)
-                try:
-                    head, scheme = translate.request_from_h2(list(event.headers))
-                except translate.MalformedMessage as error:
-                    events.append(self._malformed(event.stream_id, error))
-                    continue
-                ended = event.stream_ended is not None
-                events.append(
-                    RequestReceived(
-                        stream_id=event.stream_id, head=head, scheme=scheme, end_stream=ended
-                    )
-                )
-            elif isinstance(event, h2.events.ResponseReceived):
-                try:
-                    response = translate.response_from_h2(list(event.headers))
-                except translate.MalformedMessage as error:
-                    events.append(self._malformed(event.stream_id, error))
-                    continue
-                ended = event.stream_ended is not None
-                events.append(
-                    ResponseReceived(stream_id=event.stream_id, head=response, end_stream=ended)
-                )
-            elif isinstance(event, h2.events.TrailersReceived):
-                try:
-                    trailers = translate.trailers_from_h2(list(event.headers))
-                except translate.MalformedMessage as error:
-                    events.append(self._malformed(event.stream_id, error))
-                    continue
-                events.append(TrailersReceived(stream_id=event.stream_id, trailers=trailers))
-            elif isinstance(event, h2.events.DataReceived):
-                events.append(
-                    DataReceived(
-                        stream_id=event.stream_id,
-                        data=bytes(event.data),
-                        flow_controlled_length=event.flow_controlled_length,
-                        end_stream=event.stream_ended is not None,
-                    )
-                )
-            elif isinstance(event, h2.events.StreamReset):
-                if event.remote_reset:
-                    self._rapid_reset.stream_reset_by_peer(event.stream_id, now=now)
-                else:
-                    self._rapid_reset.stream_closed(event.stream_id)
-                events.append(
-                    StreamReset(
-                        stream_id=event.stream_id,
-                        error_code=int(event.error_code),
-                        by_peer=event.remote_reset,
-                        reason="reset by the peer" if event.remote_reset else "reset by h2",
-                    )
-                )
-            elif isinstance(event, h2.events.WindowUpdated):
-                events.append(WindowOpened(stream_id=event.stream_id))
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                events.append(WindowOpened(stream_id=0))
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                events.append(
-                    self._end(
-                        int(event.error_code or 0),
-                        f"GOAWAY from the peer ({error_name(event.error_code or 0)})",
-                        by_peer=True,
-                    )
-                )
-                last_stream_id = event.last_stream_id
-                if last_stream_id is not None and self.ended is not None:
-                    self.ended = attrs.evolve(self.ended, last_stream_id=last_stream_id)
-                    events[-1] = self.ended
+            translated = self._translate_one(event, now)
+            if translated is not None:
+                events.append(translated)
+        for stream_id, reason in self._h2.malformed_streams:
+            events.append(self._malformed(stream_id, reason, reset=False))
+        self._h2.malformed_streams.clear()
         return events
 
-    def _malformed(self, stream_id: int, error: translate.MalformedMessage) -> StreamReset:
-        self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+    def _translate_one(self, event: h2.events.Event, now: float) -> Http2Event | None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._rapid_reset.stream_opened(event.stream_id, now=now)
+            return self._request(event)
+        if isinstance(event, h2.events.ResponseReceived):
+            return self._response(event)
+        if isinstance(event, h2.events.TrailersReceived):
+            try:
+                trailers = translate.trailers_from_h2(list(event.headers))
+            except translate.MalformedMessage as error:
+                return self._malformed(event.stream_id, str(error))
+            return TrailersReceived(stream_id=event.stream_id, trailers=trailers)
+        if isinstance(event, h2.events.DataReceived):
+            return DataReceived(
+                stream_id=event.stream_id,
+                data=bytes(event.data),
+                flow_controlled_length=event.flow_controlled_length,
+                end_stream=event.stream_ended is not None,
+            )
+        if isinstance(event, h2.events.StreamReset):
+            return self._stream_reset(event, now)
+        if isinstance(event, h2.events.WindowUpdated):
+            return WindowOpened(stream_id=event.stream_id)
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            return WindowOpened(stream_id=0)
+        if isinstance(event, h2.events.ConnectionTerminated):
+            return self._goaway(event)
+        return None
+
+    def _request(self, event: h2.events.RequestReceived) -> Http2Event:
+        ended = event.stream_ended is not None
+        try:
+            head, scheme = translate.request_from_h2(list(event.headers), ended=ended)
+        except translate.MalformedMessage as error:
+            return self._malformed(event.stream_id, str(error))
+        return RequestReceived(
+            stream_id=event.stream_id, head=head, scheme=scheme, end_stream=ended
+        )
+
+    def _response(self, event: h2.events.ResponseReceived) -> Http2Event:
+        try:
+            response = translate.response_from_h2(list(event.headers))
+        except translate.MalformedMessage as error:
+            return self._malformed(event.stream_id, str(error))
+        ended = event.stream_ended is not None
+        return ResponseReceived(stream_id=event.stream_id, head=response, end_stream=ended)
+
+    def _stream_reset(self, event: h2.events.StreamReset, now: float) -> StreamReset:
+        if event.remote_reset:
+            self._rapid_reset.stream_reset_by_peer(event.stream_id, now=now)
+        else:
+            self._rapid_reset.stream_closed(event.stream_id)
+        return StreamReset(
+            stream_id=event.stream_id,
+            error_code=int(event.error_code),
+            by_peer=event.remote_reset,
+            reason="reset by the peer" if event.remote_reset else "reset by h2",
+        )
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> ConnectionEnded:
+        ended = self._end(
+            int(event.error_code or 0),
+            f"GOAWAY from the peer ({error_name(event.error_code or 0)})",
+            by_peer=True,
+        )
+        if event.last_stream_id is not None:
+            ended = self.ended = attrs.evolve(ended, last_stream_id=event.last_stream_id)
+        return ended
+
+    def _malformed(self, stream_id: int, reason: str, *, reset: bool = True) -> StreamReset:
+        """RST_STREAM PROTOCOL_ERROR (already sent when not ``reset``), as an event."""
+        if reset:
+            self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        else:
+            self._rapid_reset.stream_closed(stream_id)
         return StreamReset(
             stream_id=stream_id,
             error_code=int(ErrorCodes.PROTOCOL_ERROR),
             by_peer=False,
-            reason=f"malformed HTTP/2 message: {error}",
+            reason=f"malformed HTTP/2 message: {reason}",
         )
 
 

@@ -23,12 +23,48 @@ LINE_SPLIT = re.compile(rb"\r?\n")
 # host = reg-name / IPv4 / [IPv6], optional :port (RFC 3986, without userinfo)
 HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
+# RFC 9110 5.6.2 tchar, as a deletion table: ``value.translate(None, TOKEN_CHARS)``
+# is empty exactly when every byte of ``value`` is a token character.
+TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# An origin-form target (RFC 9112 3.2.1): "/" then visible ASCII, no fragment.
+ORIGIN_FORM = re.compile(rb"/[\x21\x22\x24-\x7e]*")
+
 FRAMING_AND_ROUTING = frozenset({b"content-length", b"transfer-encoding", b"host", b"te"})
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
     """The lower-case names a ``Connection`` field value lists."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def speaks_http1(first_bytes: bytes) -> bool:
+    """False once the first request line is complete and names no ``HTTP/`` version.
+
+    Such a peer (h2spec's invalid preface, a TLS client hello on a plaintext
+    port) speaks no HTTP/1.x, and an HTTP/1.1 answer would be noise to it:
+    the listener closes the connection instead.  An incomplete line is given
+    the benefit of the doubt.
+    """
+    line, newline, _ = first_bytes.lstrip(b"\r\n").partition(b"\n")
+    if not newline:
+        return True
+    return line.rstrip(b"\r").rpartition(b" ")[2].startswith(b"HTTP/")
+
+
+def check_method(method: bytes) -> None:
+    """400 unless ``method`` is a token (RFC 9110 9.1)."""
+    if not method or method.translate(None, TOKEN_CHARS):
+        raise ProtocolRefusal(400, f"malformed request: method {method!r} is not a token")
+
+
+def check_origin_target(method: bytes, target: bytes) -> None:
+    """400 unless ``target`` is origin form, or ``*`` for OPTIONS (what a hop forwards)."""
+    if target == b"*" and method == b"OPTIONS":
+        return
+    if ORIGIN_FORM.fullmatch(target) is None:
+        raise ProtocolRefusal(
+            400, f"malformed request: target {target[:64]!r} is not an absolute path"
+        )
 
 
 def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:

@@ -25,8 +25,14 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Literal
 
-from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
-from meshkit.proxy.codec.request_rules import FRAMING_AND_ROUTING, connection_tokens
+from meshkit.proxy.codec.messages import Headers, ProtocolRefusal, RequestHead, ResponseHead
+from meshkit.proxy.codec.request_rules import (
+    FRAMING_AND_ROUTING,
+    HOST,
+    check_method,
+    check_origin_target,
+    connection_tokens,
+)
 
 # RFC 9113 8.2.2: these describe one HTTP/1.1 connection and are malformed in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(
@@ -113,12 +119,16 @@ def trailers_to_h2(trailers: Headers) -> Headers:
 # ---------------------------------------------------------------- HTTP/2 -> HTTP/1.1
 
 
-def request_from_h2(fields: Headers) -> tuple[RequestHead, bytes]:
+def request_from_h2(fields: Headers, *, ended: bool = False) -> tuple[RequestHead, bytes]:
     """Validate an inbound HTTP/2 request field block; return the head and ``:scheme``.
 
     Raises ``MalformedMessage`` for uppercase names, unknown, repeated, missing
     or misplaced pseudo-headers, connection-specific fields, ``te`` other than
-    ``trailers``, or values with NUL/CR/LF.
+    ``trailers``, values with NUL/CR/LF, and for anything that would not make
+    a valid HTTP/1.1 request line and Host (``request_line_rules``); with
+    ``ended`` (END_STREAM on the HEADERS frame) a non-zero ``content-length``
+    is malformed too (RFC 9113 8.1.1).  Names with ``_`` are dropped, as on
+    HTTP/1.1.
     """
     pseudo, regular = _split_validated(fields, REQUEST_PSEUDO_HEADERS)
     method = _required(pseudo, b":method")
@@ -127,18 +137,50 @@ def request_from_h2(fields: Headers) -> tuple[RequestHead, bytes]:
     scheme = _required(pseudo, b":scheme")
     path = _required(pseudo, b":path")
     authority = pseudo.get(b":authority")
+    _check_request_line(method, path, authority)
     headers: Headers = []
     if authority is not None:
         headers.append((b"host", authority))
     for name, value in regular:
+        if b"_" in name:
+            continue
         if name == b"host":
+            _check_host(value, authority)
             if authority is None:
                 headers.insert(0, (b"host", value))
-            elif value != authority:
-                raise MalformedMessage("host and :authority name different origins")
             continue
         headers.append((name, value))
+    _check_content_length(headers, ended=ended)
     return RequestHead(method=method, target=path, headers=headers, http_version=b"2"), scheme
+
+
+def _check_request_line(method: bytes, path: bytes, authority: bytes | None) -> None:
+    try:
+        check_method(method)
+        check_origin_target(method, path)
+    except ProtocolRefusal as refusal:
+        raise MalformedMessage(refusal.reason) from None
+    if authority is not None and not HOST.match(authority):
+        raise MalformedMessage(f":authority {authority!r} is not a valid host[:port]")
+
+
+def _check_host(value: bytes, authority: bytes | None) -> None:
+    if not HOST.match(value):
+        raise MalformedMessage(f"host {value!r} is not a valid host[:port]")
+    if authority is not None and value != authority:
+        raise MalformedMessage("host and :authority name different origins")
+
+
+def _check_content_length(headers: Headers, *, ended: bool) -> None:
+    lengths = {value for name, value in headers if name == b"content-length"}
+    if not lengths:
+        return
+    if len(lengths) > 1 or not all(value.isdigit() for value in lengths):
+        raise MalformedMessage(f"content-length {sorted(lengths)!r} is not one number")
+    if ended and int(next(iter(lengths))) != 0:
+        raise MalformedMessage(
+            f"content-length {next(iter(lengths)).decode()} on a request ended by its HEADERS"
+        )
 
 
 def response_from_h2(fields: Headers) -> ResponseHead:

@@ -14,6 +14,7 @@ import logging
 import trio
 
 from meshkit.proxy.codec.messages import RequestHead
+from meshkit.proxy.codec.request_rules import speaks_http1
 from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
@@ -104,6 +105,8 @@ async def handle_connection(
                     first_bytes = await read_preface(stream)
                 if not first_bytes and not sniffing.cancelled_caught:
                     return
+                if not is_http2(first_bytes) and not speaks_http1(first_bytes):
+                    return  # h2spec 3.5/2: an invalid preface ends the connection
             if _selected_alpn(stream) == "h2" or is_http2(first_bytes):
                 await serve_http2(
                     plane,

@@ -1,0 +1,104 @@
+"""h2's connection with stream errors where RFC 9113 asks for them (sans-I/O).
+
+h2 (``h2.connection.H2Connection``) ends the whole connection for three
+things that concern one stream only, or names the wrong error code:
+
+* the stream over ``max_concurrent_streams``: RFC 9113 5.1.2 allows
+  ``REFUSED_STREAM`` for it, and the peer may retry that request on another
+  connection.  The header block is decoded anyway (HPACK state is
+  connection-wide), and the stream is recorded as closed by our reset so
+  that its late frames get stream errors, as h2 does for its own resets;
+* a ``content-length`` that is not a number, or that the DATA frames
+  disagree with (RFC 9113 8.1.1): a stream error ``PROTOCOL_ERROR``, listed
+  in ``malformed_streams`` for the codec to report, never a GOAWAY;
+* a header block HPACK cannot decode: a connection error, as h2 says, but
+  ``COMPRESSION_ERROR`` (RFC 9113 4.3), not ``PROTOCOL_ERROR``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.exceptions
+from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
+from hpack import HPACKError, OversizedHeaderListError
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
+
+_CONTENT_LENGTH_ERRORS = ("Invalid content-length", "Conflicting content-length")
+
+
+class CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK cannot decode: the connection ends with COMPRESSION_ERROR."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class StrictH2Connection(h2.connection.H2Connection):
+    """``H2Connection`` with the stream errors and error codes of the module docstring."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.refused_stream_ids: list[int] = []
+        self.malformed_streams: list[tuple[int, str]] = []
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+        stream_id = frame.stream_id
+        is_new_peer_stream = (
+            stream_id not in self.streams
+            and stream_id > self.highest_inbound_stream_id
+            and stream_id % 2 == int(not self.config.client_side)
+        )
+        limit = self.local_settings.max_concurrent_streams
+        if is_new_peer_stream and self.open_inbound_streams >= limit:
+            return self._refuse_stream(frame)
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as error:
+            if isinstance(error.__cause__, HPACKError) and not isinstance(
+                error.__cause__, OversizedHeaderListError
+            ):
+                raise CompressionError(str(error)) from error
+            if str(error).startswith(_CONTENT_LENGTH_ERRORS) and stream_id in self.streams:
+                return self._reset_malformed(stream_id, str(error)), []
+            raise
+
+    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError as error:
+            frames = self._reset_malformed(
+                frame.stream_id,
+                f"content-length {error.expected_length} but {error.actual_length} bytes of DATA",
+            )
+            increment = self._inbound_flow_control_window_manager.process_bytes(
+                frame.flow_controlled_length
+            )
+            if increment:
+                update = WindowUpdateFrame(0)
+                update.window_increment = increment
+                frames.append(update)
+            return frames, []
+
+    def _reset_malformed(self, stream_id: int, reason: str) -> list[Any]:
+        """RST_STREAM PROTOCOL_ERROR for a stream whose message is malformed."""
+        self.state_machine.process_input(h2.connection.ConnectionInputs.SEND_RST_STREAM)
+        frames: list[Any] = self.streams[stream_id].reset_stream(ErrorCodes.PROTOCOL_ERROR)
+        self.malformed_streams.append((stream_id, reason))
+        return frames
+
+    def _refuse_stream(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+        try:
+            self.decoder.decode(frame.data, raw=True)
+        except OversizedHeaderListError as error:
+            raise h2.exceptions.DenialOfServiceError(f"Oversized header block: {error}") from error
+        except HPACKError as error:
+            raise CompressionError(f"Error decoding header block: {error}") from error
+        self.highest_inbound_stream_id = frame.stream_id
+        self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
+        self.refused_stream_ids.append(frame.stream_id)
+        refusal = RstStreamFrame(frame.stream_id)
+        refusal.error_code = ErrorCodes.REFUSED_STREAM
+        return [refusal], []
