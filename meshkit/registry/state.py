@@ -86,6 +86,15 @@ class InstanceRecord:
     cert_error: str | None = None
     # Being replaced by a rolling restart: out of every cluster, about to stop.
     retiring: bool = False
+    # Why this generation was started (``meshkit restart catalog``, ``Meshfile
+    # changed: env``); None for the first start of the mesh.
+    reason: str | None = None
+    # The app's last exit: its status and the last lines of its log.
+    exit_status: int | None = None
+    log_tail: tuple[str, ...] = ()
+    # The ports the app's processes listen on while it is not healthy (an app
+    # that ignores ``$PORT`` shows where it went instead).
+    listening_ports: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:

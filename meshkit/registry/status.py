@@ -18,6 +18,12 @@ were applied, the time from the detected change to the last sidecar's answer
 (``duration_ms``), and the error of a Meshfile that could not be applied
 (also a line of ``errors``, until a good version is saved).
 
+Each instance also says why its generation started (``reason``), the log
+file its app writes (``log_file``: every generation of a name writes on in
+the same file), its app's last exit (``exit_status``, ``log_tail``) and,
+while it is not healthy, the ports its processes listen on
+(``listening_ports``; one that is not ``$PORT`` adds a line to ``errors``).
+
 ``faults`` lists the runtime faults in force (``meshkit fault``), each as
 ``StoredFault.to_dict`` shapes it.
 """
@@ -145,6 +151,11 @@ def _instance_dict(registry: Registry, record: InstanceRecord, *, now: float) ->
             if name.startswith("upstream:")
         },
         "started_at": record.started_at,
+        "reason": record.reason,
+        "log_file": f"{record.name}.log",
+        "exit_status": record.exit_status,
+        "log_tail": list(record.log_tail),
+        "listening_ports": list(record.listening_ports),
         **_certificate_fields(record, now=now),
         **_sync_fields(registry, record),
     }
@@ -170,6 +181,12 @@ def status_document(
         f"{rec.id}: {rec.last_error}"
         for rec in registry.instances()
         if rec.last_error and rec.state in ("crashed", "backoff", "unhealthy")
+    )
+    errors.extend(
+        f"{rec.id}: listens on port {', '.join(map(str, rec.listening_ports))}, "
+        f"not on $PORT {rec.port}"
+        for rec in registry.app_instances()
+        if rec.listening_ports and rec.port not in rec.listening_ports
     )
     for record in registry.instances():
         problem = _certificate_problem(record, now=now)

@@ -15,6 +15,8 @@ that does not answer within ``settle_timeout`` is reported, not waited for.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 import trio
 
@@ -107,17 +109,25 @@ class Fleet:
         if self.spec.gateway is not None and GATEWAY_INSTANCE not in self.runners:
             await self.start(GATEWAY_INSTANCE, None)
 
-    async def start(self, instance_id: str, deployment: ServiceSpec | None) -> None:
-        """Register (if new) and start one instance; ``deployment`` None is the gateway."""
+    async def start(
+        self, instance_id: str, deployment: ServiceSpec | None, *, reason: str | None = None
+    ) -> None:
+        """Register (if new) and start one instance; ``deployment`` None is the gateway.
+
+        ``reason`` says why it starts (``meshkit status`` shows it).
+        """
         if instance_id not in self.registry:
             if deployment is None:
-                record = InstanceRecord(id=instance_id, service=GATEWAY_INSTANCE, kind="gateway")
+                record = InstanceRecord(
+                    id=instance_id, service=GATEWAY_INSTANCE, kind="gateway", reason=reason
+                )
             else:
                 record = InstanceRecord(
                     id=instance_id,
                     service=deployment.name,
                     version=deployment.version,
                     port=self.ports.allocate(),
+                    reason=reason,
                 )
             self.registry.add(record)
             self.publish()
@@ -177,8 +187,12 @@ class Fleet:
 
     # -- rollouts ------------------------------------------------------------
 
-    async def execute(self, steps: tuple[Step, ...]) -> list[str]:
+    async def execute(
+        self, steps: tuple[Step, ...], *, reasons: Mapping[str, str] | None = None
+    ) -> list[str]:
         """Carry out a rollout plan against ``self.spec``; the problems met (empty: none).
+
+        ``reasons`` says, by deployment key, why its instances start.
 
         A replacement that does not become healthy is stopped and the instance
         it was to replace keeps running; the rest of the plan goes on.
@@ -190,7 +204,8 @@ class Fleet:
             if isinstance(step, StartInstance):
                 abandoned = False
                 deployment = None if step.key is None else deployments[step.key]
-                await self.start(step.instance_id, deployment)
+                why = None if step.key is None else (reasons or {}).get(step.key)
+                await self.start(step.instance_id, deployment, reason=why)
             elif abandoned:
                 continue
             elif isinstance(step, WaitHealthy):

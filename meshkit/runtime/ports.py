@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -114,8 +114,9 @@ def is_free(host: str, port: int) -> bool:
     return True
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
+def _listening_sockets() -> dict[str, int]:
+    """Every listening TCP socket on this host: inode -> local port."""
+    sockets: dict[str, int] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -124,9 +125,32 @@ def _listening_inodes(port: int) -> set[str]:
         for line in lines:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
+            if state == "0A":
+                sockets[inode] = int(local.rsplit(":", 1)[1], 16)
+    return sockets
+
+
+def _listening_inodes(port: int) -> set[str]:
+    return {inode for inode, bound in _listening_sockets().items() if bound == port}
+
+
+def listening_ports(pids: Iterable[int]) -> tuple[int, ...]:
+    """The TCP ports processes ``pids`` listen on, sorted."""
+    sockets = _listening_sockets()
+    ports: set[int] = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in sockets:
+                ports.add(sockets[target[8:-1]])
+    return tuple(sorted(ports))
 
 
 def port_holder(port: int) -> str | None:

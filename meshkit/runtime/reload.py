@@ -126,7 +126,7 @@ class Reloader:
                 diff = diff_specs(self.fleet.spec, spec)
             except DiffRefused as error:
                 return self._refuse(str(error))
-            diff = _with_forced(diff, spec, forced)
+            diff = _with_forced(diff, spec, forced, why=reason)
             return await self._apply(spec, diff, forced=forced, detected=detected)
 
     def _refuse(self, error: str) -> ReloadOutcome:
@@ -151,7 +151,7 @@ class Reloader:
         problems: list[str] = []
         if not await fleet.wait_in_sync():
             problems.append(fleet.unsynced_message())
-        problems += await fleet.execute(steps)
+        problems += await fleet.execute(steps, reasons=_reasons(diff, forced))
         if steps and not await fleet.wait_in_sync():
             problems.append(fleet.unsynced_message())
         problems += fleet.nacks()
@@ -173,12 +173,27 @@ class Reloader:
         return ReloadOutcome(applied=True, summary=summary, error=error, duration_ms=duration_ms)
 
 
-def _with_forced(diff: SpecDiff, spec: MeshSpec, forced: frozenset[str]) -> SpecDiff:
-    """``diff`` plus a restart for each forced deployment it does not change already."""
+def _with_forced(diff: SpecDiff, spec: MeshSpec, forced: frozenset[str], *, why: str) -> SpecDiff:
+    """``diff`` plus a restart (for ``why``) of each forced deployment it does not change already."""
     changed = {change.key for change in diff.deployments}
     extra = tuple(
-        DeploymentChange(key=svc.key, service=svc.name, kind="restart", reasons=("source",))
+        DeploymentChange(key=svc.key, service=svc.name, kind="restart", reasons=(why,))
         for svc in spec.services
         if svc.key in forced and svc.key not in changed
     )
     return attrs.evolve(diff, deployments=(*diff.deployments, *extra))
+
+
+def _reasons(diff: SpecDiff, forced: frozenset[str]) -> dict[str, str]:
+    """Why each deployment's new instances start, by key (``meshkit status`` shows it).
+
+    A forced restart's one reason is the reload's own (``meshkit restart catalog``).
+    """
+    reasons: dict[str, str] = {}
+    for change in diff.deployments:
+        what = ", ".join(change.reasons)
+        if change.kind == "start":
+            reasons[change.key] = "new in the Meshfile"
+        elif change.kind == "restart":
+            reasons[change.key] = what if change.key in forced else f"Meshfile changed: {what}"
+    return reasons

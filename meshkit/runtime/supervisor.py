@@ -41,6 +41,7 @@ from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.policy.restart import RestartBackoff
+from meshkit.runtime.ports import listening_ports
 from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
     GroupGuard,
@@ -53,6 +54,9 @@ from meshkit.runtime.process import (
 )
 
 LOOPBACK = "127.0.0.1"
+LOG_TAIL_LINES = 10
+LOG_TAIL_BYTES = 8192
+BOUND_PORTS_PERIOD = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +202,8 @@ class InstanceRunner:
             if exit_of == "sidecar":
                 self.sidecar = None
             self.app = None
+            if exit_of == "app":
+                self._record_app_exit(code)
             reason = f"{exit_of} exited with status {code}"
             self._move_to("crashed", error=reason)
             decision = self.backoff.record_exit(now=now, exit_code=code)
@@ -255,7 +261,32 @@ class InstanceRunner:
                 )
                 assert self.port is not None
                 nursery.start_soon(run_prober, machine, self.port, self._on_verdict)
+                nursery.start_soon(self._report_bound_ports, self.app)
         return exited[0]
+
+    def _record_app_exit(self, code: int) -> None:
+        """The exit status and the end of the log, for ``meshkit status``."""
+        tail: tuple[str, ...] = ()
+        if self._app_log is not None:
+            try:
+                with open(self._app_log, "rb") as handle:
+                    handle.seek(max(os.fstat(handle.fileno()).st_size - LOG_TAIL_BYTES, 0))
+                    text = handle.read().decode("utf-8", errors="replace")
+                tail = tuple(text.splitlines()[-LOG_TAIL_LINES:])
+            except OSError:
+                pass
+        self.registry.update(self.instance_id, exit_status=code, log_tail=tail)
+
+    async def _report_bound_ports(self, app: ManagedProcess) -> None:
+        """While the app is not healthy, record the ports its processes listen on."""
+        while True:
+            await trio.sleep(BOUND_PORTS_PERIOD)
+            record = self.registry.get(self.instance_id)
+            bound: tuple[int, ...] = ()
+            if record.state != "healthy":
+                bound = listening_ports([app.pid, *app.members()])
+            if bound != record.listening_ports:
+                self.registry.update(self.instance_id, listening_ports=bound)
 
     def _on_verdict(self, verdict: ProbeVerdict, error: str | None) -> None:
         self._move_to(verdict, error=error)

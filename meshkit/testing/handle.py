@@ -257,11 +257,16 @@ class MeshHandle:
             time.sleep(POLL_INTERVAL)
 
     def instance_logs(self, service: str, *, sidecar: bool = False) -> dict[str, str]:
-        """Each instance's log text by instance id (its sidecar's log with ``sidecar=True``)."""
+        """Each instance's log text by instance id (its sidecar's log with ``sidecar=True``).
+
+        Every generation of an instance writes on in the file of its stable
+        name, so a replacement's log holds its predecessors' too.
+        """
         suffix = ".proxy.log" if sidecar else ".log"
         logs = {}
         for instance_id in self.instances(service):
-            path = self._process.logs_dir / f"{instance_id}{suffix}"
+            name = instance_id.partition("~")[0]
+            path = self._process.logs_dir / f"{name}{suffix}"
             try:
                 logs[instance_id] = path.read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
@@ -287,7 +292,7 @@ class MeshHandle:
                 for instance in entry["instances"]
             ]
         return {
-            instance_id: log_tail(self._process.logs_dir / f"{instance_id}.log", lines)
+            instance_id: log_tail(self._process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines)
             for instance_id in ids
         }
 

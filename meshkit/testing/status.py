@@ -121,7 +121,7 @@ def describe_unhealthy(
         header = f"{instance['id']} is {instance.get('state')}"
         parts.append(header if not reason else f"{header}: {reason}")
         parts.append(f"  last lines of {logs_dir / (instance['id'] + '.log')}:")
-        tail = log_tail(logs_dir / f"{instance['id']}.log", lines)
+        tail = log_tail(logs_dir / f"{instance['id'].partition('~')[0]}.log", lines)
         parts.extend(f"    {line}" for line in (tail.splitlines() or ["(empty)"]))
     errors = status.get("errors", [])
     if errors:

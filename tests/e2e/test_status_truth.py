@@ -1,0 +1,83 @@
+"""``meshkit status`` says why: the reason of a replacement, the names that agree, the
+last exit status and log of a crashing instance, the port an app really bound."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.meshproc import REPO, MeshProcess
+
+pytestmark = pytest.mark.e2e
+
+APPS = REPO / "tests" / "e2e" / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def instances(status: dict[str, Any], service: str) -> list[dict[str, Any]]:
+    return [i for s in status["services"] if s["name"] == service for i in s["instances"]]
+
+
+def test_status_tells_reasons_names_exits_and_bound_ports(tmp_path: Path) -> None:
+    elsewhere = free_port()
+    meshfile = tmp_path / "Meshfile.py"
+    meshfile.write_text(textwrap.dedent(f"""
+        from meshkit import Mesh, http, restart
+        mesh = Mesh("truth")
+        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http("/healthz"))
+        mesh.service("crasher", run="echo 'boom: no database'; exit 3",
+                     restart=restart("always", backoff="200ms", max_backoff="1s"))
+        mesh.service("astray", run="python -m http.server {elsewhere} --bind 127.0.0.1")
+        mesh.gateway(port=0, routes={{"/": "echo"}})
+    """))
+    mesh = MeshProcess(meshfile, tmp_path, "--no-watch")
+    try:
+        deadline = time.monotonic() + 30
+        while not mesh.control_socket.exists():
+            assert time.monotonic() < deadline and mesh.proc.poll() is None, mesh.output()
+            time.sleep(0.1)
+        status = mesh.wait_until(
+            lambda s: bool(s["gateways"]) and instances(s, "echo")[0]["state"] == "healthy"
+            and instances(s, "crasher")[0]["restarts"] >= 2
+            and instances(s, "astray")[0]["listening_ports"] == [elsewhere],
+            timeout=60,
+        )
+        crasher = instances(status, "crasher")[0]
+        assert crasher["exit_status"] == 3
+        assert "boom: no database" in crasher["log_tail"]
+        astray = instances(status, "astray")[0]
+        assert any(str(elsewhere) in error and "PORT" in error for error in status["errors"])
+        assert astray["port"] != elsewhere
+
+        restart = subprocess.run(
+            [sys.executable, "-m", "meshkit.cli", "restart", "echo"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False,
+        )
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        assert "source" not in restart.stdout + restart.stderr
+        status = mesh.status()
+        (echo,) = instances(status, "echo")
+        assert echo["id"] == "echo-0~2" and echo["name"] == "echo-0"
+        assert echo["reason"] == "meshkit restart echo"
+        assert "source" not in status["reload"]["summary"]
+        assert echo["log_file"] == "echo-0.log"
+        with urllib.request.urlopen(mesh.gateway_url() + "/", timeout=10) as response:
+            answer = json.loads(response.read())
+        assert answer["instance"] == echo["name"]
+        assert (tmp_path / ".meshkit" / "logs" / echo["log_file"]).exists()
+    finally:
+        mesh.kill_everything()
