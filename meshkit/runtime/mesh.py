@@ -275,7 +275,10 @@ async def _run(
 
             nursery.start_soon(give_up_on_stop)
             outcome = await reloader.reload(
-                meshfile=False, forced=forced, reason=f"meshkit restart {service}"
+                meshfile=False,
+                forced=forced,
+                reason=f"meshkit restart {service}",
+                forced_because=f"meshkit restart {service}",
             )
             answer = outcome.to_dict()
             nursery.cancel_scope.cancel()

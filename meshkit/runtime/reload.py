@@ -103,8 +103,14 @@ class Reloader:
         forced: frozenset[str] = frozenset(),
         detected_at: float | None = None,
         reason: str = "meshkit reload",
+        forced_because: str = "source",
     ) -> ReloadOutcome:
-        """Re-read the Meshfile (if ``meshfile``) and replace the ``forced`` deployments."""
+        """Re-read the Meshfile (if ``meshfile``) and replace the ``forced`` deployments.
+
+        ``forced_because`` is why they are replaced (a changed ``source`` under
+        their ``watch`` paths, ``meshkit restart catalog``): the summary and
+        ``meshkit status`` say so.
+        """
         detected = trio.current_time() if detected_at is None else detected_at
         self.startup.cancel()
         async with self.lock:
@@ -126,7 +132,7 @@ class Reloader:
                 diff = diff_specs(self.fleet.spec, spec)
             except DiffRefused as error:
                 return self._refuse(str(error))
-            diff = _with_forced(diff, spec, forced, why=reason)
+            diff = _with_forced(diff, spec, forced, why=forced_because)
             return await self._apply(spec, diff, forced=forced, detected=detected)
 
     def _refuse(self, error: str) -> ReloadOutcome:
