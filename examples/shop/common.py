@@ -17,6 +17,23 @@ from typing import Any
 
 Handler = Callable[[BaseHTTPRequestHandler], tuple[int, str, bytes]]
 
+# A request's trace travels in these headers: an app copies them from the
+# request it serves onto every request it makes for it (as Istio asks).
+TRACE_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+)
+
+
+def trace_headers(request: BaseHTTPRequestHandler) -> dict[str, str]:
+    """The trace headers of ``request``, to send on with the calls made for it."""
+    return {name: value for name in TRACE_HEADERS if (value := request.headers.get(name))}
+
 
 def json_body(data: Any) -> tuple[str, bytes]:
     return "application/json", json.dumps(data).encode()

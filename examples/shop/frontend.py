@@ -11,19 +11,22 @@ import html
 import json
 import os
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from common import json_body, serve
+from common import json_body, serve, trace_headers
 
 
-def fetch(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def fetch(url: str, request: BaseHTTPRequestHandler) -> Any:
+    """GET ``url`` for ``request``, passing its trace headers on."""
+    call = urllib.request.Request(url, headers=trace_headers(request))
+    with urllib.request.urlopen(call, timeout=5) as response:
         return json.load(response)
 
 
-def page(_request: object) -> tuple[int, str, bytes]:
-    catalog = fetch("http://catalog/items")
-    stars = fetch(os.environ["REVIEWS_URL"] + "/reviews")["stars"]
+def page(request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
+    catalog = fetch("http://catalog/items", request)
+    stars = fetch(os.environ["REVIEWS_URL"] + "/reviews", request)["stars"]
     rows = "".join(
         f"<li>{html.escape(item['name'])}: {item['price']:.2f} "
         f"({'*' * stars.get(str(item['id']), 0)})</li>"
@@ -37,8 +40,8 @@ def page(_request: object) -> tuple[int, str, bytes]:
     return 200, "text/html; charset=utf-8", body.encode()
 
 
-def api(_request: object) -> tuple[int, str, bytes]:
-    return (200, *json_body({"catalog": fetch("http://catalog/items")}))
+def api(request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
+    return (200, *json_body({"catalog": fetch("http://catalog/items", request)}))
 
 
 def healthz(_request: object) -> tuple[int, str, bytes]:

@@ -193,6 +193,10 @@ class ControlClient:
     async def acknowledge(self, *, version: int, error: str | None) -> None:
         await self._post("ack", {"version": version, "error": error}, what="ack")
 
+    async def send_spans(self, spans: list[dict[str, Any]]) -> None:
+        """``POST .../spans``: finished spans for the control plane's span store."""
+        await self._post("spans", {"spans": spans}, what="spans")
+
     async def request_certificate(self, body: dict[str, str]) -> tuple[int, Any]:
         """``POST .../certificate``: the raw ``(status, answer)``; the caller judges it."""
         path = f"/v1/instances/{self._quoted}/certificate"

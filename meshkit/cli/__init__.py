@@ -21,6 +21,8 @@ SUBCOMMANDS = (
     "spec",
     "ca",
     "export",
+    "trace",
+    "dashboard",
 )
 
 

@@ -87,6 +87,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="do not watch the Meshfile and sources for changes ('meshkit reload' still works)",
     )
     parser.add_argument(
+        "--observe-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the dashboard and the mesh's Prometheus endpoint on PORT (default: any free)",
+    )
+    parser.add_argument(
+        "--otlp",
+        default=None,
+        metavar="URL",
+        help="also export spans over OTLP/HTTP to URL (http://host:4318/v1/traces)",
+    )
+    parser.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="stop the mesh when standard input closes (its parent died or let go of it)",
@@ -175,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         spec_transform=transform,
         watch=not args.no_watch,
         files=result.files,
+        observe_port=args.observe_port,
+        otlp_url=args.otlp,
     )
     runner = _run_mesh_with_parent if args.exit_with_parent else run_mesh
     try:

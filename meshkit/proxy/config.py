@@ -112,6 +112,8 @@ class ProxyConfig:
     mesh: str
     instance: str
     service: str
+    # The version of the service this sidecar serves (None: unversioned).
+    service_version: str | None = None
     app: AppTarget | None = None
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = ()

@@ -38,6 +38,7 @@ from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
 from meshkit.proxy.net.server import serve_listener
 from meshkit.proxy.policy.matching import compile_tables
+from meshkit.proxy.telemetry.spans import ship_spans
 from meshkit.proxy.wire import config_from_dict
 
 log = logging.getLogger("meshkit.proxy")
@@ -174,6 +175,7 @@ class Sidecar:
             background.start_soon(self.plane.access_log.run_flusher)
             await background.start(self.plane.h2_upstreams.run)
             await background.start(self.plane.mirrors.run)
+            background.start_soon(ship_spans, self.plane.tracer, self.control.send_spans)
             try:
                 await self._serve_until_stopped(task_status)
             finally:

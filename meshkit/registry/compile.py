@@ -139,6 +139,7 @@ def _app_config(
         mesh=spec.name,
         instance=record.id,
         service=record.service,
+        service_version=record.version,
         app=AppTarget(
             host=LOOPBACK,
             port=record.port or 0,

@@ -41,6 +41,9 @@ from meshkit.ca.errors import CaError
 from meshkit.ca.issuer import Issuer
 from meshkit.ca.root import RootCA
 from meshkit.dsl.spec import MeshSpec
+from meshkit.observe.otlp import OtlpExporter, check_otlp_url
+from meshkit.observe.server import ObserveServer
+from meshkit.observe.spans import SpanStore
 from meshkit.registry.compile import compile_configs
 from meshkit.registry.server.api import ControlServer
 from meshkit.registry.server.changes import RegistryChanges
@@ -120,6 +123,10 @@ class UpOptions:
     # The Meshfile and the local modules it imported (EvalResult.files): what to watch.
     files: tuple[str, ...] = ()
     timeouts: FleetTimeouts = attrs.field(factory=FleetTimeouts)
+    # The dashboard's and the mesh's Prometheus endpoint's port on 127.0.0.1 (0: any free one).
+    observe_port: int = 0
+    # Where to export spans over OTLP/HTTP too (None: kept by the control plane only).
+    otlp_url: str | None = None
 
 
 class StopRequest:
@@ -176,7 +183,9 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     try:
         spec = transform(spec)
         startup_order(spec)
-    except (PlanError, SpecTransformError) as exc:
+        if options.otlp_url is not None:
+            check_otlp_url(options.otlp_url)
+    except (PlanError, SpecTransformError, ValueError) as exc:
         terminal.write(f"meshkit: {exc}\n")
         return EXIT_FAILED
     prepare_state_dir(paths)
@@ -284,6 +293,8 @@ async def _run(
             nursery.cancel_scope.cancel()
         return answer
 
+    exporter = None if options.otlp_url is None else OtlpExporter(options.otlp_url)
+    spans = SpanStore(on_added=None if exporter is None else exporter.offer)
     server = ControlServer(
         registry,
         meshfile=options.meshfile,
@@ -294,14 +305,24 @@ async def _run(
         issuer=issuer,
         cert_lifetime=spec.cert_lifetime,
         announce=logs.announce,
+        on_spans=spans.add,
     )
 
     def applied(new_spec: MeshSpec) -> None:
         server.cert_lifetime = new_spec.cert_lifetime
 
+    observe = ObserveServer(
+        registry, spans=spans, control=server, run_dir=paths.run_dir, port=options.observe_port
+    )
     async with trio.open_nursery() as services:
         await services.start(server.serve, paths.control_socket)
         services.start_soon(logs.tail_files)
+        await services.start(observe.serve)
+        if exporter is not None:
+            services.start_soon(exporter.run)
+        logs.announce(
+            f"meshkit: dashboard {observe.dashboard_url} · Prometheus {observe.base_url}/metrics"
+        )
         if options.handle_signals:
             services.start_soon(_watch_signals, stop, ctx.hurry, logs)
         async with trio.open_nursery() as runners:

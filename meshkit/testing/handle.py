@@ -37,6 +37,7 @@ import anyio
 import anyio.to_thread
 
 from meshkit.api.control import error_text, request_json_blocking
+from meshkit.observe.client import Edge, read_trace, read_traffic
 from meshkit.runtime.ingress import INGRESS_SERVICE
 from meshkit.testing.calls import (
     AsyncFaultRequest,
@@ -231,6 +232,18 @@ class MeshHandle:
         """Forget the calls logged so far by every current instance of ``service``."""
         clear_calls(self.status(), service)
 
+    def traffic(self) -> list[Edge]:
+        """The edges of the service graph so far: who called whom, how often, how well.
+
+        ``Edge.requests`` counts since the mesh started; compare two readings
+        to count what one test did.
+        """
+        return read_traffic(self.state_dir / "run")
+
+    def trace(self, request_id: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The trace of a request (its ``x-request-id`` or trace id) as trees of spans."""
+        return read_trace(request_id, run_dir=self.state_dir / "run", timeout=timeout)
+
     def restart(self, service: str) -> dict[str, Any]:
         """Restart every instance of ``service``, one at a time; return when done.
 
@@ -370,6 +383,8 @@ class AsyncMeshHandle:
     calls = _in_worker_thread(MeshHandle.calls)
     clear_calls = _in_worker_thread(MeshHandle.clear_calls)
     restart = _in_worker_thread(MeshHandle.restart)
+    traffic = _in_worker_thread(MeshHandle.traffic)
+    trace = _in_worker_thread(MeshHandle.trace)
     logs = _in_worker_thread(MeshHandle.logs)
 
     async def wait_healthy(

@@ -32,6 +32,8 @@ class StubControlPlane:
         self.long_poll = long_poll
         self.configs: dict[str, tuple[int, Any]] = {}
         self.acks: dict[str, list[tuple[int, str | None]]] = {}
+        # Spans the sidecars shipped, by instance (POST /v1/instances/<id>/spans).
+        self.spans: dict[str, list[dict[str, Any]]] = {}
         self.ready: dict[str, dict[str, Any]] = {}
         self._changed = trio.Event()
         self.listener: trio.SocketListener | None = None
@@ -109,6 +111,9 @@ class StubControlPlane:
             return 204, None
         if method == "POST" and parts[:2] == ["v1", "instances"]:
             data = json.loads(body)
+            if parts[3] == "spans":
+                self.spans.setdefault(parts[2], []).extend(data["spans"])
+                return 200, {"kept": len(data["spans"])}
             if parts[3] == "ready":
                 self.ready[parts[2]] = data
             else:

@@ -24,6 +24,7 @@ from meshkit.proxy.policy.destinations import Destinations
 from meshkit.proxy.telemetry.accesslog import AccessLog
 from meshkit.proxy.telemetry.calls import CallLog
 from meshkit.proxy.telemetry.metrics import Metrics
+from meshkit.proxy.telemetry.spans import Tracer
 
 DEFAULT_LIMITS = Limits()
 
@@ -40,7 +41,9 @@ class DataPlane:
         )
         # Mirrored copies, owned by ``mirrors.run`` (the sidecar runs it for its life).
         self.mirrors = Mirrors()
-        self.metrics = Metrics()
+        # Spans of the requests this sidecar answers, shipped by the sidecar's ``ship_spans``.
+        self.tracer = Tracer()
+        self.metrics = Metrics(tracer=self.tracer)
         # The requests the inbound listener served (admin ``/calls``).
         self.calls = CallLog()
         self.access_log = AccessLog()

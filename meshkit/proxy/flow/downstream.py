@@ -89,6 +89,7 @@ class Http1Downstream(Downstream):
         self.codec.receive_data(data)
 
     async def send(self, data: bytes | bytearray) -> None:
+        self.sent_bytes += len(data)
         try:
             await send_all(self.stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:

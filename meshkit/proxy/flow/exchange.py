@@ -79,6 +79,8 @@ class Downstream(ABC):
         self.peer_address = peer_address
         self.identity = identity
         self.body_bytes = 0
+        # Response bytes sent (HTTP/1.1: as framed; HTTP/2: body only), for the metrics.
+        self.sent_bytes = 0
 
     # ------------------------------------------------------------ the request body
 

@@ -107,6 +107,7 @@ class H2Downstream(Downstream):
     async def send_whole_response(self, head: ResponseHead, body: bytes) -> None:
         self.response_started = True
         self._queue_head(head)
+        self.sent_bytes += len(body)
         await self._guard(self.stream.send_body(body, end_stream=True))
 
     def _queue_head(self, head: ResponseHead) -> None:
@@ -116,6 +117,7 @@ class H2Downstream(Downstream):
             raise DownstreamGone(str(error)) from None
 
     async def send_response_body(self, data: bytes, *, end_stream: bool = False) -> None:
+        self.sent_bytes += len(data)
         await self._guard(self.stream.send_body(data, end_stream=end_stream))
 
     async def end_response(self, trailers: Headers | None = None) -> None:

@@ -90,11 +90,14 @@ _ANSWER_OF_FAILURE: dict[Failure, tuple[int, str]] = {
 
 @attrs.frozen(kw_only=True)
 class Result:
-    """What the flow did: the status, the flag for the access log, keep-alive."""
+    """What the flow did: the status, the flag for the access log, keep-alive, and the
+    endpoint that answered (None: the mesh answered before reaching one; for the
+    metrics, not part of what makes two results equal)."""
 
     status: int
     flag: str
     keep_alive: bool
+    upstream: Endpoint | None = attrs.field(default=None, eq=False)
 
 
 def _fault_reply(fault: FaultDecision) -> tuple[int, Headers]:
@@ -317,7 +320,12 @@ async def _attempts(
                 flag = outcome.flag
                 if flag == "-" and state.exhausted:
                     flag = RETRY_LIMIT_EXCEEDED
-                return Result(status=outcome.status, flag=flag, keep_alive=outcome.keep_alive)
+                return Result(
+                    status=outcome.status,
+                    flag=flag,
+                    keep_alive=outcome.keep_alive,
+                    upstream=endpoint,
+                )
             failed = failure_of(outcome, state, per_try)
             if failed is not None:
                 last_failure = failed

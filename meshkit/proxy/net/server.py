@@ -13,9 +13,9 @@ import logging
 
 import trio
 
-from meshkit.proxy.codec.messages import RequestHead
+from meshkit.proxy.codec.messages import RequestHead, header_value
 from meshkit.proxy.codec.request_rules import speaks_http1
-from meshkit.proxy.config import Listener, ProxyConfig
+from meshkit.proxy.config import Endpoint, Listener, ListenerKind, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
 from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
@@ -35,6 +35,7 @@ from meshkit.proxy.policy.router import (
     route_request,
 )
 from meshkit.proxy.telemetry.admin import answer_admin
+from meshkit.proxy.telemetry.tracing import OpenSpan, SpanKind
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -162,14 +163,22 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
     """Answer one request (HTTP/1.1, or one HTTP/2 stream); True when the connection may
     carry another."""
     started = trio.current_time()
+    body_bytes_before, sent_bytes_before = downstream.body_bytes, downstream.sent_bytes
     config = plane.config
     listener = None if config is None else plane.listener(config, downstream.listener_name)
     cluster_label = "-"
+    # The destination service and endpoint of a request to a service (Istio's metrics).
+    service: str | None = None
+    upstream: Endpoint | None = None
+    span: OpenSpan | None = None
     if config is None or listener is None:
         reason = f"listener '{downstream.listener_name}' was removed by a config update"
         await downstream.reply(503, (reason + "\n").encode(), reason=reason, flag="NR")
         status, flag, keep = 503, "NR", False
     else:
+        if listener.kind != "admin":
+            kind: SpanKind = "server" if listener.kind == "inbound" else "client"
+            span, head = plane.tracer.begin(head, kind=kind)
         decision = route_request(config, listener, head)
         if isinstance(decision, LocalReply):
             status, flag = decision.status, decision.flag
@@ -201,6 +210,7 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
                 append_forwarded_for=listener.kind in ENTRY_KINDS,
             )
             status, flag, keep = result.status, result.flag, result.keep_alive
+            service, upstream = decision.cluster.name, result.upstream
         else:
             # Inbound: the caller's sidecar applied the rules; straight to the local app.
             cluster_label = f"{config.service} (local app)"
@@ -215,9 +225,26 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
                 append_forwarded_for=listener.kind in ENTRY_KINDS,
             )
             status, flag, keep = outcome.status, outcome.flag, outcome.keep_alive
+            service = config.service
     plane.metrics.record_request(
         listener=downstream.listener_name, cluster=cluster_label, status=status
     )
+    if config is not None and listener is not None:
+        _record_telemetry(
+            plane,
+            config,
+            listener.kind,
+            downstream,
+            head,
+            span=span,
+            service=service,
+            upstream=upstream,
+            status=status,
+            flag=flag,
+            duration_ms=(trio.current_time() - started) * 1000,
+            request_bytes=downstream.body_bytes - body_bytes_before,
+            response_bytes=downstream.sent_bytes - sent_bytes_before,
+        )
     plane.log_access(
         method=head.method, target=head.target, status=status, started=started, flag=flag
     )
@@ -226,6 +253,55 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             head, status=status, started=started, flag=flag, caller=downstream.identity
         )
     return keep
+
+
+def _record_telemetry(
+    plane: DataPlane,
+    config: ProxyConfig,
+    kind: ListenerKind,
+    downstream: Downstream,
+    head: RequestHead,
+    *,
+    span: OpenSpan | None,
+    service: str | None,
+    upstream: Endpoint | None,
+    status: int,
+    flag: str,
+    duration_ms: float,
+    request_bytes: int,
+    response_bytes: int,
+) -> None:
+    """Istio's metrics (requests to a service) and this hop's span, once it is answered."""
+    if service is not None:
+        plane.metrics.record_istio(
+            config,
+            kind=kind,
+            peer=downstream.identity,
+            cluster=service,
+            upstream=upstream,
+            content_type=header_value(head.headers, b"content-type"),
+            status=status,
+            flag=flag,
+            duration_ms=duration_ms,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+        )
+    if span is not None:
+        if span.kind == "server":
+            where = "local app"
+        else:
+            where = upstream.instance if upstream is not None else (service or "-")
+        plane.tracer.finish(
+            span,
+            service=config.service,
+            instance=config.instance,
+            method=head.method,
+            target=head.target,
+            upstream=where,
+            status=status,
+            flag=flag,
+            duration_ms=duration_ms,
+        )
 
 
 async def serve_listener(

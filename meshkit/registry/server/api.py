@@ -8,6 +8,9 @@ Endpoints (JSON bodies, one request per connection):
   once the instance's config version is above N, 204 after ``poll_timeout``.
 * ``POST /v1/instances/<instance>/ready`` ``{"pid", "ports"}`` -> 200 ``{}``.
 * ``POST /v1/instances/<instance>/ack`` ``{"version", "error"}`` -> 200 ``{}``.
+* ``POST /v1/instances/<instance>/spans`` ``{"spans": [...]}`` -> 200 ``{"kept": N}``:
+  a sidecar's finished spans (``meshkit.proxy.telemetry.tracing.Span``), kept by
+  ``on_spans`` (the observe room's span store).
 * ``POST /v1/reload`` -> 200 with the outcome of re-reading the Meshfile
   (``{"applied", "summary", "error", "duration_ms"}``), once it is applied or refused.
 * ``GET /v1/instances/<instance>/config`` -> 200 ``{"instance", "version",
@@ -101,6 +104,7 @@ class ControlServer:
         on_reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         on_restart: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
         faults: FaultControl | None = None,
+        on_spans: Callable[[str, list[Any]], int] | None = None,
     ) -> None:
         self.registry = registry
         self.meshfile = meshfile
@@ -114,6 +118,7 @@ class ControlServer:
         self.on_reload = on_reload
         self.on_restart = on_restart
         self.faults = faults if faults is not None else FaultControl(registry, self.changes)
+        self.on_spans = on_spans
 
     async def serve(
         self,
@@ -196,12 +201,10 @@ class ControlServer:
         if len(route) == 2 and route[0] == "config":
             _expect(method, "GET")
             return await self._long_poll(route[1], parse_qs(url.query))
-        if len(route) == 3 and route[0] == "instances" and route[2] in ("ready", "ack"):
+        if len(route) == 3 and route[0] == "instances" and route[2] in ("ready", "ack", "spans"):
             _expect(method, "POST")
-            data = _json_object(body)
-            if route[2] == "ready":
-                return self._ready(route[1], data)
-            return self._ack(route[1], data)
+            handler = {"ready": self._ready, "ack": self._ack, "spans": self._spans}[route[2]]
+            return handler(route[1], _json_object(body))
         if len(route) == 3 and route[0] == "instances" and route[2] == "certificate":
             _expect(method, "POST")
             return self._certificate(route[1], _json_object(body))
@@ -267,6 +270,19 @@ class ControlServer:
         if self.on_ready is not None:
             self.on_ready(instance_id)
         return Reply(status=200, body={})
+
+    def _spans(self, instance_id: str, data: dict[str, Any]) -> Reply:
+        self.registry.get(instance_id)
+        spans = data.get("spans")
+        if not isinstance(spans, list):
+            raise BadRequest(400, "spans needs {'spans': [span, ...]}")
+        if self.on_spans is None:
+            raise BadRequest(503, "this control plane keeps no spans")
+        try:
+            kept = self.on_spans(instance_id, spans)
+        except ValueError as error:
+            raise BadRequest(400, str(error)) from None
+        return Reply(status=200, body={"kept": kept})
 
     def _ack(self, instance_id: str, data: dict[str, Any]) -> Reply:
         self.registry.get(instance_id)

@@ -1,0 +1,224 @@
+"""A small HTTP/1.1 server and client on loopback for the observe room (h11 over trio).
+
+One request per connection (``Connection: close``): the dashboard polls, and
+Prometheus scrapes every few seconds, so keep-alive would buy nothing here.
+``serve_http`` hands each request to ``handler`` and sends what it returns;
+``get`` fetches one page from a sidecar's admin port and ``post`` sends one body
+(the OTLP export), each within a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import attrs
+import h11
+import trio
+
+MAX_REQUEST_BYTES = 1024 * 1024
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+READ_TIMEOUT = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> Request | None:
+    head: h11.Request | None = None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_REQUEST_BYTES:
+                raise _TooLarge
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage) and head is not None:
+            path, _, query = head.target.decode("ascii", "replace").partition("?")
+            headers = {
+                name.decode().lower(): value.decode("latin-1") for name, value in head.headers
+            }
+            return Request(
+                method=head.method.decode(),
+                path=path,
+                query=query,
+                headers=headers,
+                body=b"".join(chunks),
+            )
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+async def _send(stream: trio.abc.Stream, conn: h11.Connection, response: Response) -> None:
+    headers = [
+        ("Connection", "close"),
+        ("Content-Type", response.content_type),
+        ("Content-Length", str(len(response.body))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        *response.headers,
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers))
+    if response.body:
+        data += conn.send(h11.Data(data=response.body))
+    data += conn.send(h11.EndOfMessage())
+    await stream.send_all(data)
+
+
+async def _handle(stream: trio.abc.Stream, handler: Handler) -> None:
+    async with stream:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            with trio.fail_after(READ_TIMEOUT):
+                request = await _read_request(stream, conn)
+        except (trio.TooSlowError, h11.RemoteProtocolError, _TooLarge):
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _send(
+                    stream,
+                    conn,
+                    Response(status=400, body=b"bad request\n", content_type="text/plain"),
+                )
+            return
+        except trio.BrokenResourceError:
+            return
+        if request is None:
+            return
+        response = await handler(request)
+        try:
+            await _send(stream, conn, response)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+async def serve_http(
+    handler: Handler,
+    *,
+    port: int = 0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on 127.0.0.1:``port`` (0: any free port, reported to ``task_status``)."""
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    bound = listeners[0].socket.getsockname()[1]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await _handle(stream, handler)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started(bound)
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
+
+
+async def get(port: int, path: str, *, timeout: float = 2.0) -> bytes | None:
+    """The body of ``GET path`` on 127.0.0.1:``port`` if it answers 200 in time, else None."""
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            return None
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(
+                method="GET", target=path, headers=[("Host", "127.0.0.1"), ("Connection", "close")]
+            )
+            try:
+                await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+                return await _read_body(stream, conn)
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                h11.RemoteProtocolError,
+            ):
+                return None
+    return None
+
+
+async def post(url: str, body: bytes, content_type: str, *, timeout: float = 5.0) -> int | None:
+    """POST ``body`` to an ``http://`` URL; the status, or None when it did not answer in time."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.hostname or "127.0.0.1"
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(host, parts.port or 80)
+        except OSError:
+            return None
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            headers = [
+                ("Host", parts.netloc),
+                ("Connection", "close"),
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+            ]
+            request = h11.Request(method="POST", target=target, headers=headers)
+            try:
+                await stream.send_all(
+                    conn.send(request)
+                    + conn.send(h11.Data(data=body))
+                    + conn.send(h11.EndOfMessage())
+                )
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(bytes(await stream.receive_some(65536)))
+                    elif isinstance(event, h11.Response):
+                        return int(event.status_code)
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return None
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                h11.RemoteProtocolError,
+            ):
+                return None
+    return None
+
+
+async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:
+    status = 0
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_RESPONSE_BYTES:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks) if status == 200 else None
+        elif isinstance(event, h11.ConnectionClosed):
+            return None

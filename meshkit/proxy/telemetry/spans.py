@@ -1,0 +1,142 @@
+"""A sidecar's spans: opened and finished per request, shipped to the control plane in batches.
+
+``Tracer.begin`` opens the span of a request as it arrives (and gives the
+request the headers of the next hop, ``tracing.begin_span``);
+``Tracer.finish`` records it once answered into a bounded buffer, an append
+and nothing else on the request's path.  ``ship_spans`` runs beside the
+listeners and posts what the buffer holds to the control API
+(``ControlClient.send_spans``: ``POST /v1/instances/<instance>/spans``) every ``interval`` seconds, at most
+``BATCH`` spans a request.  A full buffer or a control plane that does not
+answer in time drops spans, counted in ``meshkit_spans_dropped_total``:
+tracing never makes a request wait.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from meshkit.api.control import ControlPlaneError
+from meshkit.proxy.codec.messages import RequestHead
+from meshkit.proxy.telemetry.tracing import OpenSpan, Span, SpanKind, begin_span
+
+CAPACITY = 4096
+BATCH = 512
+SHIP_INTERVAL = 0.5
+SHIP_TIMEOUT = 2.0
+
+# What ``finish`` keeps: the open span, service, instance, method, target, upstream,
+# status, flag and duration.
+_Finished = tuple[OpenSpan, str, str, bytes, bytes, str, int, str, float]
+SendBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class Tracer:
+    def __init__(
+        self,
+        *,
+        capacity: int = CAPACITY,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._pending: collections.deque[_Finished] = collections.deque()
+        self._capacity = capacity
+        self._wall_clock = wall_clock
+        self._rng = rng if rng is not None else random.Random()
+        self.dropped = 0
+        self.shipped = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def begin(self, head: RequestHead, *, kind: SpanKind) -> tuple[OpenSpan, RequestHead]:
+        span, headers = begin_span(head.headers, kind=kind, start=self._wall_clock(), rng=self._rng)
+        return span, RequestHead(
+            method=head.method, target=head.target, headers=headers, http_version=head.http_version
+        )
+
+    def finish(
+        self,
+        span: OpenSpan,
+        *,
+        service: str,
+        instance: str,
+        method: bytes,
+        target: bytes,
+        upstream: str,
+        status: int,
+        flag: str,
+        duration_ms: float,
+    ) -> None:
+        if len(self._pending) >= self._capacity:
+            self.dropped += 1
+            return
+        # Only a tuple on the request's path; the Span is built when shipped.
+        self._pending.append(
+            (span, service, instance, method, target, upstream, status, flag, duration_ms)
+        )
+
+    def take_batch(self, limit: int = BATCH) -> list[Span]:
+        batch: list[Span] = []
+        while self._pending and len(batch) < limit:
+            span, service, instance, method, target, upstream, status, flag, duration_ms = (
+                self._pending.popleft()
+            )
+            batch.append(
+                Span(
+                    trace_id=span.trace_id,
+                    span_id=span.span_id,
+                    parent_id=span.parent_id,
+                    kind=span.kind,
+                    service=service,
+                    instance=instance,
+                    method=method.decode("ascii", "replace"),
+                    route=_path_of(target),
+                    upstream=upstream,
+                    status=status,
+                    flag=flag,
+                    start=span.start,
+                    duration_ms=round(duration_ms, 3),
+                    request_id=span.request_id,
+                )
+            )
+        return batch
+
+
+def _path_of(target: bytes) -> str:
+    """The path of an origin-form or absolute-form target, without its query."""
+    if target.startswith((b"http://", b"https://")):
+        slash = target.find(b"/", target.index(b"//") + 2)
+        target = b"/" if slash < 0 else target[slash:]
+    return target.partition(b"?")[0].decode("ascii", "replace")
+
+
+async def ship_spans(
+    tracer: Tracer,
+    send: SendBatch,
+    *,
+    interval: float = SHIP_INTERVAL,
+    timeout: float = SHIP_TIMEOUT,
+) -> None:
+    """Send ``tracer``'s spans with ``send`` until cancelled; failed batches are dropped."""
+    while True:
+        await trio.sleep(interval)
+        while batch := tracer.take_batch():
+            sent = False
+            with trio.move_on_after(timeout):
+                try:
+                    await send([span.to_dict() for span in batch])
+                    sent = True
+                except (ControlPlaneError, OSError, trio.BrokenResourceError):
+                    sent = False
+            if sent:
+                tracer.shipped += len(batch)
+            else:
+                tracer.dropped += len(batch)
+                break
+
