@@ -34,7 +34,12 @@ from meshkit.registry.diff import DeploymentChange, DiffRefused, SpecDiff, diff_
 from meshkit.registry.state import ReloadReport
 from meshkit.runtime.fleet import Fleet
 from meshkit.runtime.policy.plan import PlanError, startup_order
-from meshkit.runtime.policy.rollout import describe, plan_rollout
+from meshkit.runtime.policy.rollout import (
+    describe,
+    interim_spec,
+    plan_rollout,
+    split_fresh_starts,
+)
 
 Evaluator = Callable[[str], Awaitable[EvalResult]]
 SpecTransform = Callable[[MeshSpec], MeshSpec]
@@ -147,17 +152,25 @@ class Reloader:
         self, spec: MeshSpec, diff: SpecDiff, *, forced: frozenset[str], detected: float
     ) -> ReloadOutcome:
         fleet = self.fleet
-        fleet.spec = spec
+        steps = plan_rollout(spec, fleet.running_slots(), forced=forced)
+        fresh, rest = split_fresh_starts(steps)
+        fleet.spec = interim_spec(fleet.spec, spec) if fresh else spec
         if self.on_applied is not None:
             self.on_applied(spec)
         fleet.publish()
-        steps = plan_rollout(spec, fleet.running_slots(), forced=forced)
         summary = diff.summary()
         self.announce(f"meshkit: reloading: {summary}; {describe(steps)}")
         problems: list[str] = []
         if not await fleet.wait_in_sync():
             problems.append(fleet.unsynced_message())
-        problems += await fleet.execute(steps, reasons=_reasons(diff, forced))
+        reasons = _reasons(diff, forced)
+        if fresh:
+            problems += await fleet.execute(fresh, reasons=reasons)
+            fleet.spec = spec  # the new routes, now that their destinations serve
+            fleet.publish()
+            if not await fleet.wait_in_sync():
+                problems.append(fleet.unsynced_message())
+        problems += await fleet.execute(rest, reasons=reasons)
         if steps and not await fleet.wait_in_sync():
             problems.append(fleet.unsynced_message())
         problems += fleet.nacks()

@@ -17,6 +17,13 @@ so with two or more replicas the service serves throughout, and even a single
 replica has its successor receiving traffic before it stops.  New deployments
 start in dependency order, each waiting for health; removed instances are
 retired and drained before they stop.
+
+Routes wait for their destinations: while new instances start (the leading
+steps, ``split_fresh_starts``), the mesh runs ``interim_spec``: the new
+deployments with the old routes, policies and gateway, so a save that adds
+``v2`` and ``split(v1=80, v2=20)`` sends nothing to ``v2`` before it is
+healthy and known to every caller; the new routes are published after that,
+and only then are instances replaced or stopped.
 """
 
 from __future__ import annotations
@@ -153,3 +160,27 @@ def describe(steps: tuple[Step, ...]) -> str:
         ):
             parts.append(f"stop {step.instance_id}")
     return ", ".join(parts) if parts else "nothing to start or stop"
+
+
+def split_fresh_starts(steps: tuple[Step, ...]) -> tuple[tuple[Step, ...], tuple[Step, ...]]:
+    """The leading steps that start new names (and wait for them), and the rest."""
+    count = 0
+    for step in steps:
+        fresh_start = isinstance(step, StartInstance) and step.instance_id == step.name
+        fresh_wait = isinstance(step, WaitHealthy) and GENERATION_SEPARATOR not in step.instance_id
+        if not (fresh_start or fresh_wait):
+            break
+        count += 1
+    return steps[:count], steps[count:]
+
+
+def interim_spec(old: MeshSpec, new: MeshSpec) -> MeshSpec:
+    """What runs while new instances start: every deployment of both, the old traffic rules."""
+    keys = {svc.key for svc in new.services}
+    return attrs.evolve(
+        new,
+        services=(*new.services, *(svc for svc in old.services if svc.key not in keys)),
+        routes=old.routes,
+        policies=old.policies,
+        gateway=new.gateway if old.gateway is None else old.gateway,
+    )
