@@ -79,6 +79,7 @@ def rewrite_request_headers(
     identity: str | None,
     chunked: bool,
     local_identity: str | None = None,
+    edge_scheme: bytes = b"http",
 ) -> Headers:
     """The headers to send to the next hop for a request received with ``headers``.
 
@@ -88,7 +89,9 @@ def rewrite_request_headers(
       only from ``identity`` (the verified peer) as ``By=<local_identity>;URI=<identity>``;
     * ``x-forwarded-for`` gets ``client_address`` appended when
       ``append_forwarded_for`` (listeners where a request enters the mesh);
-    * ``x-forwarded-proto`` is set to ``http`` when absent;
+    * ``x-forwarded-proto`` is set by the edge (``append_forwarded_for``) to
+      ``edge_scheme``, the scheme it really served, whatever the client sent;
+      past the edge it is kept, and set to ``http`` when absent;
     * ``x-request-id`` is generated when absent, kept when present;
     * ``transfer-encoding: chunked`` is set again when the body is chunked.
     """
@@ -105,6 +108,8 @@ def rewrite_request_headers(
         if name == REQUEST_ID_HEADER:
             has_request_id = True
         elif name == b"x-forwarded-proto":
+            if append_forwarded_for:
+                continue
             has_proto = True
         result.append((name, value))
     if append_forwarded_for and client_address is not None:
@@ -113,7 +118,7 @@ def rewrite_request_headers(
     if forwarded_for is not None:
         result.append((b"x-forwarded-for", forwarded_for))
     if not has_proto:
-        result.append((b"x-forwarded-proto", b"http"))
+        result.append((b"x-forwarded-proto", edge_scheme if append_forwarded_for else b"http"))
     if not has_request_id:
         result.append((REQUEST_ID_HEADER, new_request_id()))
     if identity is not None:

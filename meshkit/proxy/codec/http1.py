@@ -25,6 +25,7 @@ from meshkit.proxy.codec.messages import (
     END_OF_BODY,
     NEED_DATA,
     Body,
+    ClientRefusal,
     Headers,
     ProtocolRefusal,
     RequestEvent,
@@ -32,7 +33,11 @@ from meshkit.proxy.codec.messages import (
     ResponseEvent,
     ResponseHead,
 )
-from meshkit.proxy.codec.request_rules import check_request_head
+from meshkit.proxy.codec.request_rules import (
+    check_request_head,
+    check_request_target,
+    normalise_target,
+)
 from meshkit.proxy.config import Limits
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -124,26 +129,44 @@ class Http1ServerCodec:
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as error:
-            raise ProtocolRefusal(error.error_status_hint, f"malformed request: {error}") from None
+            raise ClientRefusal(error.error_status_hint, f"malformed request: {error}") from None
         if type(event) is h11.Data:
             return Body(data=bytes(event.data))
         if type(event) is h11.Request:
             if event.http_version not in (b"1.1", b"1.0"):
                 version = bytes(event.http_version).decode()
                 raise ProtocolRefusal(505, f"malformed request: HTTP/{version} is not supported")
+            method, target = bytes(event.method), bytes(event.target)
+            check_request_target(method, target)
             return RequestHead(
-                method=bytes(event.method),
-                target=bytes(event.target),
+                method=method,
+                target=normalise_target(target),
                 headers=_clean_headers(event.headers),
                 http_version=bytes(event.http_version),
             )
         if type(event) is h11.EndOfMessage:
             return END_OF_BODY
         if event is h11.NEED_DATA or event is h11.PAUSED:
+            self._refuse_bare_lf_in_chunk_lines()
             return NEED_DATA
         if type(event) is h11.ConnectionClosed:
             return CLOSED
         raise ProtocolRefusal(400, f"unexpected request event {type(event).__name__}")
+
+    def _refuse_bare_lf_in_chunk_lines(self) -> None:
+        """400 for a chunk line ended by a bare LF (h11 would wait for a CRLF forever).
+
+        While a body is read, h11 keeps back only chunk framing it cannot
+        parse yet (body bytes are handed out as they come), so a LF there
+        without its CR can only end a malformed chunk line.
+        """
+        conn = self._conn
+        if conn.their_state is not h11.SEND_BODY:
+            return
+        pending = bytes(conn._receive_buffer)
+        line_feed = pending.find(b"\n")
+        if line_feed >= 0 and pending[line_feed - 1 : line_feed] != b"\r":
+            raise ClientRefusal(400, "malformed request: a chunk line ends with a bare LF")
 
     def _next_head(self) -> RequestEvent | None:
         # RFC 9112 2.2: ignore at least one empty line before the request line.

@@ -42,13 +42,19 @@ from meshkit.proxy.codec.messages import (
     END_OF_BODY,
     NEED_DATA,
     Body,
+    ClientRefusal,
     Headers,
-    ProtocolRefusal,
     RequestEvent,
     RequestHead,
     ResponseHead,
 )
-from meshkit.proxy.codec.request_rules import check_head_size, check_request_fields
+from meshkit.proxy.codec.request_rules import (
+    check_head_size,
+    check_request_fields,
+    check_request_target,
+    counted_headers,
+    normalise_target,
+)
 from meshkit.proxy.config import Limits
 
 CODEC_ENV = "MESHKIT_HTTP1_CODEC"
@@ -143,9 +149,7 @@ class FastServerCodec(Http1ServerCodec):
         buffer = self._buffer
         if not buffer:
             if self._peer_closed:
-                raise ProtocolRefusal(
-                    400, "malformed request: peer closed in the middle of the body"
-                )
+                raise ClientRefusal(400, "malformed request: peer closed in the middle of the body")
             return NEED_DATA
         self._waiting_100 = False
         if len(buffer) <= remaining:
@@ -182,7 +186,7 @@ class FastServerCodec(Http1ServerCodec):
         headers = collector.headers
         # The block matched h11's grammar line by line, so of check_request_head
         # only the size and the field rules are left to apply.
-        check_head_size(end, len(headers), self._limits)
+        check_head_size(end, counted_headers(headers), self._limits)
         length, chunked = check_request_fields(headers, self._limits)
         if chunked:
             return False
@@ -194,9 +198,10 @@ class FastServerCodec(Http1ServerCodec):
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = version == "1.1"
         method = parser.get_method()
+        check_request_target(method, collector.target)
         self._fast_head = RequestHead(
             method=method,
-            target=collector.target,
+            target=normalise_target(collector.target),
             headers=[(name, value) for name, value in headers if b"_" not in name],
             http_version=version.encode(),
         )

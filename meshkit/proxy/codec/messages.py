@@ -70,6 +70,13 @@ class ProtocolRefusal(Exception):
         self.reason = reason
 
 
+class ClientRefusal(ProtocolRefusal):
+    """A refusal of what the client sent, found while its request was being forwarded.
+
+    Never the endpoint's fault: the answer names no instance and no ``UPE``.
+    """
+
+
 def header_value(headers: Headers, name: bytes) -> bytes | None:
     """The first value of ``name`` (lower-case), or None."""
     for key, value in headers:

@@ -28,6 +28,15 @@ HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0
 TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # An origin-form target (RFC 9112 3.2.1): "/" then visible ASCII, no fragment.
 ORIGIN_FORM = re.compile(rb"/[\x21\x22\x24-\x7e]*")
+# An absolute-form one (3.2.2), as an app sends to its HTTP_PROXY: no userinfo.
+ABSOLUTE_FORM = re.compile(
+    rb"(?i:https?)://[^/?#@\x00-\x20\x7f-\xff]+(?:[/?][\x21\x22\x24-\x7e]*)?"
+)
+
+# The fields a sidecar adds to a request on its way (``headers.rewrite_request_headers``).
+MESH_ADDED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-client-cert"}
+)
 
 FRAMING_AND_ROUTING = frozenset({b"content-length", b"transfer-encoding", b"host", b"te"})
 
@@ -67,6 +76,55 @@ def check_origin_target(method: bytes, target: bytes) -> None:
         )
 
 
+def check_request_target(method: bytes, target: bytes) -> None:
+    """400 for a target no listener serves: origin or absolute form, ``*`` for OPTIONS.
+
+    (CONNECT's authority form is left to the router, which refuses it.)
+    """
+    if method == b"CONNECT" or ABSOLUTE_FORM.fullmatch(target) is not None:
+        return
+    check_origin_target(method, target)
+
+
+def normalise_target(target: bytes) -> bytes:
+    """``target`` with the dot segments of its path removed (RFC 3986 5.2.4).
+
+    As Istio's default path normalisation: ``/x/../raw/y`` is routed, and
+    reaches the app, as ``/raw/y``; the query is left alone.
+    """
+    if b"/." not in target:
+        return target
+    start = target.find(b"://")
+    start = 0 if start < 0 or target.startswith(b"/") else target.find(b"/", start + 3)
+    if start < 0:
+        return target
+    end = len(target)
+    for mark in (b"?", b"#"):
+        found = target.find(mark, start)
+        if found >= 0:
+            end = min(end, found)
+    return target[:start] + remove_dot_segments(target[start:end]) + target[end:]
+
+
+def remove_dot_segments(path: bytes) -> bytes:
+    """RFC 3986 5.2.4 on an absolute path (one that starts with ``/``)."""
+    output: list[bytes] = []
+    segments = path.split(b"/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == b"..":
+            if output:
+                output.pop()
+            if last:
+                output.append(b"")
+        elif segment == b".":
+            if last:
+                output.append(b"")
+        else:
+            output.append(segment)
+    return b"/" + b"/".join(output)
+
+
 def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
     """Refuse what h11 would accept but a proxy must not (raw header block checks).
 
@@ -75,7 +133,7 @@ def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
     body framing the head declares: ``(content_length or None, chunked)``.
     """
     lines = LINE_SPLIT.split(raw)
-    check_head_size(len(raw), len(lines) - 1, limits)
+    check_head_size(len(raw), 0, limits)
     fields: Headers = []
     for line in lines[1:]:
         if b"\r" in line:
@@ -88,7 +146,18 @@ def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
         if not name or name != name.rstrip(b" \t"):
             raise ProtocolRefusal(400, "whitespace before the colon of a header name")
         fields.append((name.lower(), value.strip(b" \t")))
+    check_head_size(len(raw), counted_headers(fields), limits)
     return check_request_fields(fields, limits)
+
+
+def counted_headers(fields: Headers) -> int:
+    """The fields that count against the header limit: all but one of each the mesh adds.
+
+    A hop adds (or replaces) one each of ``MESH_ADDED``; not counting them
+    keeps a request the client sent within the limit within it at every hop.
+    """
+    added = {name for name, _ in fields if name in MESH_ADDED}
+    return len(fields) - len(added)
 
 
 def check_head_size(head_bytes: int, header_count: int, limits: Limits) -> None:

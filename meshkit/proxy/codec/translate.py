@@ -32,6 +32,7 @@ from meshkit.proxy.codec.request_rules import (
     check_method,
     check_origin_target,
     connection_tokens,
+    normalise_target,
 )
 
 # RFC 9113 8.2.2: these describe one HTTP/1.1 connection and are malformed in HTTP/2.
@@ -151,7 +152,8 @@ def request_from_h2(fields: Headers, *, ended: bool = False) -> tuple[RequestHea
             continue
         headers.append((name, value))
     _check_content_length(headers, ended=ended)
-    return RequestHead(method=method, target=path, headers=headers, http_version=b"2"), scheme
+    target = normalise_target(path)
+    return RequestHead(method=method, target=target, headers=headers, http_version=b"2"), scheme
 
 
 def _check_request_line(method: bytes, path: bytes, authority: bytes | None) -> None:

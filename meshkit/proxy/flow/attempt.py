@@ -69,6 +69,13 @@ def request_has_body(head: RequestHead) -> bool:
     )
 
 
+def served_scheme(plane: DataPlane, downstream: Downstream) -> bytes:
+    """``https`` when ``downstream`` came in on the HTTPS gateway, else ``http``."""
+    config = plane.config
+    listener = None if config is None else plane.listener(config, downstream.listener_name)
+    return b"https" if listener is not None and listener.tls else b"http"
+
+
 def describe_destination(destination: Endpoint | AppTarget, cluster_name: str) -> str:
     """The destination as reasons name it: an instance of a service, or the local app."""
     if isinstance(destination, Endpoint):
@@ -112,6 +119,7 @@ class Attempt:
                 identity=self.downstream.identity,
                 local_identity=self.plane.local_identity,
                 chunked=chunked,
+                edge_scheme=served_scheme(self.plane, self.downstream),
             ),
             http_version=http_version,
         )

@@ -25,6 +25,7 @@ import trio
 from meshkit.proxy.codec.headers import is_chunked, rewrite_response_headers
 from meshkit.proxy.codec.messages import (
     Body,
+    ClientRefusal,
     EndOfBody,
     NeedData,
     ProtocolRefusal,
@@ -104,10 +105,10 @@ async def _answer_broken(attempt: Attempt, broken: _UpstreamBroken) -> Outcome:
 
 
 async def _answer_refusal(attempt: Attempt, refusal: ProtocolRefusal) -> Outcome:
-    """The request body over the limit (413), or a malformed response (502 ``UPE``)."""
-    if refusal.status == 413:
-        await attempt.downstream.refuse(413, refusal.reason)
-        return Outcome(status=413, flag="-", keep_alive=False)
+    """The request body over the limit (413) or malformed, or a malformed response (``UPE``)."""
+    if refusal.status == 413 or isinstance(refusal, ClientRefusal):
+        await attempt.downstream.refuse(refusal.status, refusal.reason)
+        return Outcome(status=refusal.status, flag="-", keep_alive=False)
     reason = f"{attempt.what}: {refusal.reason}"
     await attempt.downstream.refuse(refusal.status, reason, flag="UPE")
     return Outcome(status=refusal.status, flag="UPE", keep_alive=False)

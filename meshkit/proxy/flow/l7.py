@@ -15,7 +15,7 @@ import attrs
 from meshkit.proxy.codec.headers import rewrite_request_headers
 from meshkit.proxy.codec.messages import Headers, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
-from meshkit.proxy.flow.attempt import Outcome, ResponseHook
+from meshkit.proxy.flow.attempt import Outcome, ResponseHook, served_scheme
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.exchange import Downstream
 from meshkit.proxy.flow.forward import forward
@@ -104,6 +104,7 @@ async def serve_service_request(
             identity=downstream.identity,
             local_identity=plane.local_identity,
             chunked=False,
+            edge_scheme=served_scheme(plane, downstream),
         )
         return plane.mirrors.offer(
             pool=plane.pool,
