@@ -31,7 +31,7 @@ APPS = Path(__file__).resolve().parent / "apps"
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("hardening_http1")
     python = sys.executable
-    echo = APPS / "versioned_echo.py"
+    echo = APPS / "roomy_echo.py"
     meshfile = workdir / "Meshfile.py"
     meshfile.write_text(
         f"""\
@@ -118,14 +118,14 @@ def test_a_malformed_request_is_400_and_never_blamed_on_the_upstream(
 
 
 def test_a_request_at_the_header_limit_reaches_the_app(mesh: MeshProcess) -> None:
-    # 99 of the client's own plus Host: exactly the limit of 100.
-    fields = b"".join(b"x-h%d: %d\r\n" % (index, index) for index in range(99))
+    # 98 of the client's own, Host and Connection: exactly the limit of 100.
+    fields = b"".join(b"x-h%d: %d\r\n" % (index, index) for index in range(98))
     for listener, (port, tls) in _listeners(mesh).items():
         raw = b"GET /many HTTP/1.1\r\nHost: echo\r\n" + fields + b"Connection: close\r\n\r\n"
         status, _, body = _exchange(port, tls, raw)
         assert status == 200, (listener, status, body)
-        assert json.loads(body)["headers"]["x-h98"] == "98"
-        over = b"GET /many HTTP/1.1\r\nHost: echo\r\nx-h99: 1\r\n" + fields + b"\r\n"
+        assert json.loads(body)["headers"]["x-h97"] == "97"
+        over = b"GET /many HTTP/1.1\r\nHost: echo\r\nx-h98: 1\r\nx-h99: 1\r\n" + fields + b"\r\n"
         assert _exchange(port, tls, over)[0] == 431, listener
 
 
