@@ -10,12 +10,17 @@ runs are merged into the next one.
 
 ``classify`` (pure) says what a batch of changed paths means: a Meshfile
 reload, and/or the deployments whose sources changed.
+
+One save is one change: a file can be seen by two watchers (a source beside
+the Meshfile is under both the Meshfile's directory and its ``watch`` path),
+and their batches can arrive apart, so ``ChangeMemory`` lets a path through
+only if its size or modification time differs from when it was last acted on.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 import trio
@@ -74,6 +79,37 @@ class Trigger:
         )
 
 
+FileSignature = tuple[int, int] | None
+
+
+def file_signature(path: str) -> FileSignature:
+    """(modification time in ns, size) of ``path``; None once it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+class ChangeMemory:
+    """The paths already acted on, and how they looked then (see the module docstring)."""
+
+    def __init__(self, signature: Callable[[str], FileSignature] = file_signature) -> None:
+        self._signature = signature
+        self._acted_on: dict[str, FileSignature] = {}
+
+    def fresh(self, paths: Iterable[str]) -> set[str]:
+        """The paths changed since they were last acted on; they count as acted on now."""
+        changed = set()
+        for path in paths:
+            now = self._signature(path)
+            if path in self._acted_on and self._acted_on[path] == now:
+                continue
+            self._acted_on[path] = now
+            changed.add(path)
+        return changed
+
+
 def classify(paths: Iterable[str], targets: WatchTargets) -> Trigger:
     """What changes to ``paths`` ask for: a Meshfile reload, restarts of deployments."""
     meshfile = False
@@ -109,6 +145,7 @@ async def watch_and_reload(
     reloader: Reloader, *, step_ms: int = STEP_MS, debounce_ms: int = DEBOUNCE_MS
 ) -> None:
     """Watch the targets of the running spec and reload on changes, until cancelled."""
+    memory = ChangeMemory()
     while True:
         targets = WatchTargets.of(reloader.fleet.spec, reloader.files)
         async with trio.open_nursery() as nursery:
@@ -123,11 +160,12 @@ async def watch_and_reload(
                     batch = await receive.receive()
                 except trio.EndOfChannel:
                     await trio.sleep_forever()  # nothing (left) to watch; 'meshkit reload' works
-                trigger = classify(batch, targets)
+                trigger = classify(memory.fresh(batch), targets)
                 detected = trio.current_time()
                 while True:
                     try:
-                        trigger = trigger.merge(classify(receive.receive_nowait(), targets))
+                        more = memory.fresh(receive.receive_nowait())
+                        trigger = trigger.merge(classify(more, targets))
                     except trio.WouldBlock:
                         break
                 if trigger.empty:

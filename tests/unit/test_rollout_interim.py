@@ -50,3 +50,15 @@ def test_replacements_and_stops_come_after_the_fresh_starts() -> None:
     removed = interim_spec(attrs.evolve(OLD, routes=(SPLIT,)), attrs.evolve(OLD, services=(V2,)))
     assert [svc.key for svc in removed.services] == ["catalog-v2", "catalog-v1"]
     assert removed.routes == (SPLIT,)
+
+
+def test_a_path_seen_twice_unchanged_is_acted_on_once() -> None:
+    from meshkit.runtime.watch import ChangeMemory
+
+    looks = {"/p/app.py": (1, 10)}
+    memory = ChangeMemory(signature=lambda path: looks.get(path))
+    assert memory.fresh(["/p/app.py"]) == {"/p/app.py"}
+    assert memory.fresh(["/p/app.py"]) == set()  # the other watcher's copy of that save
+    looks["/p/app.py"] = (2, 12)
+    assert memory.fresh(["/p/app.py", "/p/gone.py"]) == {"/p/app.py", "/p/gone.py"}
+    assert memory.fresh(["/p/gone.py"]) == set()
