@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TypeAlias
 
 from meshkit.dsl import MeshfileNotFound, MeshSpec, evaluate, find_meshfile
 from meshkit.dsl.evaluation import DEFAULT_TIMEOUT
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def add_meshfile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,24 +52,37 @@ def evaluate_for_command(args: argparse.Namespace) -> tuple[str, MeshSpec] | Non
     return str(meshfile), result.spec
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "check",
-        help="evaluate and validate the Meshfile without starting anything",
-        description="Evaluate and validate the Meshfile; print its problems, start nothing.",
-    )
-    add_meshfile_arguments(parser)
+def meshfile_command(
+    name: str, *, summary: str, description: str, report: Callable[[str, MeshSpec], str]
+) -> tuple[Callable[[Subparsers], None], Callable[[argparse.Namespace], int]]:
+    """``(add_parser, run)`` of a command that evaluates the Meshfile and prints ``report``."""
+
+    def add_parser(subparsers: Subparsers) -> None:
+        parser = subparsers.add_parser(name, help=summary, description=description)
+        add_meshfile_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        evaluated = evaluate_for_command(args)
+        if evaluated is None:
+            return 1
+        print(report(*evaluated))
+        return 0
+
+    return add_parser, run
 
 
-def run(args: argparse.Namespace) -> int:
-    evaluated = evaluate_for_command(args)
-    if evaluated is None:
-        return 1
-    meshfile, spec = evaluated
+def _verdict(meshfile: str, spec: MeshSpec) -> str:
     services = len(spec.service_names())
     instances = sum(service.replicas for service in spec.services)
-    print(
+    return (
         f"{meshfile}: ok ({services} service{'s' if services != 1 else ''}, "
         f"{instances} instance{'s' if instances != 1 else ''})"
     )
-    return 0
+
+
+add_parser, run = meshfile_command(
+    "check",
+    summary="evaluate and validate the Meshfile without starting anything",
+    description="Evaluate and validate the Meshfile; print its problems, start nothing.",
+    report=_verdict,
+)

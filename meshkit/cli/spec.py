@@ -7,25 +7,12 @@ problems prints them on stderr and exits 1, as ``meshkit check`` does.
 
 from __future__ import annotations
 
-import argparse
-
-from meshkit.cli.check import add_meshfile_arguments, evaluate_for_command
+from meshkit.cli.check import meshfile_command
 from meshkit.dsl.convert import spec_to_json
 
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "spec",
-        help="print the Meshfile's validated spec as JSON",
-        description="Evaluate the Meshfile and print its spec as JSON.",
-    )
-    add_meshfile_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    evaluated = evaluate_for_command(args)
-    if evaluated is None:
-        return 1
-    _, spec = evaluated
-    print(spec_to_json(spec))
-    return 0
+add_parser, run = meshfile_command(
+    "spec",
+    summary="print the Meshfile's validated spec as JSON",
+    description="Evaluate the Meshfile and print its spec as JSON.",
+    report=lambda _meshfile, spec: spec_to_json(spec),
+)

@@ -195,25 +195,33 @@ class ControlServer:
             if self.on_reload is None:
                 raise BadRequest(503, "this control plane cannot reload its Meshfile")
             return Reply(status=200, body=await self.on_reload())
-        if len(route) == 3 and route[0] == "instances" and route[2] == "config":
-            _expect(method, "GET")
-            return self._applied_config(route[1])
+        if len(route) == 3 and route[0] == "instances":
+            return self._instance(method, route[1], route[2], body)
         if len(route) == 2 and route[0] == "config":
             _expect(method, "GET")
             return await self._long_poll(route[1], parse_qs(url.query))
-        if len(route) == 3 and route[0] == "instances" and route[2] in ("ready", "ack", "spans"):
-            _expect(method, "POST")
-            handler = {"ready": self._ready, "ack": self._ack, "spans": self._spans}[route[2]]
-            return handler(route[1], _json_object(body))
-        if len(route) == 3 and route[0] == "instances" and route[2] == "certificate":
-            _expect(method, "POST")
-            return self._certificate(route[1], _json_object(body))
         if route[:1] == ["faults"] and len(route) <= 2:
             return await self._faults(method, route[1:], parse_qs(url.query), body)
         if len(route) == 3 and route[0] == "services" and route[2] == "restart":
             _expect(method, "POST")
             return await self._restart(route[1])
         raise BadRequest(404, f"no such endpoint: {url.path}")
+
+    def _instance(self, method: str, instance_id: str, action: str, body: bytes) -> Reply:
+        """``/v1/instances/<instance>/<action>``: config (GET), ready, ack, certificate (POST)."""
+        if action == "config":
+            _expect(method, "GET")
+            return self._applied_config(instance_id)
+        answers = {
+            "ready": self._ready,
+            "ack": self._ack,
+            "spans": self._spans,
+            "certificate": self._certificate,
+        }
+        if action not in answers:
+            raise BadRequest(404, f"no such endpoint: /v1/instances/{instance_id}/{action}")
+        _expect(method, "POST")
+        return answers[action](instance_id, _json_object(body))
 
     async def _faults(
         self, method: str, rest: list[str], query: dict[str, list[str]], body: bytes
