@@ -4,13 +4,14 @@
   [--path-prefix /items] [--header k=v ...] [--duration 30s]``: every request *to* SERVICE
   (from the gateway or another service) that matches is delayed and/or
   answered by the mesh with the abort (flag ``FI``; ``DI`` for a delay).
-  The command returns once every sidecar applied it.  Faults expire by
+  The command returns once every sidecar applied it; when some did not
+  within the control plane's wait, it names them and exits 1.  Faults expire by
   themselves (``--duration``, default 5 minutes).
 * ``meshkit fault SERVICE --clear``: remove every fault on SERVICE.
 * ``meshkit fault --list`` (or ``meshkit fault`` alone): the faults in force.
 
-Exit status 0 on success, 1 when no mesh runs or the control plane refused,
-2 for bad arguments.
+Exit status 0 on success, 1 when no mesh runs, the control plane refused, or
+a sidecar did not apply the change in time (named on stderr), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, An
             return "meshkit: no faults in force"
         return "\n".join(describe_fault(fault, now=now) for fault in faults)
     lagging = "" if answer.get("synced") else " (not every sidecar has applied it yet)"
+    if not answer.get("synced") and answer.get("lagging"):
+        lagging = f" (not every sidecar has applied it yet: {', '.join(answer['lagging'])})"
     if method == "DELETE":
         removed = answer.get("removed") or []
         if not removed:
@@ -181,5 +184,8 @@ def run(args: argparse.Namespace) -> int:
     answer = ask(method, path, body, command="meshkit fault", timeout=REQUEST_TIMEOUT)
     if answer is None:
         return 1
-    print(format_answer(method, body, answer))
-    return 0
+    if method == "GET" or answer.get("synced"):
+        print(format_answer(method, body, answer))
+        return 0
+    print(f"meshkit fault: {format_answer(method, body, answer)}", file=sys.stderr)
+    return 1

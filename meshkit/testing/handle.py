@@ -76,6 +76,10 @@ class MeshRefused(AssertionError):
     """The control plane refused a request of the test (unknown service, bad fault, ...)."""
 
 
+class MeshNotInSync(MeshRefused):
+    """A change the test pushed was not applied by every sidecar in time; names the laggards."""
+
+
 class MeshHandle:
     """A running mesh, as a test sees it.  Blocking; see ``aio`` for the async twin."""
 
@@ -185,7 +189,8 @@ class MeshHandle:
     ) -> InjectedFault:
         """Make requests to ``service`` fail (``abort``: 503 or ``"unavailable"``) and/or wait.
 
-        In force when this returns (every sidecar applied it), until ``clear()``
+        In force when this returns (every sidecar applied it; ``MeshNotInSync``
+        naming the sidecars that did not, otherwise), until ``clear()``
         or the end of a ``with`` block; it expires after ``duration`` (default
         5 minutes) in any case.  ``path_prefix`` and ``headers`` narrow it to the
         requests whose path starts with ``path_prefix`` and that carry those headers.
@@ -200,9 +205,12 @@ class MeshHandle:
             "duration": duration,
         }
         answer = self._control("POST", "/v1/faults", body, timeout=FAULT_CALL_TIMEOUT)
+        _require_synced(answer, f"fault {answer.get('id')} on {service}")
 
         def clear(fault_id: str) -> None:
-            self._control("DELETE", f"/v1/faults/{fault_id}", timeout=FAULT_CALL_TIMEOUT)
+            path = f"/v1/faults/{fault_id}"
+            cleared = self._control("DELETE", path, timeout=FAULT_CALL_TIMEOUT)
+            _require_synced(cleared, f"clearing fault {fault_id}")
 
         return InjectedFault(
             id=str(answer["id"]),
@@ -216,6 +224,7 @@ class MeshHandle:
         answer = self._control(
             "DELETE", f"/v1/faults?service={quote(service)}", timeout=FAULT_CALL_TIMEOUT
         )
+        _require_synced(answer, f"clearing the faults on {service}")
         return [str(fault_id) for fault_id in answer["removed"]]
 
     def calls(self, service: str, since: float | None = None) -> list[Call]:
@@ -247,7 +256,8 @@ class MeshHandle:
     def restart(self, service: str) -> dict[str, Any]:
         """Restart every instance of ``service``, one at a time; return when done.
 
-        Raises ``MeshRefused`` if the restart could not be done or had problems.
+        Raises ``MeshRefused`` if the restart could not be done or had problems
+        (a sidecar that did not acknowledge the new endpoints is named).
         """
         path = f"/v1/services/{quote(service, safe='')}/restart"
         outcome = self._control("POST", path, timeout=RESTART_TIMEOUT)
@@ -308,6 +318,17 @@ class MeshHandle:
             instance_id: log_tail(self._process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines)
             for instance_id in ids
         }
+
+
+def _require_synced(answer: dict[str, Any], change: str) -> None:
+    """``MeshNotInSync`` naming the sidecars that did not apply ``change`` in time."""
+    if answer.get("synced"):
+        return
+    lagging = ", ".join(answer.get("lagging") or []) or "some sidecars"
+    raise MeshNotInSync(
+        f"{change}: {lagging} did not apply it within the control plane's wait; "
+        "the mesh may be overloaded or a sidecar stuck"
+    )
 
 
 class _HealthWait:

@@ -144,3 +144,31 @@ def test_meshkit_restart_replaces_the_instances(mesh: MeshProcess) -> None:
     assert get(mesh, "/after-restart")[0] == 200
     unknown = cli(mesh, "restart", "nope")
     assert unknown.returncode == 1 and "its services: a, b" in unknown.stderr
+
+
+def test_a_fault_a_sidecar_did_not_apply_fails_naming_it(mesh: MeshProcess) -> None:
+    """A stopped sidecar cannot acknowledge: the CLI exits 1 and the handle raises, naming it."""
+    import os
+    import signal
+    import types
+
+    from meshkit.testing.handle import MeshHandle, MeshNotInSync
+
+    [b_instance] = [i for s in mesh.status()["services"] if s["name"] == "b" for i in s["instances"]]
+    sidecar = int(b_instance["sidecar_pid"])
+    os.kill(sidecar, signal.SIGSTOP)
+    try:
+        injected = cli(mesh, "fault", "a", "--abort", "503", "--duration", "2m")
+        assert injected.returncode == 1, injected.stdout
+        assert b_instance["id"] in injected.stderr
+        assert "not every sidecar has applied it" in injected.stderr
+        handle = MeshHandle(
+            types.SimpleNamespace(control_socket=mesh.control_socket),  # type: ignore[arg-type]
+            gateway_routes={},
+        )
+        with pytest.raises(MeshNotInSync, match=b_instance["id"]):
+            handle.fault("a", abort=503, duration="2m")
+    finally:
+        os.kill(sidecar, signal.SIGCONT)
+        cli(mesh, "fault", "a", "--clear")
+    assert cli(mesh, "fault", "--list").stdout.strip() == "meshkit: no faults in force"

@@ -246,6 +246,7 @@ async def test_injecting_answers_once_every_sidecar_applied_it(
         reply = await server.dispatch("POST", "/v1/faults", body)
         assert reply.status == 200
         assert reply.body["synced"] is True
+        assert reply.body["lagging"] == []
         assert 0.3 <= trio.current_time() - started < 1
         assert reply.body["expires_at"] == pytest.approx(EPOCH + 61)
         for record in registry.instances():
@@ -274,6 +275,8 @@ async def test_without_sidecar_answers_the_injection_says_it_is_not_synced(
     started = trio.current_time()
     reply = await server.dispatch("POST", "/v1/faults", b'{"service": "catalog", "delay": 1}')
     assert (reply.status, reply.body["synced"]) == (200, False)
+    assert reply.body["lagging"] == [record.id for record in registry.instances()]
+    assert reply.body["lagging"]
     assert trio.current_time() - started == pytest.approx(5.0)
     missing = await server.dispatch("DELETE", "/v1/faults/f9", b"")
     assert missing.status == 404

@@ -11,7 +11,8 @@ Endpoints (served by ``meshkit.registry.server.api.ControlServer``):
 An injection or a removal answers once every live sidecar acknowledged a
 config that carries it (or no longer carries it), so a test that injects and
 then sends a request sees the fault; after ``sync_timeout`` it answers anyway
-with ``"synced": false``.  ``version`` is the newest config version among
+with ``"synced": false`` and ``"lagging"``, the instances whose sidecars did not
+apply it (``[]`` when synced), and the clients fail naming them.  ``version`` is the newest config version among
 those sidecars.  ``expire_forever`` removes each fault when it expires, which
 is a registry change, so the compile loop takes it out of every config.
 """
@@ -76,12 +77,13 @@ class FaultControl:
         stored = self.registry.faults.add(
             request.service, request.rule, expires_at=self.wall_clock() + request.duration
         )
-        synced = await self._wait_applied(present=(stored.fault,), absent=())
+        lagging = await self._wait_applied(present=(stored.fault,), absent=())
         return 200, {
             "id": stored.id,
             "expires_at": stored.expires_at,
             "version": self._newest_version(),
-            "synced": synced,
+            "synced": not lagging,
+            "lagging": lagging,
         }
 
     async def clear_service(self, service: str) -> FaultAnswer:
@@ -101,13 +103,14 @@ class FaultControl:
         return await self._cleared([stored])
 
     async def _cleared(self, removed: list[StoredFault]) -> FaultAnswer:
-        synced = await self._wait_applied(
+        lagging = await self._wait_applied(
             present=(), absent=tuple(stored.fault for stored in removed)
         )
         return 200, {
             "removed": [stored.id for stored in removed],
             "version": self._newest_version(),
-            "synced": synced,
+            "synced": not lagging,
+            "lagging": lagging,
         }
 
     def _live_sidecars(self) -> list[InstanceRecord]:
@@ -126,26 +129,34 @@ class FaultControl:
             default=0,
         )
 
+    def lagging(
+        self, *, present: Collection[RuntimeFault], absent: Collection[RuntimeFault]
+    ) -> list[str]:
+        """The live sidecars whose applied config lacks one of ``present`` or holds one of ``absent``."""
+        late = []
+        for record in self._live_sidecars():
+            applied = self.registry.applied_config_of(record.id)
+            held = () if applied is None else applied.runtime_faults
+            if any(fault not in held for fault in present) or any(f in held for f in absent):
+                late.append(record.id)
+        return late
+
     def applied_everywhere(
         self, *, present: Collection[RuntimeFault], absent: Collection[RuntimeFault]
     ) -> bool:
         """Every live sidecar applied a config with each of ``present`` and none of ``absent``."""
-        for record in self._live_sidecars():
-            applied = self.registry.applied_config_of(record.id)
-            held = () if applied is None else applied.runtime_faults
-            if any(fault not in held for fault in present):
-                return False
-            if any(fault in held for fault in absent):
-                return False
-        return True
+        return not self.lagging(present=present, absent=absent)
 
     async def _wait_applied(
         self, *, present: Collection[RuntimeFault], absent: Collection[RuntimeFault]
-    ) -> bool:
+    ) -> list[str]:
+        """Wait up to ``sync_timeout`` for every live sidecar; the ones still lagging then."""
+
         def applied(_registry: Registry) -> bool:
             return self.applied_everywhere(present=present, absent=absent)
 
-        return await self.changes.wait_until(applied, timeout=self.sync_timeout)
+        await self.changes.wait_until(applied, timeout=self.sync_timeout)
+        return self.lagging(present=present, absent=absent)
 
     async def expire_forever(self) -> None:
         """Remove each fault when it expires (a registry change: configs are recompiled)."""
