@@ -44,6 +44,11 @@ def serve(name: str, routes: dict[str, Handler]) -> None:
 
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # One write per response (headers and body buffered, flushed after the
+        # handler) and TCP_NODELAY: without them the body waits for the delayed
+        # ACK of the headers, ~40 ms per keep-alive request.
+        wbufsize = 65536
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

@@ -141,6 +141,11 @@ def request_json_blocking(
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(socket_path))
+        except (TimeoutError, BlockingIOError):
+            raise ControlPlaneTimeout(
+                f"the control plane at {os.fspath(socket_path)} did not accept a connection "
+                f"within {timeout:g}s (its backlog is full: it is slow or stopped)"
+            ) from None
         except OSError as error:
             raise _unreachable(socket_path, error) from None
         try:

@@ -1,13 +1,21 @@
 """The ``meshkit`` command: ``main(argv) -> int``, one module per subcommand.
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
+``-C DIR`` (``--dir DIR``) runs the command in DIR, as ``git -C`` and
+``make -C`` do: the control commands then talk to the mesh started there.
+Exit status 130 after Ctrl-C; output to a closed pipe (``meshkit status |
+head``) ends the command quietly with status 141, as a shell's SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
+
+EXIT_CLOSED_PIPE = 141
 
 SUBCOMMANDS = (
     "up",
@@ -31,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="meshkit",
         description="A service mesh for a laptop and a test suite.",
     )
+    parser.add_argument("--version", action="version", version=f"meshkit {_version()}")
+    parser.add_argument(
+        "-C",
+        "--dir",
+        metavar="DIR",
+        dest="directory",
+        help="run as if meshkit was started in DIR (the directory of the mesh or Meshfile)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"meshkit.cli.{name}")
@@ -38,11 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("meshkit")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.directory is not None:
+        try:
+            os.chdir(args.directory)
+        except OSError as error:
+            parser.error(f"-C {args.directory}: {error.strerror or error}")
     module = importlib.import_module(f"meshkit.cli.{args.command}")
-    result: int = module.run(args)
+    try:
+        result: int = module.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read our output has gone: say nothing more, and let the
+        # interpreter's last flush write into the void, not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
     return result
 
 

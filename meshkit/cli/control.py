@@ -47,8 +47,12 @@ def ask(
         return None
     try:
         status, answer = request_json_blocking(CONTROL_SOCKET, method, path, body, timeout=timeout)
-    except ControlPlaneTimeout:
-        print(f"{command}: no answer from the mesh within {timeout:g}s", file=sys.stderr)
+    except ControlPlaneTimeout as exc:
+        print(
+            f"{command}: the mesh in {Path.cwd()} is running but slow: {exc}; "
+            "it may be overloaded or stopped (try again, or --timeout if the command has one)",
+            file=sys.stderr,
+        )
         return None
     except ControlPlaneError as exc:
         print(f"{no_mesh_message(CONTROL_SOCKET)} ({exc})", file=sys.stderr)

@@ -41,6 +41,8 @@ def parse_duration(value: object) -> float:
         raise DurationError(
             f"{value!r} (a {type(value).__name__}) is not a duration ({DURATION_HINT})"
         )
+    if value.strip().startswith("-") and value.strip() != "-":
+        return -parse_duration(value.strip()[1:])
     if _BARE_NUMBER.fullmatch(value):
         return float(value)
     if not _WHOLE.fullmatch(value):
