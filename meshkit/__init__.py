@@ -2,10 +2,10 @@
 
 A ``Meshfile.py`` says::
 
-    from meshkit import Mesh, http
+    from meshkit import Mesh, http_get
 
     mesh = Mesh("shop")
-    frontend = mesh.service("frontend", run="python -m shop.frontend", health=http("/healthz"))
+    frontend = mesh.service("frontend", run="python -m shop.frontend", health=http_get("/healthz"))
     mesh.gateway(port=8080, routes={"/": frontend})
 """
 
@@ -15,51 +15,52 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from meshkit.dsl.declare import Mesh, ServiceHandle, http, restart, tcp
-    from meshkit.dsl.resilience import breaker, budget, outlier
     from meshkit.dsl.spec import HealthCheck, RestartPolicy
-    from meshkit.dsl.traffic import (
-        absent,
-        fault,
-        headers,
-        match,
-        mirror,
-        prefix,
-        present,
-        regex,
-        retry,
-        split,
-    )
+    from meshkit.dsl.verbs.health import http_get, restart_policy, tcp_connect
+    from meshkit.dsl.verbs.matchers import absent, prefix, present, regex
+    from meshkit.dsl.verbs.mesh import Mesh, ServiceHandle
+    from meshkit.dsl.verbs.resilience import breaker, outlier, retry_budget
+    from meshkit.dsl.verbs.traffic import fault, headers, match, mirror, retry, split
 
 # The Meshfile verbs are loaded on first use, so that a process that only
 # needs one room (a sidecar: ``meshkit.proxy``) does not load the DSL too.
 _HOMES = {
-    "Mesh": "meshkit.dsl.declare",
-    "ServiceHandle": "meshkit.dsl.declare",
-    "http": "meshkit.dsl.declare",
-    "restart": "meshkit.dsl.declare",
-    "tcp": "meshkit.dsl.declare",
-    "breaker": "meshkit.dsl.resilience",
-    "budget": "meshkit.dsl.resilience",
-    "outlier": "meshkit.dsl.resilience",
     "HealthCheck": "meshkit.dsl.spec",
     "RestartPolicy": "meshkit.dsl.spec",
-    "absent": "meshkit.dsl.traffic",
-    "fault": "meshkit.dsl.traffic",
-    "headers": "meshkit.dsl.traffic",
-    "match": "meshkit.dsl.traffic",
-    "mirror": "meshkit.dsl.traffic",
-    "prefix": "meshkit.dsl.traffic",
-    "present": "meshkit.dsl.traffic",
-    "regex": "meshkit.dsl.traffic",
-    "retry": "meshkit.dsl.traffic",
-    "split": "meshkit.dsl.traffic",
+    "http_get": "meshkit.dsl.verbs.health",
+    "restart_policy": "meshkit.dsl.verbs.health",
+    "tcp_connect": "meshkit.dsl.verbs.health",
+    "absent": "meshkit.dsl.verbs.matchers",
+    "prefix": "meshkit.dsl.verbs.matchers",
+    "present": "meshkit.dsl.verbs.matchers",
+    "regex": "meshkit.dsl.verbs.matchers",
+    "Mesh": "meshkit.dsl.verbs.mesh",
+    "ServiceHandle": "meshkit.dsl.verbs.mesh",
+    "breaker": "meshkit.dsl.verbs.resilience",
+    "outlier": "meshkit.dsl.verbs.resilience",
+    "retry_budget": "meshkit.dsl.verbs.resilience",
+    "fault": "meshkit.dsl.verbs.traffic",
+    "headers": "meshkit.dsl.verbs.traffic",
+    "match": "meshkit.dsl.verbs.traffic",
+    "mirror": "meshkit.dsl.verbs.traffic",
+    "retry": "meshkit.dsl.verbs.traffic",
+    "split": "meshkit.dsl.verbs.traffic",
+}
+
+# Names of earlier Meshfile verbs, each with its successor, for a clear error.
+_RENAMED = {
+    "http": "http_get (a Meshfile's `import http.client` would shadow 'http')",
+    "tcp": "tcp_connect",
+    "restart": "restart_policy (and the keyword restart_policy=restart_policy(...))",
+    "budget": "retry_budget",
 }
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
+        if name in _RENAMED:
+            raise ImportError(f"meshkit: {name!r} is now {_RENAMED[name]}", name="meshkit")
         raise AttributeError(f"module 'meshkit' has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
@@ -73,19 +74,19 @@ __all__ = [
     "ServiceHandle",
     "absent",
     "breaker",
-    "budget",
     "fault",
     "headers",
-    "http",
+    "http_get",
     "match",
     "mirror",
     "outlier",
     "prefix",
     "present",
     "regex",
-    "restart",
+    "restart_policy",
     "retry",
+    "retry_budget",
     "split",
-    "tcp",
+    "tcp_connect",
 ]
 assert set(__all__) == set(_HOMES)

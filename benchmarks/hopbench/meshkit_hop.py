@@ -85,11 +85,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Ok).serv
 
 MESHFILE = '''\
 """Written by benchmarks/hop.py: one hop, loadgen -> backend."""
-from meshkit import Mesh, tcp
+from meshkit import Mesh, tcp_connect
 
 mesh = Mesh("bench")
-mesh.service("backend", run={backend_run!r}, health=tcp())
-mesh.service("loadgen", run={loadgen_run!r}, upstreams=["backend"], health=tcp())
+mesh.service("backend", run={backend_run!r}, health=tcp_connect())
+mesh.service("loadgen", run={loadgen_run!r}, upstreams=["backend"], health=tcp_connect())
 '''
 
 

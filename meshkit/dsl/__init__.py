@@ -4,7 +4,6 @@
 ``MeshSpec`` or the ``Problem``s, each ``FILE:LINE: message``).
 """
 
-from meshkit.dsl.declare import Mesh, ServiceHandle, http, restart, tcp
 from meshkit.dsl.evaluation import (
     EvalResult,
     MeshfileNotFound,
@@ -15,6 +14,8 @@ from meshkit.dsl.evaluation import (
 )
 from meshkit.dsl.problems import MeshfileError, Problem
 from meshkit.dsl.spec import MeshSpec
+from meshkit.dsl.verbs.health import http_get, restart_policy, tcp_connect
+from meshkit.dsl.verbs.mesh import Mesh, ServiceHandle
 
 __all__ = [
     "EvalResult",
@@ -28,7 +29,7 @@ __all__ = [
     "evaluate_async",
     "evaluate_in_process",
     "find_meshfile",
-    "http",
-    "restart",
-    "tcp",
+    "http_get",
+    "restart_policy",
+    "tcp_connect",
 ]

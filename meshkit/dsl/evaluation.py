@@ -29,12 +29,12 @@ from typing import Any
 import attrs
 
 from meshkit.api.converter import converter
-from meshkit.dsl.declare import collecting
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import MeshSpec
 from meshkit.dsl.userframes import is_user_file, user_frames
 from meshkit.dsl.userimports import fresh_user_imports, user_module_files
 from meshkit.dsl.validate import build_spec, validate
+from meshkit.dsl.verbs.collect import collecting
 
 MESHFILE_NAMES = ("Meshfile.py", "meshfile.py")
 DEFAULT_TIMEOUT = 30.0

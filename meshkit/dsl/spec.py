@@ -98,7 +98,7 @@ class ServiceSpec:
     health: HealthCheck | None = None
     depends_on: tuple[str, ...] = ()
     upstreams: tuple[str, ...] = ()
-    restart: RestartPolicy = RestartPolicy()
+    restart_policy: RestartPolicy = RestartPolicy()
     watch: tuple[str, ...] = ()
     protocol: ServiceProtocol = "http1"
     # The container image ``meshkit export`` deploys; ``meshkit up`` ignores it.

@@ -20,7 +20,6 @@ from meshkit.api import (
     Redirect,
     RequestMatch,
 )
-from meshkit.dsl.declare import MeshDeclaration
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import (
     FaultSpec,
@@ -33,6 +32,7 @@ from meshkit.dsl.spec import (
     ServiceSpec,
 )
 from meshkit.dsl.suggest import did_you_mean
+from meshkit.dsl.verbs.collect import MeshDeclaration
 
 RETRY_CONDITIONS = ("5xx", "gateway-error", "connect-failure", "refused-stream", "reset")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)

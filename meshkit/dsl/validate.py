@@ -14,11 +14,11 @@ import os
 import re
 from collections.abc import Callable
 
-from meshkit.dsl.declare import Declarations, MeshDeclaration
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, Origin, ServiceSpec
 from meshkit.dsl.suggest import did_you_mean
 from meshkit.dsl.traffic_checks import traffic_problems
+from meshkit.dsl.verbs.collect import Declarations, MeshDeclaration
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _DNS_LABEL_MAX = 63
@@ -161,7 +161,7 @@ def _health_messages(service: ServiceSpec) -> list[str]:
 
 
 def _restart_messages(service: ServiceSpec) -> list[str]:
-    policy = service.restart
+    policy = service.restart_policy
     found: list[str] = []
     if policy.backoff_initial <= 0:
         found.append(f"restart backoff must be greater than 0, got {policy.backoff_initial:g}s")

@@ -148,7 +148,7 @@ class InstanceRunner:
             else ctx.logs.follow(file_stem=self.name, colour_key=colour_key)
         )
         self._sidecar_log = ctx.logs.follow(file_stem=f"{self.name}.proxy", colour_key=colour_key)
-        policy = deployment.restart if deployment is not None else RestartPolicy()
+        policy = deployment.restart_policy if deployment is not None else RestartPolicy()
         self.backoff = RestartBackoff(policy)
 
     @property

@@ -35,13 +35,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     meshfile = workdir / "Meshfile.py"
     meshfile.write_text(
         f"""\
-from meshkit import Mesh, http, tcp
+from meshkit import Mesh, http_get, tcp_connect
 
 mesh = Mesh("grpcmesh")
 mesh.service("rpc", run="{sys.executable} {APPS / 'grpc_echo.py'}", protocol="grpc",
-             health=tcp(period="100ms"))
+             health=tcp_connect(period="100ms"))
 mesh.service("web", run="{sys.executable} {APPS / 'reload_echo.py'}",
-             health=http("/healthz", period="100ms"))
+             health=http_get("/healthz", period="100ms"))
 mesh.gateway(port=0, routes={{"/test.Echo/": "rpc", "/": "web"}})
 """
     )

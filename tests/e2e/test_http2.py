@@ -50,19 +50,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     meshfile = workdir / "Meshfile.py"
     meshfile.write_text(
         f"""\
-from meshkit import Mesh, http, retry, tcp
+from meshkit import Mesh, http_get, retry, tcp_connect
 
 mesh = Mesh("h2mesh")
-mesh.service("bulk", run="{python} {APPS / "bulk.py"}", health=http("/healthz", period="100ms"))
+mesh.service("bulk", run="{python} {APPS / "bulk.py"}", health=http_get("/healthz", period="100ms"))
 mesh.service("rpc", run="{python} {APPS / "grpc_echo.py"}", protocol="grpc",
-             health=tcp(period="100ms"))
+             health=tcp_connect(period="100ms"))
 mesh.service("caller", run="{python} {APPS / "versioned_echo.py"}", upstreams=["rpc"],
-             health=http("/healthz", period="100ms"))
+             health=http_get("/healthz", period="100ms"))
 mesh.service("h2app", run="{python} {APPS / "h2_echo.py"}", protocol="http2",
-             health=tcp(period="100ms"))
+             health=tcp_connect(period="100ms"))
 mesh.service("flaky", run="{python} {APPS / "fail_once.py"}",
-             health=http("/healthz", period="100ms"))
-mesh.route("flaky", retries=retry(attempts=2, retry_on=["5xx"]))
+             health=http_get("/healthz", period="100ms"))
+mesh.route("flaky", retry=retry(attempts=2, retry_on=["5xx"]))
 mesh.gateway(port=0, routes={{"/bytes": "bulk", "/h2/": "h2app", "/flaky/": "flaky"}})
 """
     )

@@ -42,10 +42,10 @@ def write_meshfile(directory: Path, *, mtls: str = "strict", lifetime: str = "4s
     meshfile = directory / "Meshfile.py"
     run = f"python {APP}"
     meshfile.write_text(
-        "from meshkit import Mesh, http\n"
+        "from meshkit import Mesh, http_get\n"
         f"mesh = Mesh('idshop', mtls={mtls!r}, cert_lifetime={lifetime!r})\n"
-        f"mesh.service('back', run={run!r}, health=http('/healthz'))\n"
-        f"mesh.service('front', run={run!r}, health=http('/healthz'), upstreams=['back'])\n"
+        f"mesh.service('back', run={run!r}, health=http_get('/healthz'))\n"
+        f"mesh.service('front', run={run!r}, health=http_get('/healthz'), upstreams=['back'])\n"
         "mesh.gateway(port=0, tls_port=0, routes={'/': 'front'})\n"
     )
     return meshfile

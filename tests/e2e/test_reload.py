@@ -40,12 +40,12 @@ def meshfile_text(
     extra: str = "",
 ) -> str:
     return f"""\
-from meshkit import Mesh, http
+from meshkit import Mesh, http_get
 
 mesh = Mesh("reload")
-mesh.service("a", run="{sys.executable} {APP}", health=http("/healthz", period="100ms"),
+mesh.service("a", run="{sys.executable} {APP}", health=http_get("/healthz", period="100ms"),
              replicas={a_replicas}, env={{"FLAVOUR": "{a_env}"}}, watch=["a_src"])
-mesh.service("b", run="{sys.executable} {APP}", health=http("/healthz", period="100ms"))
+mesh.service("b", run="{sys.executable} {APP}", health=http_get("/healthz", period="100ms"))
 {extra}
 mesh.gateway(port={gateway_port}, routes={{"/": "{route_to}"}})
 """

@@ -27,24 +27,24 @@ pytestmark = pytest.mark.e2e
 
 def meshfile_text(*, moving_v1: int = 100, moving_v2: int = 0) -> str:
     return f"""\
-from meshkit import Mesh, breaker, fault, http, match, retry, split
+from meshkit import Mesh, breaker, fault, http_get, match, retry, split
 
 mesh = Mesh("resilience")
 mesh.service("victim", run="{sys.executable} {APP}", replicas=2,
-             health=http("/healthz", period="200ms"))
-mesh.service("svc", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
-mesh.service("guarded", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
-mesh.service("narrow", run="{sys.executable} {APP}", health=http("/healthz", period="200ms"))
+             health=http_get("/healthz", period="200ms"))
+mesh.service("svc", run="{sys.executable} {APP}", health=http_get("/healthz", period="200ms"))
+mesh.service("guarded", run="{sys.executable} {APP}", health=http_get("/healthz", period="200ms"))
+mesh.service("narrow", run="{sys.executable} {APP}", health=http_get("/healthz", period="200ms"))
 for version in ("v1", "v2"):
     mesh.service("moving", version=version, run="{sys.executable} {APP}",
-                 health=http("/healthz", period="200ms"))
+                 health=http_get("/healthz", period="200ms"))
 
-mesh.route("victim", retries=retry(attempts=3, retry_on=["5xx", "connect-failure", "reset"]))
+mesh.route("victim", retry=retry(attempts=3, retry_on=["5xx", "connect-failure", "reset"]))
 mesh.route("svc",
     match(path_prefix="/svc/hang").to(timeout="1s"),
     match(path_prefix="/svc/delay").to(fault=fault(delay="300ms")),
     match(path_prefix="/svc/abort").to(fault=fault(abort=503, percent=100)),
-    match(path_prefix="/svc/exhaust").to(retries=retry(attempts=2, retry_on=["5xx"])),
+    match(path_prefix="/svc/exhaust").to(retry=retry(attempts=2, retry_on=["5xx"])),
 )
 mesh.policy("guarded", breaker=breaker(max_requests=2))
 mesh.policy("narrow", breaker=breaker(max_connections=1))

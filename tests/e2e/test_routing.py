@@ -26,17 +26,17 @@ pytestmark = pytest.mark.e2e
 
 MESHFILE = f"""\
 from meshkit import (
-    Mesh, absent, headers, http, match, mirror, prefix, present, regex,
+    Mesh, absent, headers, http_get, match, mirror, prefix, present, regex,
 )
 
 mesh = Mesh("routing")
 for version in ("v1", "v2", "v3"):
     mesh.service("echo", version=version, run="{sys.executable} {APP}",
-                 health=http("/healthz", period="200ms"))
+                 health=http_get("/healthz", period="200ms"))
 mesh.service("echo", version="v4", run="{sys.executable} {APP}",
-             health=http("/healthz", period="200ms"), restart="no")
+             health=http_get("/healthz", period="200ms"), restart_policy="no")
 mesh.service("pool", run="{sys.executable} {APP}", replicas=2,
-             health=http("/healthz", period="200ms"))
+             health=http_get("/healthz", period="200ms"))
 
 mesh.route("echo",
     match(path="/moved").redirect(path="/new-home", status=302),

@@ -90,7 +90,7 @@ def make_spec() -> MeshSpec:
             ServiceSpec(
                 name="crasher",
                 command="echo crashing; exit 3",
-                restart=RestartPolicy(backoff_initial=0.1, backoff_max=0.4),
+                restart_policy=RestartPolicy(backoff_initial=0.1, backoff_max=0.4),
             ),
         ),
         gateway=GatewaySpec(port=0, routes=(GatewayRoute(prefix="/", service="web"),)),

@@ -28,9 +28,9 @@ def peak_rss_mib(pid: int) -> float:
 def bulk_mesh(tmp_path: Path) -> Iterator[MeshProcess]:
     meshfile = tmp_path / "Meshfile.py"
     meshfile.write_text(
-        "from meshkit import Mesh, http\n"
+        "from meshkit import Mesh, http_get\n"
         "mesh = Mesh('bulk')\n"
-        f"mesh.service('bulk', run='python {APPS / 'bulk.py'}', health=http('/healthz'))\n"
+        f"mesh.service('bulk', run='python {APPS / 'bulk.py'}', health=http_get('/healthz'))\n"
         "mesh.gateway(port=0, routes={'/': 'bulk'})\n"
     )
     mesh = MeshProcess(meshfile, tmp_path)

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 import meshkit
-from meshkit import Mesh, ServiceHandle, http, restart, tcp
-from meshkit.dsl.declare import collecting
+from meshkit import Mesh, ServiceHandle, http_get, restart_policy, tcp_connect
 from meshkit.dsl.problems import MeshfileError, Problem
 from meshkit.dsl.spec import HealthCheck, RestartPolicy
+from meshkit.dsl.verbs.collect import collecting
 
 HERE = os.path.abspath(__file__)
 
@@ -32,20 +32,20 @@ def test_public_namespace_is_curated() -> None:
         "ServiceHandle",
         "absent",
         "breaker",
-        "budget",
+        "retry_budget",
         "fault",
         "headers",
-        "http",
+        "http_get",
         "match",
         "mirror",
         "outlier",
         "prefix",
         "present",
         "regex",
-        "restart",
+        "restart_policy",
         "retry",
         "split",
-        "tcp",
+        "tcp_connect",
     }
 
 
@@ -88,20 +88,20 @@ def test_run_as_a_list_is_quoted_for_the_shell() -> None:
 
 
 def test_health_checks_and_restart_policies() -> None:
-    assert http("/healthz", period="250ms", timeout=2, failure_threshold=5) == HealthCheck(
+    assert http_get("/healthz", period="250ms", timeout=2, failure_threshold=5) == HealthCheck(
         kind="http", path="/healthz", period=0.25, timeout=2.0, failure_threshold=5
     )
-    assert tcp(initial_delay="1.5m").kind == "tcp"
-    assert tcp(initial_delay="1.5m").initial_delay == 90.0
-    assert restart("on_failure", backoff="1s", max_backoff="1m") == RestartPolicy(
+    assert tcp_connect(initial_delay="1.5m").kind == "tcp"
+    assert tcp_connect(initial_delay="1.5m").initial_delay == 90.0
+    assert restart_policy("on_failure", backoff="1s", max_backoff="1m") == RestartPolicy(
         mode="on_failure", backoff_initial=1.0, backoff_max=60.0, reset_after=10.0
     )
 
 
 def test_restart_accepts_a_plain_mode_string() -> None:
     with collecting(HERE) as collector:
-        Mesh("shop").service("app", run="a", restart="no")
-    assert collector.declarations().meshes[0].services[0].restart == RestartPolicy(mode="no")
+        Mesh("shop").service("app", run="a", restart_policy="no")
+    assert collector.declarations().meshes[0].services[0].restart_policy == RestartPolicy(mode="no")
 
 
 def test_relative_paths_are_resolved_against_the_meshfile_directory(tmp_path: pathlib.Path) -> None:
@@ -126,9 +126,9 @@ def test_type_mistakes_become_problems_at_their_line() -> None:
     with collecting(HERE) as collector:
         mesh = Mesh("shop")
         mesh.service("app", run="a", replicas=two, env=numbers)  # type-mistakes
-        mesh.service("b", run="b", health=http(period="2 parsecs"))  # bad-duration
-        mesh.service("c", run="c", restart=sometimes)  # bad-mode
-        restart(on_failure)  # bad-restart-call
+        mesh.service("b", run="b", health=http_get(period="2 parsecs"))  # bad-duration
+        mesh.service("c", run="c", restart_policy=sometimes)  # bad-mode
+        restart_policy(on_failure)  # bad-restart-call
         mesh.service("d", run="d", health=path)  # health-string
     problems = _problems_of(collector.declarations().problems)
     assert problems == [
@@ -140,7 +140,7 @@ def test_type_mistakes_become_problems_at_their_line() -> None:
         ),
         (
             _line_of("bad-duration"),
-            "http(...): period: '2 parsecs' is not a duration (use a number of seconds or a "
+            "http_get(...): period: '2 parsecs' is not a duration (use a number of seconds or a "
             'string like "250ms", "2s", "1.5m", "1h")',
         ),
         (
@@ -149,13 +149,13 @@ def test_type_mistakes_become_problems_at_their_line() -> None:
         ),
         (
             _line_of("bad-restart-call"),
-            "restart(...): mode 'on-failure' is not one of 'no', 'on_failure', 'always' "
+            "restart_policy(...): mode 'on-failure' is not one of 'no', 'on_failure', 'always' "
             "(did you mean 'on_failure'?)",
         ),
         (
             _line_of("health-string"),
-            "service 'd': health must be http(...) or tcp(...), got '/healthz' (a str) "
-            "(did you mean health=http('/healthz')?)",
+            "service 'd': health must be http_get(...) or tcp_connect(...), got '/healthz' (a str) "
+            "(did you mean health=http_get('/healthz')?)",
         ),
     ]
 
@@ -165,4 +165,4 @@ def test_outside_an_evaluation_a_mistake_raises_at_once() -> None:
     with pytest.raises(MeshfileError, match=r"test_dsl_declare.py:\d+: service 'app': replicas"):
         mesh.service("app", run="a", replicas="2")  # type: ignore[arg-type]
     with pytest.raises(MeshfileError, match="is not a duration"):
-        http(timeout="soon")
+        http_get(timeout="soon")

@@ -18,7 +18,7 @@ from meshkit.dsl import (
 from meshkit.dsl.convert import spec_from_json, spec_to_json
 from meshkit.dsl.evaluation import result_from_dict, result_to_dict
 
-HEADER = "from meshkit import Mesh, http\nmesh = Mesh('shop')\n"
+HEADER = "from meshkit import Mesh, http_get\nmesh = Mesh('shop')\n"
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_unreadable_meshfile(in_tmp: pathlib.Path) -> None:
 def test_spec_round_trips_through_json(in_tmp: pathlib.Path) -> None:
     body = (
         "c = mesh.service('catalog', version='v1', run=['python', '-m', 'c'], replicas=2,\n"
-        "                 health=http('/h', period='250ms'), env={'A': 'b'}, watch=['c.py'])\n"
+        "                 health=http_get('/h', period='250ms'), env={'A': 'b'}, watch=['c.py'])\n"
         "mesh.service('frontend', run='f', upstreams=[c], depends_on=[c], cwd='.')\n"
         "mesh.gateway(port=0, routes={'/': 'frontend', '/api': c})\n"
     )

@@ -43,7 +43,7 @@ mesh.route("catalog",
           rewrite_prefix="/v1/items",
           request_headers=headers(set={"x-debug": "1"}, remove=["cookie"])),
     default=split(v1=90, v2=10),
-    timeout="2s", retries=retry(attempts=3, per_try_timeout="500ms",
+    timeout="2s", retry=retry(attempts=3, per_try_timeout="500ms",
                                 retry_on=["5xx", "connect-failure"]),
     fault=fault(abort=503, percent=10), mirror=mirror(version="v2", percent=20),
     response_headers=headers(add={"x-served-by": "mesh"}))
@@ -51,7 +51,7 @@ mesh.policy("catalog", load_balancer="least_request",
             breaker=breaker(max_connections=100, max_pending=100, max_requests=100, max_retries=3),
             outlier=outlier(consecutive_errors=5, base_ejection="30s", max_ejection="300s",
                             max_ejection_percent=50),
-            retry_budget=budget(percent=20, min_per_second=10))
+            retry_budget=retry_budget(percent=20, min_per_second=10))
 """
 
 
@@ -137,8 +137,8 @@ def test_rule_options_override_the_route_and_a_version_name_is_a_default(
 ) -> None:
     body = (
         "mesh.route('catalog',\n"
-        "    match(path_prefix='/slow').to(timeout=0, retries=retry(attempts=1)),\n"
-        "    default='v1', timeout='3s', retries=retry(attempts=4))\n"
+        "    match(path_prefix='/slow').to(timeout=0, retry=retry(attempts=1)),\n"
+        "    default='v1', timeout='3s', retry=retry(attempts=4))\n"
     )
     (slow, default) = route_tables(spec_of(in_tmp, body))[0].rules
     assert slow.timeout == 0.0
@@ -238,11 +238,11 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             ["Meshfile.py:7: route 'catalog': mirror percent must be between 0 and 100, got 120"],
         ),
         (
-            "mesh.route('catalog',\n    retries=retry(attempts=0))\n",
+            "mesh.route('catalog',\n    retry=retry(attempts=0))\n",
             ["Meshfile.py:7: route 'catalog': retry attempts must be at least 1, got 0"],
         ),
         (
-            "mesh.route('catalog', retries=retry(retry_on=['5xxx']))\n",
+            "mesh.route('catalog', retry=retry(retry_on=['5xxx']))\n",
             [
                 "Meshfile.py:6: route 'catalog': retry_on '5xxx' is not a retry condition (use one"
                 " of 5xx, gateway-error, connect-failure, refused-stream, reset, a status code or a"
@@ -319,9 +319,9 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             ],
         ),
         (
-            "mesh.route('catalog', timeout='soon', retries=3)\n",
+            "mesh.route('catalog', timeout='soon', retry=3)\n",
             [
-                "Meshfile.py:6: route 'catalog': retries must be retry(...), got 3 (a int)",
+                "Meshfile.py:6: route 'catalog': retry must be retry(...), got 3 (a int)",
                 "Meshfile.py:6: route 'catalog': timeout: 'soon' is not a duration (use a number"
                 ' of seconds or a string like "250ms", "2s", "1.5m", "1h")',
             ],
@@ -334,9 +334,9 @@ def test_validation_messages(in_tmp: pathlib.Path, body: str, expected: list[str
 
 def test_a_local_reply_rule_with_destination_options_is_refused() -> None:
     from meshkit.api import DirectResponse, RequestMatch
-    from meshkit.dsl.declare import MeshDeclaration
     from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec, ServiceSpec
     from meshkit.dsl.traffic_checks import traffic_problems
+    from meshkit.dsl.verbs.collect import MeshDeclaration
 
     origin = Origin(file="Meshfile.py", line=9)
     rule = RuleSpec(match=RequestMatch(), action=DirectResponse(status=204), timeout=1.0, origin=origin)

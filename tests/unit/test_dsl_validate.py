@@ -8,11 +8,11 @@ import pathlib
 import pytest
 
 from meshkit.dsl import evaluate_in_process
-from meshkit.dsl.declare import Declarations, MeshDeclaration
 from meshkit.dsl.spec import Origin, ServiceSpec
 from meshkit.dsl.validate import is_dns_label, validate
+from meshkit.dsl.verbs.collect import Declarations, MeshDeclaration
 
-HEADER = "from meshkit import Mesh, http, tcp, restart\nmesh = Mesh('shop')\n"
+HEADER = "from meshkit import Mesh, http_get, tcp_connect, restart_policy\nmesh = Mesh('shop')\n"
 """Two lines: a Meshfile body written after it starts at line 3."""
 
 
@@ -171,8 +171,8 @@ def test_a_service_depending_on_itself(in_tmp: pathlib.Path) -> None:
 def test_health_ranges(in_tmp: pathlib.Path) -> None:
     body = (
         "mesh.service('app', run='a',\n"
-        "             health=http('healthz', period=0, timeout=-1, failure_threshold=0))\n"
-        "mesh.service('db', run='d', health=tcp(success_threshold=0, initial_delay=-2))\n"
+        "             health=http_get('healthz', period=0, timeout=-1, failure_threshold=0))\n"
+        "mesh.service('db', run='d', health=tcp_connect(success_threshold=0, initial_delay=-2))\n"
     )
     assert problems_of(in_tmp, body) == [
         "Meshfile.py:3: service 'app': health path 'healthz' must start with '/'",
@@ -185,7 +185,7 @@ def test_health_ranges(in_tmp: pathlib.Path) -> None:
 
 
 def test_restart_ranges(in_tmp: pathlib.Path) -> None:
-    body = "mesh.service('app', run='a', restart=restart(backoff='2s', max_backoff='1s'))\n"
+    body = "mesh.service('app', run='a', restart_policy=restart_policy(backoff='2s', max_backoff='1s'))\n"
     assert problems_of(in_tmp, body) == [
         "Meshfile.py:3: service 'app': restart max_backoff (1s) must not be less than backoff (2s)",
     ]
@@ -263,10 +263,10 @@ def test_validate_is_pure_over_declarations() -> None:
 def test_a_sound_meshfile_has_no_problems(in_tmp: pathlib.Path) -> None:
     body = (
         "catalog = mesh.service('catalog', version='v1', run='c', replicas=2,\n"
-        "                       health=http('/healthz', period='250ms'))\n"
+        "                       health=http_get('/healthz', period='250ms'))\n"
         "mesh.service('catalog', version='v2', run='c', env={'FLAVOUR': 'new'})\n"
         "frontend = mesh.service('frontend', run='f', upstreams=[catalog],\n"
-        "                        depends_on=[catalog], restart=restart('on_failure'))\n"
+        "                        depends_on=[catalog], restart_policy=restart_policy('on_failure'))\n"
         "mesh.gateway(port=0, routes={'/': frontend, '/api': catalog})\n"
     )
     (in_tmp / "Meshfile.py").write_text(HEADER + body)

@@ -1,30 +1,20 @@
-"""The Meshfile's resilience verbs: ``breaker``, ``outlier``, ``budget`` and ``mesh.policy``.
+"""The Meshfile's resilience verbs: ``breaker``, ``outlier``, ``retry_budget`` and ``mesh.policy``.
 
 They read like Istio's DestinationRule (``connectionPool``, ``outlierDetection``)
-and Linkerd's retry budget; each returns a frozen value holding its spec and the
+and Linkerd's retry budget; each returns a ``Declared``: its spec and the
 type mistakes it noticed, reported by ``Mesh.policy``.
 """
 
 from __future__ import annotations
-
-import attrs
 
 from meshkit.api import LoadBalancerKind
 from meshkit.dsl.problems import Problem
 from meshkit.dsl.spec import BreakerSpec, BudgetSpec, Origin, OutlierSpec, PolicySpec
 from meshkit.dsl.suggest import did_you_mean
 from meshkit.dsl.userframes import caller_origin
-from meshkit.dsl.verbreader import Duration, VerbReader
+from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 
 LOAD_BALANCERS: tuple[LoadBalancerKind, ...] = ("round_robin", "least_request")
-
-
-@attrs.frozen(kw_only=True)
-class Breaker:
-    """What ``breaker(...)`` returns."""
-
-    spec: BreakerSpec
-    problems: tuple[Problem, ...] = ()
 
 
 def breaker(
@@ -33,7 +23,7 @@ def breaker(
     max_pending: int = 1024,
     max_requests: int = 1024,
     max_retries: int = 3,
-) -> Breaker:
+) -> Declared[BreakerSpec]:
     """Circuit breaker limits for a destination (Envoy's defaults).
 
     Past a limit the sidecar answers 503 with the flag ``UO`` at once instead of
@@ -44,7 +34,7 @@ def breaker(
     queues a request waiting for a connection.
     """
     origin = caller_origin()
-    reader = VerbReader(origin=origin, subject="breaker(...)")
+    reader = ArgumentReader(origin=origin, subject="breaker(...)")
     spec = BreakerSpec(
         max_connections=reader.integer("max_connections", max_connections, fallback=1024),
         max_pending=reader.integer("max_pending", max_pending, fallback=1024),
@@ -52,15 +42,7 @@ def breaker(
         max_retries=reader.integer("max_retries", max_retries, fallback=3),
         origin=origin,
     )
-    return Breaker(spec=spec, problems=tuple(reader.problems))
-
-
-@attrs.frozen(kw_only=True)
-class Outlier:
-    """What ``outlier(...)`` returns."""
-
-    spec: OutlierSpec
-    problems: tuple[Problem, ...] = ()
+    return reader.declared("breaker", spec)
 
 
 def outlier(
@@ -69,7 +51,7 @@ def outlier(
     base_ejection: Duration = "30s",
     max_ejection: Duration = "300s",
     max_ejection_percent: float = 50,
-) -> Outlier:
+) -> Declared[OutlierSpec]:
     """Eject an instance after ``consecutive_errors`` 5xx or connect failures in a row.
 
     It is out for ``base_ejection`` times the number of times it was ejected, at
@@ -78,7 +60,7 @@ def outlier(
     one never is.
     """
     origin = caller_origin()
-    reader = VerbReader(origin=origin, subject="outlier(...)")
+    reader = ArgumentReader(origin=origin, subject="outlier(...)")
     spec = OutlierSpec(
         consecutive_errors=reader.integer("consecutive_errors", consecutive_errors, fallback=5),
         base_ejection=reader.duration("base_ejection", base_ejection, fallback=30.0),
@@ -88,30 +70,24 @@ def outlier(
         ),
         origin=origin,
     )
-    return Outlier(spec=spec, problems=tuple(reader.problems))
+    return reader.declared("outlier", spec)
 
 
-@attrs.frozen(kw_only=True)
-class Budget:
-    """What ``budget(...)`` returns."""
-
-    spec: BudgetSpec
-    problems: tuple[Problem, ...] = ()
-
-
-def budget(*, percent: float = 20, min_per_second: float = 10, window: Duration = "10s") -> Budget:
+def retry_budget(
+    *, percent: float = 20, min_per_second: float = 10, window: Duration = "10s"
+) -> Declared[BudgetSpec]:
     """A retry budget (Linkerd's): retries at most ``percent`` of requests plus
     ``min_per_second``, counted over the last ``window``; past it, no retry.
     """
     origin = caller_origin()
-    reader = VerbReader(origin=origin, subject="budget(...)")
+    reader = ArgumentReader(origin=origin, subject="retry_budget(...)")
     spec = BudgetSpec(
         percent=reader.number("percent", percent, fallback=20.0),
         min_per_second=reader.number("min_per_second", min_per_second, fallback=10.0),
         window=reader.duration("window", window, fallback=10.0),
         origin=origin,
     )
-    return Budget(spec=spec, problems=tuple(reader.problems))
+    return reader.declared("retry_budget", spec)
 
 
 def declare_policy(
@@ -124,7 +100,7 @@ def declare_policy(
     retry_budget: object,
 ) -> tuple[PolicySpec, list[Problem]]:
     """The ``PolicySpec`` of one ``mesh.policy(...)`` call and every type mistake in it."""
-    reader = VerbReader(origin=origin, subject=f"policy {service!r}")
+    reader = ArgumentReader(origin=origin, subject=f"policy {service!r}")
     balancer: LoadBalancerKind = "round_robin"
     if load_balancer == "least_request":
         balancer = "least_request"
@@ -133,9 +109,9 @@ def declare_policy(
         reader.fail(
             f"load_balancer {load_balancer!r} is not one of 'round_robin', 'least_request'{hint}"
         )
-    breaker_part = reader.part("breaker", breaker, Breaker, "breaker")
-    outlier_part = reader.part("outlier", outlier, Outlier, "outlier")
-    budget_part = reader.part("retry_budget", retry_budget, Budget, "budget")
+    breaker_part = reader.part("breaker", breaker, BreakerSpec, "breaker")
+    outlier_part = reader.part("outlier", outlier, OutlierSpec, "outlier")
+    budget_part = reader.part("retry_budget", retry_budget, BudgetSpec, "retry_budget")
     spec = PolicySpec(
         service=service,
         load_balancer=balancer,

@@ -1,54 +1,54 @@
-"""The Meshfile's verbs: ``Mesh``, ``mesh.service``, ``mesh.gateway``, ``http``, ``tcp``, ``restart``.
+"""The Meshfile's ``Mesh`` and its verbs: ``mesh.service``, ``mesh.gateway``,
+``mesh.route`` and ``mesh.policy``.
 
 Every verb records the ``Origin`` of the user's line that called it.  The
 arguments are read into the spec's vocabulary here; a value of the wrong type
 (``replicas="2"``, ``env={"A": 1}``, ``period="2 parsecs"``) becomes a
 ``Problem`` at that line and a harmless placeholder, so one evaluation reports
 every mistake.  Whether the values make a sound mesh (names, references,
-ranges, cycles) is decided afterwards by ``meshkit.dsl.validate``.
-
-While ``collecting(...)`` is active (that is, during an evaluation) each ``Mesh``
-and each problem is gathered by the active ``Collector``; used outside an
-evaluation, a mistake raises ``MeshfileError`` at once.
+ranges, cycles) is decided afterwards by ``meshkit.dsl.checks``.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TypeAlias, get_args
 
 import attrs
 
-from meshkit.dsl.durations import DurationError, parse_duration
-from meshkit.dsl.problems import MeshfileError, Problem, describe_value
-from meshkit.dsl.resilience import Breaker, Budget, Outlier, declare_policy
+from meshkit.api import Forward, HeaderOps
+from meshkit.dsl.problems import describe_value
 from meshkit.dsl.spec import (
     UNKNOWN_ORIGIN,
+    BreakerSpec,
+    BudgetSpec,
+    FaultSpec,
     GatewayRoute,
     GatewaySpec,
     HealthCheck,
+    MirrorSpec,
     MtlsMode,
     Origin,
+    OutlierSpec,
     PolicySpec,
     RestartMode,
     RestartPolicy,
+    RetrySpec,
     RouteSpec,
+    RuleSpec,
     ServiceProtocol,
     ServiceSpec,
 )
-from meshkit.dsl.suggest import did_you_mean
-from meshkit.dsl.traffic import Fault, HeaderRules, Mirror, Retry, Rule, Split, declare_route
 from meshkit.dsl.userframes import caller_origin
+from meshkit.dsl.verbs.collect import MeshDeclaration, active_collector, base_directory, report
+from meshkit.dsl.verbs.health import RESTART_MODES, restart_mode
+from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
+from meshkit.dsl.verbs.resilience import declare_policy
+from meshkit.dsl.verbs.route import declare_route
 
-Duration: TypeAlias = int | float | str
-"""Seconds as a number, or a string such as ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``."""
-
-RESTART_MODES: tuple[str, ...] = get_args(RestartMode)
 SERVICE_PROTOCOLS: tuple[str, ...] = get_args(ServiceProtocol)
 MTLS_MODES: tuple[str, ...] = get_args(MtlsMode)
 DEFAULT_GATEWAY_ROUTES: Mapping[str, str] = MappingProxyType({"/": "frontend"})
@@ -69,120 +69,8 @@ class ServiceHandle:
 ServiceRef: TypeAlias = str | ServiceHandle
 
 
-@attrs.frozen(kw_only=True)
-class MeshDeclaration:
-    """What one ``Mesh(...)`` object was told, before validation."""
-
-    name: str
-    mtls: MtlsMode
-    cert_lifetime: float
-    origin: Origin
-    services: tuple[ServiceSpec, ...] = ()
-    gateways: tuple[GatewaySpec, ...] = ()
-    routes: tuple[RouteSpec, ...] = ()
-    policies: tuple[PolicySpec, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class Declarations:
-    """Everything one evaluation of a Meshfile declared, and the mistakes made doing it."""
-
-    meshfile: str
-    meshes: tuple[MeshDeclaration, ...] = ()
-    problems: tuple[Problem, ...] = ()
-
-
-class Collector:
-    """Gathers the meshes and problems of one evaluation (see ``collecting``)."""
-
-    def __init__(self, *, meshfile: str) -> None:
-        self.meshfile = os.path.abspath(meshfile)
-        self.meshes: list[Mesh] = []
-        self.problems: list[Problem] = []
-
-    def declarations(self) -> Declarations:
-        return Declarations(
-            meshfile=self.meshfile,
-            meshes=tuple(mesh.declaration() for mesh in self.meshes),
-            problems=tuple(self.problems),
-        )
-
-
-_active_collector: ContextVar[Collector | None] = ContextVar(
-    "meshkit_dsl_active_collector", default=None
-)
-
-
-@contextmanager
-def collecting(meshfile: str) -> Iterator[Collector]:
-    """Gather every ``Mesh`` and problem declared inside the ``with`` block."""
-    collector = Collector(meshfile=meshfile)
-    token = _active_collector.set(collector)
-    try:
-        yield collector
-    finally:
-        _active_collector.reset(token)
-
-
-def _report(problems: list[Problem]) -> None:
-    collector = _active_collector.get()
-    if collector is not None:
-        collector.problems.extend(problems)
-    elif problems:
-        raise MeshfileError(problems[0])
-
-
-def _base_directory(origin: Origin) -> str:
-    """The directory relative paths are resolved against: the Meshfile's."""
-    collector = _active_collector.get()
-    if collector is not None:
-        return os.path.dirname(collector.meshfile)
-    if origin.file.startswith("<"):
-        return os.getcwd()
-    return os.path.dirname(origin.file)
-
-
-class _ArgumentReader:
-    """Reads a verb's arguments into typed values, noting each mistake as a Problem."""
-
-    def __init__(self, *, origin: Origin, subject: str) -> None:
-        self.origin = origin
-        self.subject = subject
-        self.problems: list[Problem] = []
-
-    def fail(self, message: str) -> None:
-        prefix = f"{self.subject}: " if self.subject else ""
-        self.problems.append(Problem.at(self.origin, prefix + message))
-
-    def text(self, field: str, value: object, *, fallback: str) -> str:
-        if isinstance(value, str):
-            return value
-        self.fail(f"{field} must be a string, got {describe_value(value)}")
-        return fallback
-
-    def optional_text(self, field: str, value: object) -> str | None:
-        return None if value is None else self.text(field, value, fallback="")
-
-    def integer(self, field: str, value: object, *, fallback: int) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        self.fail(f"{field} must be an int, got {describe_value(value)}")
-        return fallback
-
-    def duration(self, field: str, value: object, *, fallback: float) -> float:
-        try:
-            return parse_duration(value)
-        except DurationError as error:
-            self.fail(f"{field}: {error}")
-            return fallback
-
-    def choice(self, field: str, value: object, choices: tuple[str, ...]) -> str | None:
-        if isinstance(value, str) and value in choices:
-            return value
-        allowed = ", ".join(repr(choice) for choice in choices)
-        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        self.fail(f"{field} {value!r} is not one of {allowed}{hint}")
-        return None
+class _ServiceReader(ArgumentReader):
+    """The one argument reader, plus what only services and the gateway take."""
 
     def service_refs(self, field: str, value: object) -> tuple[str, ...]:
         items: Iterable[object]
@@ -210,7 +98,7 @@ class _ArgumentReader:
         if isinstance(value, str | os.PathLike):
             raw = os.fspath(value)
             if isinstance(raw, str):
-                base = _base_directory(self.origin)
+                base = base_directory(self.origin)
                 return os.path.normpath(os.path.join(base, os.path.expanduser(raw)))
         self.fail(f"{field} must be a path (a string), got {describe_value(value)}")
         return None
@@ -258,15 +146,15 @@ class _ArgumentReader:
     def health(self, field: str, value: object) -> HealthCheck | None:
         if value is None or isinstance(value, HealthCheck):
             return value
-        hint = f" (did you mean {field}=http({value!r})?)" if isinstance(value, str) else ""
-        self.fail(f"{field} must be http(...) or tcp(...), got {describe_value(value)}{hint}")
+        hint = f" (did you mean {field}=http_get({value!r})?)" if isinstance(value, str) else ""
+        self.fail(f"{field} must be http_get(...) or tcp_connect(...), got {describe_value(value)}{hint}")
         return None
 
     def restart_policy(self, field: str, value: object) -> RestartPolicy:
         if isinstance(value, RestartPolicy):
             return value
         mode = self.choice(field, value, RESTART_MODES)
-        return RestartPolicy() if mode is None else _restart_policy(mode)
+        return RestartPolicy() if mode is None else restart_mode(mode)
 
     def gateway_routes(
         self, field: str, value: object, *, origin: Origin
@@ -294,14 +182,6 @@ def _protocol(choice: str | None) -> ServiceProtocol:
     return "http1"
 
 
-def _restart_policy(mode: str) -> RestartPolicy:
-    if mode == "no":
-        return RestartPolicy(mode="no")
-    if mode == "on_failure":
-        return RestartPolicy(mode="on_failure")
-    return RestartPolicy(mode="always")
-
-
 def _mtls_mode(mode: str | None) -> MtlsMode:
     return "permissive" if mode == "permissive" else "strict"
 
@@ -325,7 +205,7 @@ class Mesh:
         self, name: str, *, mtls: MtlsMode = "strict", cert_lifetime: float | str = "24h"
     ) -> None:
         self._origin = caller_origin()
-        reader = _ArgumentReader(origin=self._origin, subject="Mesh(...)")
+        reader = _ServiceReader(origin=self._origin, subject="Mesh(...)")
         self._name = reader.text("name", name, fallback="mesh")
         self._mtls = _mtls_mode(reader.choice("mtls", mtls, MTLS_MODES))
         self._cert_lifetime = reader.duration("cert_lifetime", cert_lifetime, fallback=86400.0)
@@ -333,8 +213,8 @@ class Mesh:
         self._gateways: list[GatewaySpec] = []
         self._routes: list[RouteSpec] = []
         self._policies: list[PolicySpec] = []
-        _report(reader.problems)
-        collector = _active_collector.get()
+        report(reader.problems)
+        collector = active_collector.get()
         if collector is not None:
             collector.meshes.append(self)
 
@@ -357,7 +237,7 @@ class Mesh:
         health: HealthCheck | None = None,
         depends_on: ServiceRef | Iterable[ServiceRef] = (),
         upstreams: ServiceRef | Iterable[ServiceRef] = (),
-        restart: RestartPolicy | RestartMode = "always",
+        restart_policy: RestartPolicy | RestartMode = "always",
         watch: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = (),
         protocol: ServiceProtocol = "http1",
         image: str | None = None,
@@ -376,7 +256,7 @@ class Mesh:
         directory.
         """
         origin = caller_origin()
-        reader = _ArgumentReader(origin=origin, subject=_subject(name, version))
+        reader = _ServiceReader(origin=origin, subject=_subject(name, version))
         cwd_path = None if cwd is None else reader.path("cwd", cwd)
         spec = ServiceSpec(
             name=reader.text("name", name, fallback="service"),
@@ -388,13 +268,13 @@ class Mesh:
             health=reader.health("health", health),
             depends_on=reader.service_refs("depends_on", depends_on),
             upstreams=reader.service_refs("upstreams", upstreams),
-            restart=reader.restart_policy("restart", restart),
+            restart_policy=reader.restart_policy("restart_policy", restart_policy),
             watch=reader.paths("watch", watch),
             protocol=_protocol(reader.choice("protocol", protocol, SERVICE_PROTOCOLS)),
             image=reader.optional_text("image", image),
             origin=origin,
         )
-        _report(reader.problems)
+        report(reader.problems)
         self._services.append(spec)
         return ServiceHandle(name=spec.name, version=spec.version, origin=origin)
 
@@ -412,7 +292,7 @@ class Mesh:
         ``tls_port`` adds HTTPS with a certificate from the mesh's local CA.
         """
         origin = caller_origin()
-        reader = _ArgumentReader(origin=origin, subject="gateway")
+        reader = _ServiceReader(origin=origin, subject="gateway")
         self._gateways.append(
             GatewaySpec(
                 host=reader.text("host", host, fallback="127.0.0.1"),
@@ -424,19 +304,19 @@ class Mesh:
                 origin=origin,
             )
         )
-        _report(reader.problems)
+        report(reader.problems)
 
     def route(
         self,
         service: ServiceRef,
-        *rules: Rule,
-        default: Split | str | None = None,
+        *rules: Declared[RuleSpec],
+        default: Declared[Forward] | str | None = None,
         timeout: Duration | None = None,
-        retries: Retry | None = None,
-        fault: Fault | None = None,
-        mirror: Mirror | None = None,
-        request_headers: HeaderRules | None = None,
-        response_headers: HeaderRules | None = None,
+        retry: Declared[RetrySpec] | None = None,
+        fault: Declared[FaultSpec] | None = None,
+        mirror: Declared[MirrorSpec] | None = None,
+        request_headers: Declared[HeaderOps] | None = None,
+        response_headers: Declared[HeaderOps] | None = None,
     ) -> None:
         """Route requests to ``service`` (Istio's VirtualService): the first matching rule wins.
 
@@ -455,13 +335,13 @@ class Mesh:
             rules=rules,
             default=default,
             timeout=timeout,
-            retries=retries,
+            retry=retry,
             fault=fault,
             mirror=mirror,
             request_headers=request_headers,
             response_headers=response_headers,
         )
-        _report(problems)
+        report(problems)
         self._routes.append(spec)
 
     def policy(
@@ -469,15 +349,15 @@ class Mesh:
         service: ServiceRef,
         *,
         load_balancer: str = "round_robin",
-        breaker: Breaker | None = None,
-        outlier: Outlier | None = None,
-        retry_budget: Budget | None = None,
+        breaker: Declared[BreakerSpec] | None = None,
+        outlier: Declared[OutlierSpec] | None = None,
+        retry_budget: Declared[BudgetSpec] | None = None,
     ) -> None:
         """How requests to ``service`` are spread and protected (Istio's DestinationRule).
 
         ``load_balancer`` is ``"round_robin"`` or ``"least_request"`` (the less
         busy of two random instances); ``breaker(...)``, ``outlier(...)`` and
-        ``budget(...)`` override the defaults (1024/1024/1024/3; 5 errors, 30s..300s;
+        ``retry_budget(...)`` override the defaults (1024/1024/1024/3; 5 errors, 30s..300s;
         20 % + 10/s).
         """
         origin = caller_origin()
@@ -490,7 +370,7 @@ class Mesh:
             outlier=outlier,
             retry_budget=retry_budget,
         )
-        _report(problems)
+        report(problems)
         self._policies.append(spec)
 
     def declaration(self) -> MeshDeclaration:
@@ -507,99 +387,3 @@ class Mesh:
         )
 
 
-def _health_check(
-    reader: _ArgumentReader,
-    *,
-    kind: str,
-    path: object,
-    period: object,
-    timeout: object,
-    initial_delay: object,
-    success_threshold: object,
-    failure_threshold: object,
-) -> HealthCheck:
-    defaults = HealthCheck()
-    check = HealthCheck(
-        kind="tcp" if kind == "tcp" else "http",
-        path=reader.text("path", path, fallback="/"),
-        period=reader.duration("period", period, fallback=defaults.period),
-        timeout=reader.duration("timeout", timeout, fallback=defaults.timeout),
-        initial_delay=reader.duration("initial_delay", initial_delay, fallback=0.0),
-        success_threshold=reader.integer(
-            "success_threshold", success_threshold, fallback=defaults.success_threshold
-        ),
-        failure_threshold=reader.integer(
-            "failure_threshold", failure_threshold, fallback=defaults.failure_threshold
-        ),
-    )
-    _report(reader.problems)
-    return check
-
-
-def http(
-    path: str = "/",
-    *,
-    period: Duration = "1s",
-    timeout: Duration = "1s",
-    initial_delay: Duration = 0,
-    success_threshold: int = 1,
-    failure_threshold: int = 3,
-) -> HealthCheck:
-    """An HTTP health check: ``GET path`` on the app's port; 2xx and 3xx are healthy."""
-    return _health_check(
-        _ArgumentReader(origin=caller_origin(), subject="http(...)"),
-        kind="http",
-        path=path,
-        period=period,
-        timeout=timeout,
-        initial_delay=initial_delay,
-        success_threshold=success_threshold,
-        failure_threshold=failure_threshold,
-    )
-
-
-def tcp(
-    *,
-    period: Duration = "1s",
-    timeout: Duration = "1s",
-    initial_delay: Duration = 0,
-    success_threshold: int = 1,
-    failure_threshold: int = 3,
-) -> HealthCheck:
-    """A TCP health check: a connect to the app's port that succeeds is healthy."""
-    return _health_check(
-        _ArgumentReader(origin=caller_origin(), subject="tcp(...)"),
-        kind="tcp",
-        path="/",
-        period=period,
-        timeout=timeout,
-        initial_delay=initial_delay,
-        success_threshold=success_threshold,
-        failure_threshold=failure_threshold,
-    )
-
-
-def restart(
-    mode: RestartMode = "always",
-    *,
-    backoff: Duration = "500ms",
-    max_backoff: Duration = "30s",
-    reset_after: Duration = "10s",
-) -> RestartPolicy:
-    """When a stopped app is started again (``"always"``, ``"on_failure"``, ``"no"``).
-
-    The wait before a restart starts at ``backoff``, doubles up to
-    ``max_backoff``, and starts over once the app has stayed up ``reset_after``.
-    """
-    reader = _ArgumentReader(origin=caller_origin(), subject="restart(...)")
-    defaults = RestartPolicy()
-    chosen = reader.choice("mode", mode, RESTART_MODES)
-    base = RestartPolicy() if chosen is None else _restart_policy(chosen)
-    policy = attrs.evolve(
-        base,
-        backoff_initial=reader.duration("backoff", backoff, fallback=defaults.backoff_initial),
-        backoff_max=reader.duration("max_backoff", max_backoff, fallback=defaults.backoff_max),
-        reset_after=reader.duration("reset_after", reset_after, fallback=defaults.reset_after),
-    )
-    _report(reader.problems)
-    return policy

@@ -1,25 +1,42 @@
-"""Reading the arguments of the Meshfile's traffic and resilience verbs.
+"""Reading the arguments of every Meshfile verb, and what a verb returns.
 
-``VerbReader`` turns what a verb was given into typed values; each value of the
-wrong type becomes a ``Problem`` at the user's line and a harmless fallback, so
-one evaluation reports every mistake (as ``declare``'s reader does for services).
+``ArgumentReader`` turns what a verb was given into typed values; each value of
+the wrong type becomes a ``Problem`` at the user's line and a harmless fallback,
+so one evaluation reports every mistake.  ``Declared`` is what a verb returns:
+the spec it built and the problems it noticed, reported by ``mesh.route`` /
+``mesh.policy``, so a verb never raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias, TypeVar
+from typing import Generic, TypeAlias, TypeVar
+
+import attrs
 
 from meshkit.dsl.durations import DurationError, parse_duration
 from meshkit.dsl.problems import Problem, describe_value
 from meshkit.dsl.spec import Origin
+from meshkit.dsl.suggest import did_you_mean
 
 Duration: TypeAlias = int | float | str
-"""Seconds as a number, or a string such as ``"250ms"``, ``"2s"``."""
-_T = TypeVar("_T")
+"""Seconds as a number, or a string such as ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``."""
+SpecT = TypeVar("SpecT")
 
 
-class VerbReader:
+@attrs.frozen(kw_only=True)
+class Declared(Generic[SpecT]):
+    """What a verb returns: ``verb`` (its name), the ``spec`` it built and its ``problems``."""
+
+    verb: str
+    spec: SpecT
+    problems: tuple[Problem, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"{self.verb}(...)"
+
+
+class ArgumentReader:
     """Reads a verb's arguments, noting each type mistake as a Problem at ``origin``."""
 
     def __init__(self, *, origin: Origin, subject: str) -> None:
@@ -28,7 +45,12 @@ class VerbReader:
         self.problems: list[Problem] = []
 
     def fail(self, message: str) -> None:
-        self.problems.append(Problem.at(self.origin, f"{self.subject}: {message}"))
+        prefix = f"{self.subject}: " if self.subject else ""
+        self.problems.append(Problem.at(self.origin, prefix + message))
+
+    def declared(self, verb: str, spec: SpecT, *more: Problem) -> Declared[SpecT]:
+        """The value a verb returns: ``spec`` and every problem noticed reading it."""
+        return Declared(verb=verb, spec=spec, problems=(*self.problems, *more))
 
     def text(self, field: str, value: object, *, fallback: str = "") -> str:
         if isinstance(value, str):
@@ -61,6 +83,14 @@ class VerbReader:
     def optional_duration(self, field: str, value: object) -> float | None:
         return None if value is None else self.duration(field, value, fallback=0.0)
 
+    def choice(self, field: str, value: object, choices: tuple[str, ...]) -> str | None:
+        if isinstance(value, str) and value in choices:
+            return value
+        allowed = ", ".join(repr(choice) for choice in choices)
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        self.fail(f"{field} {value!r} is not one of {allowed}{hint}")
+        return None
+
     def pairs(self, field: str, value: object) -> tuple[tuple[str, str], ...]:
         if value is None:
             return ()
@@ -90,8 +120,13 @@ class VerbReader:
                 self.fail(f"{field} entries must be strings, got {describe_value(item)}")
         return tuple(found)
 
-    def part(self, field: str, value: object, kind: type[_T], verb: str) -> _T | None:
-        if value is None or isinstance(value, kind):
+    def part(
+        self, field: str, value: object, kind: type[SpecT], verb: str
+    ) -> Declared[SpecT] | None:
+        """``value`` when it is what ``verb(...)`` returns (a ``Declared`` of ``kind``)."""
+        if value is None:
+            return None
+        if isinstance(value, Declared) and isinstance(value.spec, kind):
             return value
         self.fail(f"{field} must be {verb}(...), got {describe_value(value)}")
         return None
