@@ -145,7 +145,7 @@ def test_type_mistakes_become_problems_at_their_line() -> None:
         ),
         (
             _line_of("bad-mode"),
-            "service 'c': restart 'sometimes' is not one of 'no', 'on_failure', 'always'",
+            "service 'c': restart_policy 'sometimes' is not one of 'no', 'on_failure', 'always'",
         ),
         (
             _line_of("bad-restart-call"),
