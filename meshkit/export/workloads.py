@@ -268,7 +268,7 @@ def _note_runtime_only(deployed: ServiceSpec, findings: list[Finding]) -> None:
             "dropped: Kubernetes starts every Deployment at once (readiness probes gate "
             "traffic; the app must retry its upstreams)",
         )
-    restart = deployed.restart
+    restart = deployed.restart_policy
     if restart.mode != "always":
         note(
             f"restart mode {restart.mode!r}",

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.e2e
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MESHFILES = sorted({REPO / "meshfile.example.py", *REPO.glob("examples/**/[Mm]eshfile*.py")})
 ROUTING = """\
-from meshkit import Mesh, breaker, fault, headers, http, match, mirror, outlier, prefix, retry, split
+from meshkit import Mesh, breaker, fault, headers, http_get, match, mirror, outlier, prefix, retry, split
 
 mesh = Mesh("shop")
-mesh.service("catalog", version="v1", run="python catalog.py", replicas=2, health=http("/healthz"))
-mesh.service("catalog", version="v2", run="python catalog.py", health=http("/healthz"))
-mesh.service("frontend", run="python frontend.py", upstreams=["catalog"], health=http("/healthz"))
+mesh.service("catalog", version="v1", run="python catalog.py", replicas=2, health=http_get("/healthz"))
+mesh.service("catalog", version="v2", run="python catalog.py", health=http_get("/healthz"))
+mesh.service("frontend", run="python frontend.py", upstreams=["catalog"], health=http_get("/healthz"))
 mesh.route("catalog",
     match(headers={"x-canary": "1"}).to(version="v2"),
     match(headers={"x-user": prefix("beta-")}, method="GET").to(version="v2"),
@@ -30,7 +30,7 @@ mesh.route("catalog",
     match(path_prefix="/api/v1/").to(version="v1", rewrite_prefix="/"),
     match(path_prefix="/slow").to(fault=fault(delay="300ms", percent=10)),
     default=split(v1=90, v2=10), timeout="2s",
-    retries=retry(attempts=3, retry_on=["5xx", "connect-failure", "reset"]),
+    retry=retry(attempts=3, retry_on=["5xx", "connect-failure", "reset"]),
     mirror=mirror(version="v2", percent=5),
     request_headers=headers(set={"x-mesh": "1"}, remove=["x-debug"]),
     response_headers=headers(add={"x-served-by": "meshkit"}))

@@ -11,9 +11,9 @@ from meshkit.cli import main
 from tests.schemas.validation import validate
 
 MESHFILE = (
-    "from meshkit import Mesh, http\n"
+    "from meshkit import Mesh, http_get\n"
     "mesh = Mesh('shop')\n"
-    "mesh.service('catalog', version='v1', run='c', image='shop/catalog:1', health=http('/h'))\n"
+    "mesh.service('catalog', version='v1', run='c', image='shop/catalog:1', health=http_get('/h'))\n"
     "mesh.service('catalog', version='v2', run='c', image='shop/catalog:2')\n"
     "mesh.service('frontend', run='python frontend.py', upstreams=['catalog'])\n"
     "mesh.gateway(port=8080, routes={'/': 'frontend'})\n"

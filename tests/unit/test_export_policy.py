@@ -75,7 +75,7 @@ CASES: list[tuple[str, str, tuple[str, str], tuple[Any, ...], Any]] = [
     ),
     (
         "retry budget",
-        'mesh.policy("catalog", retry_budget=budget(percent=25, min_per_second=5))',
+        'mesh.policy("catalog", retry_budget=retry_budget(percent=25, min_per_second=5))',
         ("DestinationRule", "catalog"),
         ("spec", "trafficPolicy", "retryBudget"),
         {"percent": 25.0, "minRetryConcurrency": 5},

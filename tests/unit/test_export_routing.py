@@ -229,7 +229,7 @@ CASES: list[tuple[str, str, tuple[str, str], tuple[Any, ...], Any]] = [
     ),
     (
         "retries with retryOn and status codes",
-        'mesh.route("catalog", retries=retry(attempts=3, per_try_timeout="500ms",'
+        'mesh.route("catalog", retry=retry(attempts=3, per_try_timeout="500ms",'
         ' retry_on=["5xx", "connect-failure", "reset", 429, "unavailable"]))',
         ("VirtualService", "catalog"),
         ("spec", "http", -1, "retries"),
@@ -243,8 +243,8 @@ CASES: list[tuple[str, str, tuple[str, str], tuple[Any, ...], Any]] = [
     ),
     (
         "a rule's own retries win over the route's",
-        'mesh.route("catalog", match(path="/x").to(retries=retry(attempts=1, retry_on=["reset"])),'
-        " retries=retry(attempts=4))",
+        'mesh.route("catalog", match(path="/x").to(retry=retry(attempts=1, retry_on=["reset"])),'
+        " retry=retry(attempts=4))",
         ("VirtualService", "catalog"),
         ("spec", "http", 0, "retries", "attempts"),
         1,

@@ -14,18 +14,18 @@ from tests.schemas.validation import export_validated
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 SHOP = """\
-from meshkit import Mesh, http, restart, tcp
+from meshkit import Mesh, http_get, restart_policy, tcp_connect
 
 mesh = Mesh("shop")
 mesh.service("catalog", version="v1", run="python catalog.py", replicas=2,
-             health=http("/healthz", period="2s", timeout="1s", initial_delay="3s",
+             health=http_get("/healthz", period="2s", timeout="1s", initial_delay="3s",
                          failure_threshold=5),
              image="shop/catalog:1.4")
 mesh.service("catalog", version="v2", run="python catalog.py", image="shop/catalog:2.0",
              env={"CATALOG_FLAVOUR": "new", "PORT": "9000"})
-mesh.service("rpc", run="python rpc.py", protocol="grpc", health=tcp(), image="shop/rpc:1")
+mesh.service("rpc", run="python rpc.py", protocol="grpc", health=tcp_connect(), image="shop/rpc:1")
 mesh.service("frontend", run="python frontend.py", upstreams=["catalog", "rpc"],
-             health=http("/healthz"))
+             health=http_get("/healthz"))
 """
 
 
@@ -198,19 +198,19 @@ FINDINGS = [
     ),
     (
         "a restart mode",
-        'mesh.service("api", run="a", image="i", restart="on_failure")',
+        'mesh.service("api", run="a", image="i", restart_policy="on_failure")',
         6,
         "service 'api': restart mode 'on_failure'; a Deployment always restarts its pods",
     ),
     (
         "restart back-off",
-        'mesh.service("api", run="a", image="i", restart=restart(backoff="1s"))',
+        'mesh.service("api", run="a", image="i", restart_policy=restart_policy(backoff="1s"))',
         6,
         "service 'api': restart back-off settings; dropped",
     ),
     (
         "a probe period under a second",
-        'mesh.service("api", run="a", image="i", health=http("/", period="500ms"))',
+        'mesh.service("api", run="a", image="i", health=http_get("/", period="500ms"))',
         6,
         "service 'api' health check: periodSeconds must be whole seconds (at least 1), not 0.5",
     ),
@@ -228,13 +228,13 @@ FINDINGS = [
     ),
     (
         "a retry back-off cap Istio cannot set",
-        'mesh.route("db", retries=retry(attempts=2, max_backoff="1s"))',
+        'mesh.route("db", retry=retry(attempts=2, max_backoff="1s"))',
         6,
         "route 'db': max_backoff=1s has no Istio field; Envoy caps back-off at 10 x backoff",
     ),
     (
         "a retry condition Istio does not know",
-        'mesh.route("db", retries=retry(attempts=2, retry_on=["5xx", "not-found"]))',
+        'mesh.route("db", retry=retry(attempts=2, retry_on=["5xx", "not-found"]))',
         6,
         "route 'db': retry_on 'not-found' is not a condition Istio retries on; dropped",
     ),
@@ -252,7 +252,7 @@ FINDINGS = [
     ),
     (
         "a rate-based retry budget",
-        'mesh.policy("db", retry_budget=budget(percent=10, window="5s"))',
+        'mesh.policy("db", retry_budget=retry_budget(percent=10, window="5s"))',
         6,
         "policy 'db': Istio's retryBudget limits concurrent retries, not retries per 5s window",
     ),

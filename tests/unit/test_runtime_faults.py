@@ -219,7 +219,7 @@ def make_server(
     restart = None
     if on_restart is not None:
 
-        async def restart_policy(service: str) -> dict[str, object]:
+        async def restart(service: str) -> dict[str, object]:
             on_restart(service)
             return {"applied": True, "summary": f"restart {service}", "error": None}
 
