@@ -39,9 +39,9 @@ def paused_under_load(mesh: MeshProcess, *, pause: float = PAUSE) -> Load:
 def test_a_stopped_control_plane_blocks_no_request(tmp_path: Path) -> None:
     meshfile = tmp_path / "Meshfile.py"
     meshfile.write_text(textwrap.dedent(f"""
-        from meshkit import Mesh, http
+        from meshkit import Mesh, http_get
         mesh = Mesh("paused")
-        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http("/healthz"))
+        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"))
         mesh.gateway(port=0, routes={{"/": "echo"}})
     """))
     mesh = MeshProcess(meshfile, tmp_path, "--no-watch")

@@ -24,9 +24,9 @@ APPS = REPO / "tests" / "e2e" / "apps"
 def write_meshfile(tmp_path: Path, port: int = 8080) -> Path:
     meshfile = tmp_path / "Meshfile.py"
     meshfile.write_text(textwrap.dedent(f"""
-        from meshkit import Mesh, http
+        from meshkit import Mesh, http_get
         mesh = Mesh("address")
-        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http("/healthz"))
+        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"))
         mesh.gateway(port={port}, routes={{"/": "echo"}})
     """))
     return meshfile

@@ -40,11 +40,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     meshfile = workdir / "Meshfile.py"
     meshfile.write_text(
         f"""\
-from meshkit import Mesh, http
+from meshkit import Mesh, http_get
 
 mesh = Mesh("hardening-h2")
 mesh.service("echo", run="{python} {APPS / "versioned_echo.py"}",
-             health=http("/healthz", period="100ms"))
+             health=http_get("/healthz", period="100ms"))
 mesh.gateway(port=0, tls_port=0, routes={{"/": "echo"}})
 """
     )

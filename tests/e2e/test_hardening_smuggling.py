@@ -40,12 +40,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     meshfile = workdir / "Meshfile.py"
     meshfile.write_text(
         f"""\
-from meshkit import Mesh, http
+from meshkit import Mesh, http_get
 
 mesh = Mesh("smuggling")
-mesh.service("echo", run="{python} {echo}", health=http("/healthz", period="100ms"))
+mesh.service("echo", run="{python} {echo}", health=http_get("/healthz", period="100ms"))
 mesh.service("front", run="{python} {echo}", upstreams=["echo"],
-             health=http("/healthz", period="100ms"))
+             health=http_get("/healthz", period="100ms"))
 mesh.gateway(port=0, routes={{"/": "echo"}})
 """
     )

@@ -22,14 +22,14 @@ APPS = REPO / "tests" / "e2e" / "apps"
 def meshfile_text(*, with_v2: bool) -> str:
     v2 = textwrap.dedent(f"""
         mesh.service("echo", version="v2", run="python {APPS}/versioned_echo.py",
-                     health=http("/healthz"))
+                     health=http_get("/healthz"))
         mesh.route("echo", default=split(v1=80, v2=20))
     """) if with_v2 else ""
     return textwrap.dedent(f"""
-        from meshkit import Mesh, http, split
+        from meshkit import Mesh, http_get, split
         mesh = Mesh("versions")
         mesh.service("echo", version="v1", run="python {APPS}/versioned_echo.py",
-                     health=http("/healthz"))
+                     health=http_get("/healthz"))
         mesh.gateway(port=0, routes={{"/": "echo"}})
     """) + v2
 

@@ -36,11 +36,11 @@ def test_status_tells_reasons_names_exits_and_bound_ports(tmp_path: Path) -> Non
     elsewhere = free_port()
     meshfile = tmp_path / "Meshfile.py"
     meshfile.write_text(textwrap.dedent(f"""
-        from meshkit import Mesh, http, restart
+        from meshkit import Mesh, http_get, restart_policy
         mesh = Mesh("truth")
-        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http("/healthz"))
+        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"))
         mesh.service("crasher", run="echo 'boom: no database'; exit 3",
-                     restart=restart("always", backoff="200ms", max_backoff="1s"))
+                     restart_policy=restart_policy("always", backoff="200ms", max_backoff="1s"))
         mesh.service("astray", run="python -m http.server {elsewhere} --bind 127.0.0.1")
         mesh.gateway(port=0, routes={{"/": "echo"}})
     """))

@@ -20,9 +20,9 @@ def test_one_save_of_a_watched_file_beside_the_meshfile_restarts_once(tmp_path: 
     (tmp_path / "settings.py").write_text("VERSION = 1\n")
     meshfile = tmp_path / "Meshfile.py"
     meshfile.write_text(textwrap.dedent(f"""
-        from meshkit import Mesh, http
+        from meshkit import Mesh, http_get
         mesh = Mesh("once")
-        mesh.service("a", run="python {APPS}/versioned_echo.py", health=http("/healthz"),
+        mesh.service("a", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"),
                      watch=["settings.py"])
     """))
     mesh = MeshProcess(meshfile, tmp_path)
