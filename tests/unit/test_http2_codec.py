@@ -172,6 +172,23 @@ def test_ping_flood_without_reading_trips_the_outbound_budget() -> None:
     assert server.flooded and ended[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert "not reading" in ended[0].reason
     assert server.queued_frames <= 1002
+    # What the peer left unread is dropped; only GOAWAY ENHANCE_YOUR_CALM goes out.
+    goaways = [e for e in peer.receive_data(server.data_to_send())]
+    assert [type(e).__name__ for e in goaways] == ["ConnectionTerminated"]
+    assert goaways[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_a_peer_that_reads_its_ping_acks_is_not_cut_off_by_a_large_batch() -> None:
+    server, peer, _ = make_pair()
+    peer.receive_data(server.data_to_send())
+    for round_ in range(5000):
+        peer.ping(round_.to_bytes(8, "big"))
+    events = server.receive_data(peer.data_to_send())  # 5000 PINGs in one read
+    assert not server.flooded and not [e for e in events if isinstance(e, ConnectionEnded)]
+    acks = peer.receive_data(server.data_to_send())
+    assert len(acks) >= 5000
+    peer.ping(b"12345678")
+    assert not server.flooded and not server.receive_data(peer.data_to_send())
 
 
 def test_count_frames_and_budget() -> None:

@@ -147,6 +147,10 @@ class Http2Codec:
         if not data:
             self.finished = True
             return [self._end(ErrorCodes.NO_ERROR, "the peer closed the connection", by_peer=True)]
+        if self._budget.exceeded():
+            # Frames queued before these bytes are still unread: a peer that
+            # reads its answers is never cut off by one large batch of PINGs.
+            return [self._end_flood()]
         try:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -164,11 +168,24 @@ class Http2Codec:
             self.finished = True
             events.append(self._end(ErrorCodes.ENHANCE_YOUR_CALM, self._rapid_reset.describe()))
         self._collect_output()
-        if self._budget.exceeded():
-            self.finished = True
-            self.flooded = True
-            events.append(self._end(ErrorCodes.ENHANCE_YOUR_CALM, self._budget.describe()))
         return events
+
+    def _end_flood(self) -> ConnectionEnded:
+        """Drop what the peer left unread and queue only GOAWAY ENHANCE_YOUR_CALM."""
+        reason = self._budget.describe()
+        self._outbound.clear()
+        self._queued_bytes = 0
+        self._budget = OutboundFrameBudget(
+            max_control_frames=self.limits.max_outbound_control_frames,
+            max_frames=self.limits.max_outbound_frames,
+        )
+        self._h2.close_connection(
+            ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self._h2.highest_inbound_stream_id
+        )
+        self._collect_output()
+        self.finished = True
+        self.flooded = True
+        return self._end(ErrorCodes.ENHANCE_YOUR_CALM, reason)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer; the caller writes it to the transport."""

@@ -260,9 +260,8 @@ class Http2Connection:
                     nursery.start_soon(self._write_loop)
                     task_status.started()
                     await self._read_loop()
-                    if not self._codec.flooded:
-                        with trio.move_on_after(FLUSH_GRACE_SECONDS):
-                            await self._flush()
+                    with trio.move_on_after(FLUSH_GRACE_SECONDS):
+                        await self._flush()
                     nursery.cancel_scope.cancel()
         finally:
             self._finish()
@@ -339,7 +338,7 @@ class Http2Connection:
     async def _flush(self) -> None:
         """Wait until everything queued so far has been handed to the transport."""
         self._signal_output()
-        while self._codec.queued_bytes and not self._codec.flooded:
+        while self._codec.queued_bytes:
             await self._output_drained.wait()
 
     async def _wait_for_window(self) -> None:
