@@ -100,10 +100,10 @@ def rewrite_request_headers(
     has_request_id = False
     has_proto = False
     for name, value in strip_hop_by_hop(headers):
-        if name == IDENTITY_HEADER or name == b"expect":
+        if name in (IDENTITY_HEADER, b"expect"):
             continue
         if name == b"x-forwarded-for" and append_forwarded_for:
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            forwarded_for = _joined(forwarded_for, value)
             continue
         if name == REQUEST_ID_HEADER:
             has_request_id = True
@@ -114,23 +114,29 @@ def rewrite_request_headers(
         result.append((name, value))
     if append_forwarded_for and client_address is not None:
         address = client_address.encode()
-        forwarded_for = address if forwarded_for is None else forwarded_for + b", " + address
+        forwarded_for = _joined(forwarded_for, address)
     if forwarded_for is not None:
         result.append((b"x-forwarded-for", forwarded_for))
     if not has_proto:
         result.append((b"x-forwarded-proto", edge_scheme if append_forwarded_for else b"http"))
     if not has_request_id:
         result.append((REQUEST_ID_HEADER, new_request_id()))
+    return result + _hop_headers(identity=identity, local_identity=local_identity, chunked=chunked)
+
+
+def _hop_headers(*, identity: str | None, local_identity: str | None, chunked: bool) -> Headers:
+    """XFCC from the verified peer, and the chunked framing, for this hop."""
+    added: Headers = []
     if identity is not None:
-        result.append(
-            (
-                IDENTITY_HEADER,
-                forwarded_client_cert(local_identity=local_identity, peer_identity=identity),
-            )
-        )
+        xfcc = forwarded_client_cert(local_identity=local_identity, peer_identity=identity)
+        added.append((IDENTITY_HEADER, xfcc))
     if chunked:
-        result.append((b"transfer-encoding", b"chunked"))
-    return result
+        added.append((b"transfer-encoding", b"chunked"))
+    return added
+
+
+def _joined(previous: bytes | None, value: bytes) -> bytes:
+    return value if previous is None else previous + b", " + value
 
 
 def rewrite_response_headers(headers: Headers) -> Headers:
