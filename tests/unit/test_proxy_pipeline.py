@@ -455,3 +455,50 @@ def test_a_request_without_length_or_chunking_has_no_body() -> None:
     assert request_has_body(sized)
     empty = RequestHead(method=b"POST", target=b"/", headers=[(b"content-length", b"0")])
     assert not request_has_body(empty)
+
+
+@attrs.define
+class FailingMesh(FakeMesh):
+    """Every try answers 503 after a second; counts the retries in flight."""
+
+    tries: dict[bytes, int] = attrs.field(factory=dict)
+    retries_in_flight: int = 0
+    most_retries_in_flight: int = 0
+
+    async def attempt(
+        self,
+        endpoint: Endpoint,
+        head: RequestHead,
+        body: RequestBodySource | None,
+        on_response: ResponseHook,
+    ) -> Outcome:
+        retry = self.tries.get(head.target, 0) > 0
+        self.tries[head.target] = self.tries.get(head.target, 0) + 1
+        self.retries_in_flight += retry
+        self.most_retries_in_flight = max(self.most_retries_in_flight, self.retries_in_flight)
+        try:
+            await trio.sleep(1.0)
+        finally:
+            self.retries_in_flight -= retry
+        on_response(ResponseHead(status=503, headers=[]))
+        return Outcome(status=503, flag="-", keep_alive=True, answered=False)
+
+
+async def test_max_retries_bounds_the_retries_in_flight_at_admission(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """10 concurrent failing requests with max_retries=3: at most 3 retries in flight."""
+    mesh = FailingMesh()
+    policy = DestinationPolicy(service="catalog", breaker=BreakerLimits(max_retries=3))
+    retry = RetryRule(attempts=3, retry_on=("5xx",))
+    config, destinations = config_with(RouteRule(retry=retry), policy=policy), new_destinations()
+
+    async def one(index: int) -> None:
+        await run(mesh, config, destinations, target=f"/items/{index}".encode())
+
+    async with trio.open_nursery() as nursery:
+        for index in range(10):
+            nursery.start_soon(one, index)
+    assert sum(mesh.tries.values()) > 10
+    assert 1 <= mesh.most_retries_in_flight <= 3
+    assert destinations.state("catalog").breaker.in_use("retries") == 0

@@ -43,7 +43,7 @@ from meshkit.proxy.codec.messages import Headers, RequestHead
 from meshkit.proxy.config import Cluster, Endpoint, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome, ResponseHook, request_has_body
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
-from meshkit.proxy.flow.retrying import TryState, decide_retry, failure_of
+from meshkit.proxy.flow.retrying import HeldRetry, TryState, decide_retry, failure_of
 from meshkit.proxy.policy.destinations import DEFAULT_RULE, Destinations, DestinationState
 from meshkit.proxy.policy.faults import FaultDecision
 from meshkit.proxy.policy.flags import (
@@ -275,7 +275,7 @@ async def _attempts(
     retries_done = 0
     last_failure: tuple[Failure, str] | None = None
     route_deadline = trio.current_time() + rule.timeout if rule.timeout > 0 else math.inf
-    with trio.CancelScope(deadline=route_deadline) as route_scope:
+    with trio.CancelScope(deadline=route_deadline) as route_scope, HeldRetry() as held:
         while True:
             endpoint = destination.balancer.pick(
                 endpoints,
@@ -289,7 +289,6 @@ async def _attempts(
             tried.add(endpoint.instance)
             per_try = None if policy is None else policy.rule.per_try_timeout
             try_deadline = math.inf if per_try is None else trio.current_time() + per_try
-            retry_ticket = destination.breaker.try_start_retry() if retries_done else None
             with trio.CancelScope(deadline=try_deadline) as try_scope:
                 state = TryState(
                     rule=rule,
@@ -301,6 +300,7 @@ async def _attempts(
                     buffered_bytes=buffered,
                     route_scope=route_scope,
                     try_scope=try_scope,
+                    held=held,
                 )
                 destination.balancer.request_started(endpoint.instance)
                 try:
@@ -309,8 +309,8 @@ async def _attempts(
                     )
                 finally:
                     destination.balancer.request_finished(endpoint.instance)
-                    if retry_ticket is not None:
-                        retry_ticket.release()
+            if state.retry is None:
+                held.release()  # this try (a retry or not) has ended and none is admitted yet
             if try_scope.cancelled_caught:
                 outcome = None
             if outcome is not None and not outcome.answered and outcome.flag == OVERFLOW:
@@ -332,14 +332,16 @@ async def _attempts(
                 destination.outlier.record_failure(endpoint.instance)
             decision = state.retry
             if decision is None and last_failure is not None and policy is not None:
-                decision = decide_retry(
-                    policy,
-                    destination,
-                    outcome=AttemptOutcome.failed(last_failure[0]),
-                    retries_done=retries_done,
-                    method=head.method,
-                    buffered_bytes=buffered,
-                    deadline=route_scope.deadline,
+                decision = held.hold(
+                    *decide_retry(
+                        policy,
+                        destination,
+                        outcome=AttemptOutcome.failed(last_failure[0]),
+                        retries_done=retries_done,
+                        method=head.method,
+                        buffered_bytes=buffered,
+                        deadline=route_scope.deadline,
+                    )
                 )
             if decision is None or not decision.retry:
                 assert last_failure is not None

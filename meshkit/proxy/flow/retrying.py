@@ -4,6 +4,9 @@
 instance's health for outlier detection, then commits the response (no
 timeout cuts it after that) or holds it back when the retry policy, the retry
 budget and the breaker's retry limit all admit another try (``decide_retry``).
+Admission takes the breaker's retry ticket at once, so ``max_retries`` bounds
+the retries in flight (backoff included) whatever the concurrency; the
+pipeline releases it when the retried try ends.
 ``failure_of`` names how a try that sent nothing to the client failed.
 """
 
@@ -18,6 +21,7 @@ from meshkit.api import RouteRule
 from meshkit.proxy.codec.messages import ResponseHead
 from meshkit.proxy.config import Endpoint
 from meshkit.proxy.flow.attempt import Outcome
+from meshkit.proxy.policy.breaker import Ticket
 from meshkit.proxy.policy.destinations import DestinationState
 from meshkit.proxy.policy.retry import AttemptOutcome, Failure, RetryDecision, RetryPolicy
 from meshkit.proxy.policy.rewrite import apply_header_ops
@@ -44,6 +48,7 @@ class TryState:
         buffered_bytes: int | None,
         route_scope: trio.CancelScope,
         try_scope: trio.CancelScope,
+        held: HeldRetry,
     ) -> None:
         self.rule = rule
         self.destination = destination
@@ -54,6 +59,7 @@ class TryState:
         self.buffered_bytes = buffered_bytes
         self.route_scope = route_scope
         self.try_scope = try_scope
+        self.held = held
         self.retry: RetryDecision | None = None
         self.exhausted = False
         self.timed_out = False
@@ -69,7 +75,7 @@ class TryState:
             self.timed_out = True
             return None
         if not outcome.succeeded and self.policy is not None:
-            decision = decide_retry(
+            decision, ticket = decide_retry(
                 self.policy,
                 self.destination,
                 outcome=outcome,
@@ -79,7 +85,7 @@ class TryState:
                 deadline=self.route_scope.deadline,
             )
             if decision.retry:
-                self.retry = decision
+                self.retry = self.held.hold(decision, ticket)
                 return None
             self.exhausted = self.policy.is_retriable(outcome)
         # Committed: the response now flows to the client, no timeout cuts it.
@@ -92,6 +98,34 @@ class TryState:
         )
 
 
+class HeldRetry:
+    """The breaker ticket of the admitted retry, held through its backoff and its try.
+
+    Released when that try ends, or when the pipeline leaves the route in any
+    way (an answer, a timeout, a cancellation) before it ran.
+    """
+
+    def __init__(self) -> None:
+        self._ticket: Ticket | None = None
+
+    def hold(self, decision: RetryDecision | None, ticket: Ticket | None) -> RetryDecision | None:
+        """Keep ``ticket`` (the admission of ``decision``); pass the decision on."""
+        self.release()
+        self._ticket = ticket
+        return decision
+
+    def release(self) -> None:
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
+
+    def __enter__(self) -> HeldRetry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 def decide_retry(
     policy: RetryPolicy,
     destination: DestinationState,
@@ -101,8 +135,11 @@ def decide_retry(
     method: bytes,
     buffered_bytes: int | None,
     deadline: float,
-) -> RetryDecision:
-    """The retry policy's answer, then the budget's and the breaker's admission."""
+) -> tuple[RetryDecision, Ticket | None]:
+    """The retry policy's answer, then the breaker's and the budget's admission.
+
+    An admitted retry comes with its breaker ticket (None when refused).
+    """
     time_left = None if deadline == math.inf else max(0.0, deadline - trio.current_time())
     decision = policy.decide(
         retries_done=retries_done,
@@ -112,12 +149,15 @@ def decide_retry(
         time_left=time_left,
     )
     if not decision.retry:
-        return decision
-    if destination.breaker.in_use("retries") >= destination.policy.breaker.max_retries:
-        return RetryDecision(retry=False, reason=destination.breaker.overflow_reason("retries"))
+        return decision, None
+    ticket = destination.breaker.try_start_retry()
+    if ticket is None:
+        reason = destination.breaker.overflow_reason("retries")
+        return RetryDecision(retry=False, reason=reason), None
     if not destination.budget.try_withdraw():
-        return RetryDecision(retry=False, reason="retry budget spent")
-    return decision
+        ticket.release()
+        return RetryDecision(retry=False, reason="retry budget spent"), None
+    return decision, ticket
 
 
 def failure_of(
