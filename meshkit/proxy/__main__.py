@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spiffe_id = os.environ.get(IDENTITY_ENV, "")
     if token is not None and not spiffe_id:
-        log.error("%s: %s is set but %s is not", args.instance, "MESHKIT_BOOTSTRAP_FD", IDENTITY_ENV)
+        log.error(
+            "%s: %s is set but %s is not", args.instance, "MESHKIT_BOOTSTRAP_FD", IDENTITY_ENV
+        )
         return 1
     return trio.run(
         lambda: run_sidecar(

@@ -502,3 +502,22 @@ async def test_max_retries_bounds_the_retries_in_flight_at_admission(
     assert sum(mesh.tries.values()) > 10
     assert 1 <= mesh.most_retries_in_flight <= 3
     assert destinations.state("catalog").breaker.in_use("retries") == 0
+
+
+async def test_outlier_detection_never_empties_a_routed_subset(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A route pinned to a one-instance version keeps sending there (Envoy's panic mode)."""
+    mesh = FakeMesh(scripts={"cat-3": [500, 500, 500, 200]})
+    policy = DestinationPolicy(
+        service="catalog", outlier=OutlierSettings(consecutive_errors=2, base_ejection=30.0)
+    )
+    v2 = Forward(versions=(WeightedVersion(version="v2"),))
+    config, destinations = config_with(RouteRule(action=v2), policy=policy), new_destinations()
+    for _ in range(3):
+        assert (await run(mesh, config, destinations)).status == 500
+    assert destinations.state("catalog").outlier.is_ejected("cat-3")
+    result = await run(mesh, config, destinations)
+    assert (result.status, result.flag) == (200, "-")
+    assert [instance for instance, _ in mesh.sent] == ["cat-3"] * 4
+    assert not mesh.replies

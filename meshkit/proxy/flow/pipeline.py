@@ -5,7 +5,8 @@ In order, each step deciding through a pure core:
 1. the service's route table, first match (``matching``): no match is ``404 NR``;
    a direct response or a redirect is answered here;
 2. a version by weight (``split``), its instances minus the ejected ones
-   (``outlier``): none left is ``503 UH``;
+   (``outlier``), all of them when every one is ejected (panic mode,
+   ``lb.routable_ejections``): a version without instances is ``503 UH``;
 3. the circuit breaker admits the request or answers ``503 UO`` at once (an
    attempt that needs a new connection past ``max_connections`` too: the
    connection pools take the tickets, the attempt reports ``UO`` unanswered);
@@ -56,6 +57,7 @@ from meshkit.proxy.policy.flags import (
     TIMEOUT,
     flags_of,
 )
+from meshkit.proxy.policy.lb import routable_ejections
 from meshkit.proxy.policy.retry import AttemptOutcome, Failure
 from meshkit.proxy.policy.rewrite import apply_header_ops, redirect_location, rewrite_target
 from meshkit.proxy.policy.split import chance
@@ -185,11 +187,9 @@ async def _forward(
         return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
     version = choice.choose(destinations.random)
     endpoints = _endpoints_of(cluster, version)
-    ejected = destination.outlier.ejected()
-    if not any(endpoint.instance not in ejected for endpoint in endpoints):
+    if not endpoints:
         what = f"'{service}'" if version is None else f"version '{version}' of '{service}'"
-        reason = f"no healthy instance of {what}" + (" (all ejected)" if endpoints else "")
-        return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
+        return await _local(reply, 503, NO_HEALTHY_UPSTREAM, f"no healthy instance of {what}")
     ticket = destination.breaker.try_start_request()
     if ticket is None:
         return await _local(reply, 503, OVERFLOW, destination.breaker.overflow_reason("requests"))
@@ -279,7 +279,7 @@ async def _attempts(
         while True:
             endpoint = destination.balancer.pick(
                 endpoints,
-                ejected=destination.outlier.ejected(),
+                ejected=routable_ejections(endpoints, destination.outlier.ejected()),
                 avoid=tried,
                 key=version or "",
             )

@@ -17,6 +17,18 @@ from meshkit.api import LoadBalancerKind
 from meshkit.proxy.config import Endpoint
 
 
+def routable_ejections(endpoints: Sequence[Endpoint], ejected: Collection[str]) -> Collection[str]:
+    """The ejections to honour for a routed subset: none when they would empty it.
+
+    Envoy's panic mode: a route pinned to a version, or a split's version,
+    whose every instance is ejected keeps sending to them rather than
+    answering ``503 UH`` until the ejections expire.
+    """
+    if all(endpoint.instance in ejected for endpoint in endpoints):
+        return ()
+    return ejected
+
+
 class LoadBalancer:
     """Picks endpoints of one destination; state survives config swaps."""
 

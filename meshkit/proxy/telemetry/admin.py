@@ -38,9 +38,7 @@ def answer_admin(
     """What the admin listener answers for ``method`` of ``path`` (``/calls``: see ``calls``)."""
     if path == b"/calls" and calls is not None:
         answer = answer_calls(method, query, calls)
-        return AdminAnswer(
-            status=answer.status, content_type=answer.content_type, body=answer.body
-        )
+        return AdminAnswer(status=answer.status, content_type=answer.content_type, body=answer.body)
     if path == b"/ready":
         return _text(200, "ready") if ready else _text(503, "not ready: no config applied yet")
     if path == b"/config":
