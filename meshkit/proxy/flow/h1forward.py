@@ -11,8 +11,9 @@ dropped, and an HTTP/1.1 endpoint sends no response trailers here.
 Failures are answered, never dropped: a connect failure is ``503 UF``, an
 endpoint that breaks before its response head is ``502 UC``, one that is
 silent for ``idle_timeout`` is ``504 UT``.  A kept-alive connection that turns
-out to be closed by its peer is retried once on a fresh one when the request
-had no body (nothing can have been processed twice).  A new connection to an
+out to be closed by its peer before any answer is retried once, at once, on a
+fresh one, with the body bytes the first try sent (kept up to the replay
+bound by ``replay.RecordingSource``) and then the rest from the client.  A new connection to an
 endpoint takes a ticket from its service's circuit breaker (``max_connections``,
 held until the connection closes); when none is admitted the request is
 answered ``503 UO`` at once, without connecting.
@@ -36,7 +37,7 @@ from meshkit.proxy.codec.messages import (
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.attempt import Attempt, Outcome, held_back
 from meshkit.proxy.flow.exchange import BodyEvent, Downstream, DownstreamGone
-from meshkit.proxy.flow.replay import RequestBodySource
+from meshkit.proxy.flow.replay import RecordingSource, RequestBodySource
 from meshkit.proxy.net.pool import UpstreamConnection
 from meshkit.proxy.net.streamio import receive_some, send_all
 from meshkit.proxy.net.transport import ConnectFailure
@@ -58,7 +59,9 @@ class _UpstreamBroken(Exception):
 
 async def forward_http1(attempt: Attempt) -> Outcome:
     """Send ``attempt``'s request on a pooled HTTP/1.1 connection and relay the response."""
-    first = attempt.source.poll_body_event()
+    recording = RecordingSource(attempt.source)
+    source: RequestBodySource = recording
+    first = source.poll_body_event()
     has_length = any(name == b"content-length" for name, _ in attempt.head.headers)
     chunked = is_chunked(attempt.head.headers) or (
         not isinstance(first, EndOfBody) and not has_length
@@ -75,18 +78,22 @@ async def forward_http1(attempt: Attempt) -> Outcome:
             )
         except (ConnectionLimitReached, ConnectFailure) as error:
             return await attempt.not_connected(error)
+        if not upstream.reused or try_number == 2:
+            recording.stop()
         try:
-            await _send_request(upstream, upstream_head, first, attempt.source)
+            await _send_request(upstream, upstream_head, first, source)
             return await _relay_response(attempt, upstream)
         except DownstreamGone:
             await pool.discard(upstream)
             return Outcome(status=0, flag="DC", keep_alive=False)
         except _UpstreamBroken as broken:
             await pool.discard(upstream)
-            replayable = upstream.reused and isinstance(first, EndOfBody) and try_number == 1
-            if broken.before_response and replayable:
-                continue
-            return await _answer_broken(attempt, broken)
+            replay = recording.replay() if broken.before_response else None
+            if replay is None:
+                return await _answer_broken(attempt, broken)
+            # A kept-alive connection its peer had closed: once more on a fresh one.
+            source = replay
+            first = source.poll_body_event()
         except ProtocolRefusal as refusal:
             await pool.discard(upstream)
             return await _answer_refusal(attempt, refusal)

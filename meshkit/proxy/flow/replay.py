@@ -7,6 +7,10 @@ up to ``MAX_RETRY_BODY_BYTES`` (64 KiB).  A body that ends within the bound is
 one is read only up to the bound; its single ``source()`` replays the part read
 and then streams the rest from the client once, so it is never retried.
 
+``RecordingSource`` keeps what one try sent, up to the same bound, so that a
+try on a kept-alive connection its peer had closed can be sent again on a
+fresh one: the kept bytes, then the rest from the client.
+
 ``RequestBodySource`` is what ``forward`` reads a body from: the client's
 ``Downstream`` itself, or a source made here.
 """
@@ -80,6 +84,47 @@ class ReplayableBody:
                 raise RuntimeError("a request body over the replay bound can be sent only once")
             self._streamed = True
         return _ReplaySource(self.chunks, live=None if self.complete else self._live)
+
+
+class RecordingSource:
+    """A source that keeps the body bytes it passes on, up to ``limit``."""
+
+    def __init__(self, live: RequestBodySource, *, limit: int = MAX_RETRY_BODY_BYTES) -> None:
+        self._live = live
+        self._limit = limit
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+        self._ended = False
+
+    def poll_body_event(self) -> Body | EndOfBody | NeedData:
+        event = self._live.poll_body_event()
+        self._ended = isinstance(event, EndOfBody)
+        if isinstance(event, Body) and self._chunks is not None:
+            self._size += len(event.data)
+            if self._size > self._limit:
+                self._chunks = None
+            else:
+                self._chunks.append(event.data)
+        return event
+
+    async def receive_body_bytes(self) -> None:
+        await self._live.receive_body_bytes()
+
+    async def send_continue_if_expected(self) -> None:
+        await self._live.send_continue_if_expected()
+
+    def stop(self) -> None:
+        """Keep nothing more: no replay will be asked for."""
+        self._chunks = None
+
+    def replay(self) -> RequestBodySource | None:
+        """What was passed on, then the rest from the client; None past the bound.
+
+        A body that ended is replayed whole: the client's end was read once.
+        """
+        if self._chunks is None:
+            return None
+        return _ReplaySource(self._chunks, live=None if self._ended else self._live)
 
 
 class _ReplaySource:
