@@ -2,9 +2,10 @@
 
 A test reaches a service through the mesh, never around it:
 
-* ``url(service)``: the gateway's URL when the Meshfile routes the service
-  there (the gateway does not strip prefixes: paths are the service's own, and
-  only paths under its prefix reach it), otherwise ``ingress_url(service)``;
+* ``url(service)``: the gateway's URL and the service's route prefix when the
+  Meshfile routes the service there (``/b`` for ``routes={"/b": "b"}``, so
+  ``url("b") + "/items"`` asks the gateway for ``/b/items``), otherwise
+  ``ingress_url(service)``;
 * ``ingress_url(service)`` / ``addr(service)``: the test ingress's loopback
   port for that service (see ``meshkit.runtime.ingress``): plaintext from the
   test, mTLS across the mesh, load-balanced over healthy instances.
@@ -130,12 +131,12 @@ class MeshHandle:
         return f"127.0.0.1:{ingress_port(self.status(), service)}"
 
     def url(self, service: str) -> str:
-        """A base URL reaching ``service``: through the gateway if routed there, else the ingress."""
+        """A base URL reaching ``service``: the gateway and its prefix if routed there, else the ingress."""
         status = self.status()
         instances_of(status, service)
         url = gateway_url(status)
         if service in self._gateway_routes and url is not None:
-            return url
+            return url + self._gateway_routes[service].rstrip("/")
         return f"http://127.0.0.1:{ingress_port(status, service)}"
 
     def instances(self, service: str) -> list[str]:

@@ -22,6 +22,7 @@ report as a ``meshkit <instance> log`` section.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -179,5 +180,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             where = "no gateway"
         terminalreporter.write_line(
             f"{handle.meshfile} (meshkit up pid {handle.process.pid}; {where}); "
-            f"stop it with: cd {handle.workdir} && meshkit down"
+            f"stop it with: cd {handle.workdir} && {_meshkit_command(handle.process.options.python)} down"
         )
+
+
+def _meshkit_command(python: str) -> str:
+    """The full path of the ``meshkit`` beside ``python`` (a venv's), else ``python -m meshkit``."""
+    beside = Path(python).parent / "meshkit"
+    if os.access(beside, os.X_OK):
+        return os.fspath(beside)
+    return f"{python} -m meshkit"

@@ -239,12 +239,15 @@ def test_meshkit_keep_leaves_the_mesh_running_and_says_how_to_stop_it(
     )
     result = pytester.runpytest_subprocess(*inner_args("--meshkit-keep"))
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*meshes left running*", "*stop it with: cd * && meshkit down"])
+    result.stdout.fnmatch_lines(["*meshes left running*", "*stop it with: cd * && */meshkit down"])
     line = next(line for line in result.stdout.lines if "stop it with: cd " in line)
     workdir = Path(line.split("stop it with: cd ", 1)[1].split(" && ", 1)[0])
+    # The hint names the venv's meshkit by its full path: it works outside the venv too.
+    meshkit_command = line.split(" && ", 1)[1].removesuffix(" down")
+    assert Path(meshkit_command).is_absolute() and os.access(meshkit_command, os.X_OK)
     assert marked_pids(mark), "the kept mesh should still be running"
     down = subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "down", "--grace", "3"],
+        [meshkit_command, "down", "--grace", "3"],
         cwd=workdir,
         capture_output=True,
         text=True,
