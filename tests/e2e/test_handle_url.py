@@ -16,11 +16,11 @@ pytestmark = pytest.mark.e2e
 
 APP = Path(__file__).resolve().parent / "apps" / "reload_echo.py"
 MESHFILE = f"""\
-from meshkit import Mesh, http
+from meshkit import Mesh, http_get
 
 mesh = Mesh("prefixes")
-mesh.service("a", run="{sys.executable} {APP}", health=http("/healthz", period="100ms"))
-mesh.service("b", run="{sys.executable} {APP}", health=http("/healthz", period="100ms"))
+mesh.service("a", run="{sys.executable} {APP}", health=http_get("/healthz", period="100ms"))
+mesh.service("b", run="{sys.executable} {APP}", health=http_get("/healthz", period="100ms"))
 mesh.gateway(port=0, routes={{"/": "a", "/b": "b"}})
 """
 
