@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from meshkit.dsl import MeshfileNotFound, MeshSpec, evaluate, find_meshfile
-from meshkit.dsl.evaluation import DEFAULT_TIMEOUT
+from meshkit.dsl.evaluate.evaluation import DEFAULT_TIMEOUT
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

@@ -16,9 +16,9 @@ import re
 import sys
 
 from meshkit.cli.check import add_meshfile_arguments, evaluate_for_command
+from meshkit.dsl.checks.suggest import did_you_mean
+from meshkit.dsl.checks.validate import is_dns_label
 from meshkit.dsl.spec import MeshSpec
-from meshkit.dsl.suggest import did_you_mean
-from meshkit.dsl.validate import is_dns_label
 from meshkit.export import ExportOptions, documents, export_kubernetes, file_names
 from meshkit.export.model import DEFAULT_GRACE, Export
 

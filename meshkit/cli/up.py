@@ -32,7 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from meshkit.dsl.evaluation import evaluate, find_meshfile
+from meshkit.dsl.evaluate.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
 from meshkit.runtime.ingress import IngressError, with_test_ingress
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh

@@ -4,7 +4,8 @@
 ``MeshSpec`` or the ``Problem``s, each ``FILE:LINE: message``).
 """
 
-from meshkit.dsl.evaluation import (
+from meshkit.dsl.checks.problems import MeshfileError, Problem
+from meshkit.dsl.evaluate.evaluation import (
     EvalResult,
     MeshfileNotFound,
     evaluate,
@@ -12,7 +13,6 @@ from meshkit.dsl.evaluation import (
     evaluate_in_process,
     find_meshfile,
 )
-from meshkit.dsl.problems import MeshfileError, Problem
 from meshkit.dsl.spec import MeshSpec
 from meshkit.dsl.verbs.health import http_get, restart_policy, tcp_connect
 from meshkit.dsl.verbs.mesh import Mesh, ServiceHandle

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from meshkit.dsl.evaluation import EvalResult, evaluate_async
+from meshkit.dsl.evaluate.evaluation import EvalResult, evaluate_async
 from meshkit.dsl.spec import MeshSpec
 from meshkit.registry.diff import DeploymentChange, DiffRefused, SpecDiff, diff_specs
 from meshkit.registry.state import ReloadReport

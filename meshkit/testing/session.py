@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from meshkit.dsl.evaluation import evaluate
+from meshkit.dsl.evaluate.evaluation import evaluate
 from meshkit.testing.handle import MeshHandle
 from meshkit.testing.launch import LaunchOptions, MeshProcess, MeshStartError
 

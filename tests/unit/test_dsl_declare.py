@@ -10,7 +10,7 @@ import pytest
 
 import meshkit
 from meshkit import Mesh, ServiceHandle, http_get, restart_policy, tcp_connect
-from meshkit.dsl.problems import MeshfileError, Problem
+from meshkit.dsl.checks.problems import MeshfileError, Problem
 from meshkit.dsl.spec import HealthCheck, RestartPolicy
 from meshkit.dsl.verbs.collect import collecting
 

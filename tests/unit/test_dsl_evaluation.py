@@ -16,7 +16,7 @@ from meshkit.dsl import (
     find_meshfile,
 )
 from meshkit.dsl.convert import spec_from_json, spec_to_json
-from meshkit.dsl.evaluation import result_from_dict, result_to_dict
+from meshkit.dsl.evaluate.evaluation import result_from_dict, result_to_dict
 
 HEADER = "from meshkit import Mesh, http_get\nmesh = Mesh('shop')\n"
 

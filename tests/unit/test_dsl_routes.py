@@ -334,8 +334,8 @@ def test_validation_messages(in_tmp: pathlib.Path, body: str, expected: list[str
 
 def test_a_local_reply_rule_with_destination_options_is_refused() -> None:
     from meshkit.api import DirectResponse, RequestMatch
+    from meshkit.dsl.checks.traffic import traffic_problems
     from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec, ServiceSpec
-    from meshkit.dsl.traffic_checks import traffic_problems
     from meshkit.dsl.verbs.collect import MeshDeclaration
 
     origin = Origin(file="Meshfile.py", line=9)

@@ -8,8 +8,8 @@ import pathlib
 import pytest
 
 from meshkit.dsl import evaluate_in_process
+from meshkit.dsl.checks.validate import is_dns_label, validate
 from meshkit.dsl.spec import Origin, ServiceSpec
-from meshkit.dsl.validate import is_dns_label, validate
 from meshkit.dsl.verbs.collect import Declarations, MeshDeclaration
 
 HEADER = "from meshkit import Mesh, http_get, tcp_connect, restart_policy\nmesh = Mesh('shop')\n"

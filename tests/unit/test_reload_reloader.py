@@ -8,8 +8,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from meshkit.dsl.evaluation import EvalResult
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
+from meshkit.dsl.evaluate.evaluation import EvalResult
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec
 from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import Registry

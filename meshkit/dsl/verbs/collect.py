@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from meshkit.dsl.problems import MeshfileError, Problem
+from meshkit.dsl.checks.problems import MeshfileError, Problem
 from meshkit.dsl.spec import GatewaySpec, MtlsMode, Origin, PolicySpec, RouteSpec, ServiceSpec
 
 if TYPE_CHECKING:

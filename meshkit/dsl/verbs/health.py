@@ -11,8 +11,8 @@ from typing import get_args
 
 import attrs
 
+from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import HealthCheck, RestartMode, RestartPolicy
-from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbs.collect import report
 from meshkit.dsl.verbs.reader import ArgumentReader, Duration
 

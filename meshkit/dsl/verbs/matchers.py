@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import attrs
 
 from meshkit.api import HeaderMatch, QueryMatch
-from meshkit.dsl.problems import describe_value
+from meshkit.dsl.checks.problems import describe_value
 from meshkit.dsl.verbs.reader import ArgumentReader
 
 

@@ -20,7 +20,8 @@ from typing import TypeAlias, get_args
 import attrs
 
 from meshkit.api import Forward, HeaderOps
-from meshkit.dsl.problems import describe_value
+from meshkit.dsl.checks.problems import describe_value
+from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import (
     UNKNOWN_ORIGIN,
     BreakerSpec,
@@ -42,7 +43,6 @@ from meshkit.dsl.spec import (
     ServiceProtocol,
     ServiceSpec,
 )
-from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbs.collect import MeshDeclaration, active_collector, base_directory, report
 from meshkit.dsl.verbs.health import RESTART_MODES, restart_mode
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from meshkit.api import HeaderOps
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
 from meshkit.dsl.spec import FaultSpec, MirrorSpec, RetrySpec
 from meshkit.dsl.verbs.reader import ArgumentReader
 

@@ -14,10 +14,10 @@ from typing import Generic, TypeAlias, TypeVar
 
 import attrs
 
+from meshkit.dsl.checks.problems import Problem, describe_value
+from meshkit.dsl.checks.suggest import did_you_mean
 from meshkit.dsl.durations import DurationError, parse_duration
-from meshkit.dsl.problems import Problem, describe_value
 from meshkit.dsl.spec import Origin
-from meshkit.dsl.suggest import did_you_mean
 
 Duration: TypeAlias = int | float | str
 """Seconds as a number, or a string such as ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``."""

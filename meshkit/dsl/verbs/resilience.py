@@ -8,10 +8,10 @@ type mistakes it noticed, reported by ``Mesh.policy``.
 from __future__ import annotations
 
 from meshkit.api import LoadBalancerKind
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
+from meshkit.dsl.checks.suggest import did_you_mean
+from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import BreakerSpec, BudgetSpec, Origin, OutlierSpec, PolicySpec
-from meshkit.dsl.suggest import did_you_mean
-from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 
 LOAD_BALANCERS: tuple[LoadBalancerKind, ...] = ("round_robin", "least_request")

@@ -5,7 +5,7 @@ and its rules share (timeout, retry, fault, mirror, header edits).
 from __future__ import annotations
 
 from meshkit.api import DEFAULT_ROUTE_TIMEOUT, Forward, WeightedVersion
-from meshkit.dsl.problems import Problem, describe_value
+from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec
 from meshkit.dsl.verbs.options import RouteOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared

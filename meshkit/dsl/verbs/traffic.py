@@ -31,9 +31,9 @@ from meshkit.api import (
     RequestMatch,
     WeightedVersion,
 )
-from meshkit.dsl.problems import Problem, describe_value
+from meshkit.dsl.checks.problems import Problem, describe_value
+from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RuleSpec
-from meshkit.dsl.userframes import caller_origin
 from meshkit.dsl.verbs.matchers import ValueMatcher, header_matchers, query_matchers
 from meshkit.dsl.verbs.options import RouteOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration

@@ -1,7 +1,7 @@
 """Evaluating a Meshfile: run the user's Python, collect its declarations, validate them.
 
 ``evaluate(path)`` does it in a fresh interpreter (``python -m
-meshkit.dsl.child``) so that every evaluation sees the current source of the
+meshkit.dsl.evaluate.child``) so that every evaluation sees the current source of the
 modules a Meshfile imports, and so that a Meshfile that hangs or crashes costs a
 child process, not the control plane.  ``evaluate_in_process(path)`` is what
 that child runs, and what unit tests call.
@@ -29,11 +29,11 @@ from typing import Any
 import attrs
 
 from meshkit.api.converter import converter
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
+from meshkit.dsl.checks.validate import build_spec, validate
+from meshkit.dsl.evaluate.userframes import is_user_file, user_frames
+from meshkit.dsl.evaluate.userimports import fresh_user_imports, user_module_files
 from meshkit.dsl.spec import MeshSpec
-from meshkit.dsl.userframes import is_user_file, user_frames
-from meshkit.dsl.userimports import fresh_user_imports, user_module_files
-from meshkit.dsl.validate import build_spec, validate
 from meshkit.dsl.verbs.collect import collecting
 
 MESHFILE_NAMES = ("Meshfile.py", "meshfile.py")
@@ -210,7 +210,7 @@ def result_from_dict(data: Any, *, output: str = "") -> EvalResult:
 
 
 def _child_command(meshfile: str) -> list[str]:
-    return [sys.executable, "-m", "meshkit.dsl.child", meshfile]
+    return [sys.executable, "-m", "meshkit.dsl.evaluate.child", meshfile]
 
 
 def _child_environment() -> dict[str, str]:

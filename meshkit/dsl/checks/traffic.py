@@ -20,7 +20,8 @@ from meshkit.api import (
     Redirect,
     RequestMatch,
 )
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
+from meshkit.dsl.checks.suggest import did_you_mean
 from meshkit.dsl.spec import (
     FaultSpec,
     MirrorSpec,
@@ -31,7 +32,6 @@ from meshkit.dsl.spec import (
     RuleSpec,
     ServiceSpec,
 )
-from meshkit.dsl.suggest import did_you_mean
 from meshkit.dsl.verbs.collect import MeshDeclaration
 
 RETRY_CONDITIONS = ("5xx", "gateway-error", "connect-failure", "refused-stream", "reset")

@@ -1,4 +1,4 @@
-"""``python -m meshkit.dsl.child MESHFILE``: the evaluator child.
+"""``python -m meshkit.dsl.evaluate.child MESHFILE``: the evaluator child.
 
 Evaluates the Meshfile at the absolute path ``MESHFILE`` in this fresh
 interpreter and prints one JSON document, ``{"spec": ..., "problems": [...],
@@ -14,12 +14,12 @@ import json
 import os
 import sys
 
-from meshkit.dsl.evaluation import evaluate_absolute, result_to_dict
+from meshkit.dsl.evaluate.evaluation import evaluate_absolute, result_to_dict
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m meshkit.dsl.child /absolute/path/to/Meshfile.py", file=sys.stderr)
+        print("usage: python -m meshkit.dsl.evaluate.child /absolute/path/to/Meshfile.py", file=sys.stderr)
         return 2
     result_fd = os.dup(sys.stdout.fileno())
     sys.stdout.flush()

@@ -14,10 +14,10 @@ import os
 import re
 from collections.abc import Callable
 
-from meshkit.dsl.problems import Problem
+from meshkit.dsl.checks.problems import Problem
+from meshkit.dsl.checks.suggest import did_you_mean
+from meshkit.dsl.checks.traffic import traffic_problems
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, Origin, ServiceSpec
-from meshkit.dsl.suggest import did_you_mean
-from meshkit.dsl.traffic_checks import traffic_problems
 from meshkit.dsl.verbs.collect import Declarations, MeshDeclaration
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")

@@ -1,0 +1,1 @@
+"""Evaluating a Meshfile (I/O): a fresh interpreter runs the user's Python; which frames and modules are the user's."""
