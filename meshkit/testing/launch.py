@@ -12,6 +12,11 @@ pytest exits in any way, SIGKILL included, the kernel closes the pipe and the
 mesh shuts down; its orphan guardian covers the case where ``meshkit up``
 itself is killed.  Unlike PR_SET_PDEATHSIG, this does not depend on which
 thread started the process, and needs no ``preexec_fn``.
+
+A run killed by a signal cannot remove its directory (the mesh's CA root key
+is inside): each directory names its owning pytest in ``owner.pid``, and
+``sweep_dead_runs`` (called as the plugin starts) removes this user's
+directories whose owner is gone and whose mesh no longer runs.
 """
 
 from __future__ import annotations
@@ -35,6 +40,47 @@ from meshkit.testing.status import (
     fetch_status,
     log_tail,
 )
+
+DIRECTORY_PREFIX = "meshkit-test-"
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _abandoned(directory: Path) -> bool:
+    """A directory of a dead run: ours, its owner gone, its ``meshkit up`` gone too."""
+    try:
+        if directory.stat().st_uid != os.getuid() or not directory.is_dir():
+            return False
+        owner = int((directory / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if _alive(owner):
+        return False
+    try:
+        up_pid = int((directory / ".meshkit" / "run" / "meshkit.pid").read_text().strip())
+    except (OSError, ValueError):
+        return True
+    return not _alive(up_pid)  # a mesh left running by --meshkit-keep stays
+
+
+def sweep_dead_runs(temp_dir: Path | None = None) -> list[Path]:
+    """Remove what dead test runs left in ``temp_dir`` (the system's); return what went."""
+    where = Path(tempfile.gettempdir()) if temp_dir is None else temp_dir
+    removed = []
+    for directory in sorted(where.glob(f"{DIRECTORY_PREFIX}*")):
+        if _abandoned(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
 
 
 class MeshStartError(Exception):
@@ -71,7 +117,8 @@ class MeshProcess:
         self.meshfile = meshfile
         self.services = services
         self.options = options
-        self.workdir = Path(tempfile.mkdtemp(prefix="meshkit-test-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.state_dir = self.workdir / ".meshkit"
         self.output_path = self.workdir / "meshkit-up.out"
         self.control_socket = self.state_dir / "run" / "control.sock"

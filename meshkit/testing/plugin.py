@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from meshkit.testing.handle import MeshHandle
-from meshkit.testing.launch import LaunchOptions, MeshStartError
+from meshkit.testing.launch import LaunchOptions, MeshStartError, sweep_dead_runs
 from meshkit.testing.session import MeshFactory, MeshPool, start_mesh
 
 POOL_KEY = pytest.StashKey[MeshPool]()
@@ -56,6 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    sweep_dead_runs()
 
 
 def _launch_options(config: pytest.Config) -> LaunchOptions:

@@ -334,3 +334,52 @@ def test_an_unhealthy_report_names_the_instance_and_shows_its_log(tmp_path: Path
     assert "catalog-1 is crashed" in report
     assert "Traceback: boom" in report and "starting" not in report
     assert "catalog-1: exited with status 3" in report
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_a_killed_run_leaves_its_directory_and_the_next_run_removes_it(
+    pytester: pytest.Pytester, mark: str, signum: int, tmp_path: Path
+) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("meshkit-test-*"))
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_hang="""
+        import time
+
+        def test_waits(mesh):
+            print("MESH-UP", flush=True)
+            time.sleep(600)
+        """
+    )
+    inner = pytester.popen(
+        [sys.executable, "-m", "pytest", *inner_args("-s", "test_hang.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert inner.stdout is not None
+        for raw in inner.stdout:
+            if b"MESH-UP" in raw:
+                break
+        mine = set(Path(tempfile.gettempdir()).glob("meshkit-test-*")) - before
+        [left] = [d for d in mine if (d / "owner.pid").read_text().strip() == str(inner.pid)]
+        inner.send_signal(signum)
+        inner.wait(30)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+        if inner.stdout is not None:
+            inner.stdout.close()
+    assert left.is_dir(), "the killed run's directory should still be there"
+    assert list(left.rglob("*key*")), "the CA root key is what must not stay forever"
+    deadline = time.monotonic() + 20
+    while marked_pids(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the mesh follows its dead run (its stdin closed)
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    later = pytester.runpytest_subprocess(*inner_args("test_nothing.py"))
+    later.assert_outcomes(passed=1)
+    assert not left.exists(), "the next run should have removed the dead run's directory"
