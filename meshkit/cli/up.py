@@ -34,6 +34,7 @@ import trio
 
 from meshkit.dsl.evaluate.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
+from meshkit.proxy.telemetry.accesslog import FORMAT_VARIABLE as ACCESS_LOG_FORMAT_VARIABLE
 from meshkit.runtime.ingress import IngressError, with_test_ingress
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.policy.plan import PlanError, restrict_spec
@@ -98,6 +99,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="URL",
         help="also export spans over OTLP/HTTP to URL (http://host:4318/v1/traces)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="show every request's access-log line on the terminal (always in .meshkit/logs/)",
+    )
+    parser.add_argument(
+        "--access-log-format",
+        choices=("text", "json"),
+        default="text",
+        help="access-log lines as text (default) or one JSON object per line",
     )
     parser.add_argument(
         "--exit-with-parent",
@@ -190,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
         files=result.files,
         observe_port=args.observe_port,
         otlp_url=args.otlp,
+        show_access=args.access_log,
     )
+    os.environ[ACCESS_LOG_FORMAT_VARIABLE] = args.access_log_format
     runner = _run_mesh_with_parent if args.exit_with_parent else run_mesh
     try:
         return trio.run(runner, result.spec, options)

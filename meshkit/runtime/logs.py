@@ -5,8 +5,11 @@ stderr are that file, appended to; its sidecar's are ``<instance>.proxy.log``),
 so nothing a process writes ever waits for the control plane: a stopped or
 slow ``meshkit up`` cannot block a request.  The terminal view follows those
 files (``LogHub.follow`` and the ``tail_files`` task) and shows each new line
-as ``HH:MM:SS name | line``.  A file that grows past ``max_bytes`` is cut back
-to empty (with a line saying so).  Each service gets a stable colour (a hash
+as ``HH:MM:SS name | line``; the sidecars' access-log lines stay in the
+files unless ``show_access`` (``meshkit up --access-log``).  A file that
+grows past ``max_bytes`` (10 MiB) is rotated: copied to ``<file>.1`` (older
+copies move up to ``.<keep>``, 3 by default; the oldest goes), then cut back
+to empty, so a process holding it open writes on at its start.  Each service gets a stable colour (a hash
 of its name); no colour when the terminal is not a TTY or ``NO_COLOR`` is set.
 """
 
@@ -21,7 +24,10 @@ from typing import IO
 
 import trio
 
-MAX_LOG_BYTES = 64 * 1024 * 1024
+from meshkit.proxy.telemetry.accesslog import ACCESS_WORD
+
+MAX_LOG_BYTES = 10 * 1024 * 1024
+KEEP_ROTATED = 3
 TAIL_INTERVAL = 0.2
 COLOURS = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 RESET = "\x1b[0m"
@@ -38,6 +44,25 @@ def use_colour(stream: IO[str]) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def is_access_line(line: str) -> bool:
+    """Whether ``line`` is a sidecar's access-log line (text or JSON)."""
+    head = line[:40]
+    return head.startswith('{"time"') or head[24:32] == f" {ACCESS_WORD} "
+
+
+def rotate(path: Path, *, keep: int) -> None:
+    """Copy ``path`` to ``path.1`` (shifting older copies up to ``.keep``), then empty it."""
+    for generation in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{generation}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{generation + 1}"))
+    if keep > 0:
+        with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
+            while chunk := source.read(1024 * 1024):
+                copy.write(chunk)
+    os.truncate(path, 0)
 
 
 def format_line(
@@ -87,11 +112,15 @@ class LogHub:
         *,
         terminal: IO[str] | None = None,
         max_bytes: int = MAX_LOG_BYTES,
+        keep: int = KEEP_ROTATED,
+        show_access: bool = False,
     ) -> None:
         self.log_dir = log_dir
         self.terminal = sys.stdout if terminal is None else terminal
         self.coloured = use_colour(self.terminal)
         self.max_bytes = max_bytes
+        self.keep = keep
+        self.show_access = show_access
         self._files: dict[str, IO[str]] = {}
         self._followed: dict[str, FollowedFile] = {}
 
@@ -117,15 +146,17 @@ class LogHub:
     def _show_new_lines(self, *, final: bool) -> None:
         for stem, followed in list(self._followed.items()):
             for line in followed.new_lines(final=final):
+                if not self.show_access and is_access_line(line):
+                    continue
                 self.show(display_name=stem, colour_key=followed.colour_key, line=line)
             if followed.offset > self.max_bytes:
                 self._cut_back(followed)
 
     def _cut_back(self, followed: FollowedFile) -> None:
         try:
-            os.truncate(followed.path, 0)
+            rotate(followed.path, keep=self.keep)
             with open(followed.path, "a", encoding="utf-8") as handle:
-                handle.write(f"meshkit: log cut back after {followed.offset} bytes\n")
+                handle.write(f"meshkit: log rotated after {followed.offset} bytes\n")
         except OSError:
             return
         followed.offset, followed.partial = 0, b""

@@ -127,6 +127,8 @@ class UpOptions:
     observe_port: int = 0
     # Where to export spans over OTLP/HTTP too (None: kept by the control plane only).
     otlp_url: str | None = None
+    # Show the sidecars' access-log lines on the terminal too (always in the log files).
+    show_access: bool = False
 
 
 class StopRequest:
@@ -206,7 +208,7 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
         terminal.write(f"meshkit: cannot use the mesh's root CA: {exc}\n")
         return EXIT_FAILED
     paths.pidfile.write_text(f"{os.getpid()}\n")
-    logs = LogHub(paths.logs_dir, terminal=terminal)
+    logs = LogHub(paths.logs_dir, terminal=terminal, show_access=options.show_access)
     guard: GroupGuard = NoGuard()
     guardian: GuardianLink | None = None
     owners = Owners()

@@ -44,7 +44,7 @@ def test_a_stopped_control_plane_blocks_no_request(tmp_path: Path) -> None:
         mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"))
         mesh.gateway(port=0, routes={{"/": "echo"}})
     """))
-    mesh = MeshProcess(meshfile, tmp_path, "--no-watch")
+    mesh = MeshProcess(meshfile, tmp_path, "--no-watch", "--access-log")
     try:
         mesh.wait_ready(timeout=60)
         load = paused_under_load(mesh)

@@ -113,12 +113,26 @@ class DataPlane:
         )
 
     def log_access(
-        self, *, method: bytes, target: bytes, status: int, started: float, flag: str
+        self,
+        head: RequestHead,
+        *,
+        status: int,
+        started: float,
+        flag: str,
+        upstream: str | None = None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        trace_id: str | None = None,
     ) -> None:
         self.access_log.record(
-            method=method,
-            target=target,
+            method=head.method,
+            target=head.target,
             status=status,
             duration_ms=(trio.current_time() - started) * 1000,
             flag=flag,
+            upstream=upstream,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            request_id=header_value(head.headers, REQUEST_ID_HEADER),
+            trace_id=trace_id,
         )

@@ -246,7 +246,14 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             response_bytes=downstream.sent_bytes - sent_bytes_before,
         )
     plane.log_access(
-        method=head.method, target=head.target, status=status, started=started, flag=flag
+        head,
+        status=status,
+        started=started,
+        flag=flag,
+        upstream=None if upstream is None else upstream.instance,
+        bytes_in=downstream.body_bytes - body_bytes_before,
+        bytes_out=downstream.sent_bytes - sent_bytes_before,
+        trace_id=None if span is None else span.trace_id,
     )
     if listener is not None and listener.kind == "inbound":
         plane.record_call(
