@@ -31,6 +31,7 @@ SUBCOMMANDS = (
     "export",
     "trace",
     "dashboard",
+    "logs",
 )
 
 
