@@ -10,7 +10,7 @@ file, so each file keeps its order.  ``SERVICE`` picks the instances of a
 service (``catalog``), or one instance (``catalog-v1-0``).  Access-log lines
 are left out unless ``--access``.  ``--since 5m`` (``s``, ``m``, ``h``)
 leaves out older lines; a file with no stamps at all counts as written at its
-modification time.  ``-f`` keeps printing new lines until Ctrl-C.
+modification time.  ``-f`` keeps printing new lines until Ctrl-C (exit 130).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from meshkit.runtime.logs import FollowedFile, colour_for, is_access_line, use_c
 
 LOG_DIRECTORY = Path(".meshkit") / "logs"
 FOLLOW_INTERVAL = 0.2
+EXIT_INTERRUPTED = 130
 _STAMP = re.compile(r'^(?:\{"time":")?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z')
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smh])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -158,10 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if args.services and not streams:
         print(f"meshkit logs: no log files for {', '.join(args.services)}", file=sys.stderr)
         return 1
-    print_history(streams, access=args.access, since=since)
-    if args.follow:
-        try:
+    try:
+        print_history(streams, access=args.access, since=since)
+        if args.follow:
             follow(streams, access=args.access, interval=FOLLOW_INTERVAL)
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     return 0
