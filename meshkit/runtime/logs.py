@@ -24,7 +24,7 @@ from typing import IO
 
 import trio
 
-from meshkit.proxy.telemetry.accesslog import ACCESS_WORD
+ACCESS_WORD = "access"  # the word after the time on an access-log line (proxy.telemetry.accesslog)
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 KEEP_ROTATED = 3
