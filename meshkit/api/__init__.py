@@ -7,7 +7,7 @@ alone turns them into JSON and back.  This package imports nothing else of meshk
 
 from __future__ import annotations
 
-from meshkit.api.grpc import GRPC_STATUS_CODES, GRPC_STATUS_NAMES
+from meshkit.api.grpc import GRPC_STATUS_CODES, GRPC_STATUS_NAMES, grpc_status_of_http
 from meshkit.api.policies import (
     BreakerLimits,
     BudgetSettings,
@@ -68,4 +68,5 @@ __all__ = [
     "RouteTable",
     "RuntimeFault",
     "WeightedVersion",
+    "grpc_status_of_http",
 ]

@@ -29,3 +29,21 @@ GRPC_STATUS_CODES = MappingProxyType(
 
 GRPC_STATUS_NAMES = tuple(name for name in GRPC_STATUS_CODES if name != "ok")
 """The statuses a fault may answer with or a retry may react to: every one but ``ok``."""
+
+_GRPC_STATUS_OF_HTTP = MappingProxyType(
+    {
+        400: "internal",
+        401: "unauthenticated",
+        403: "permission-denied",
+        404: "unimplemented",
+        429: "unavailable",
+        502: "unavailable",
+        503: "unavailable",
+        504: "unavailable",
+    }
+)
+
+
+def grpc_status_of_http(status: int) -> int:
+    """The gRPC status a gRPC client gets for an HTTP status (Envoy's mapping; else UNKNOWN)."""
+    return GRPC_STATUS_CODES[_GRPC_STATUS_OF_HTTP.get(status, "unknown")]

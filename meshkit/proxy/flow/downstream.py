@@ -174,7 +174,7 @@ class Http1Downstream(Downstream):
             return False
         return True
 
-    async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
+    async def _send_local_response(self, head: ResponseHead, body: bytes) -> bool:
         """One write; the connection stays only if an unread body could be drained."""
         reusable = (
             not self.codec.expects_continue

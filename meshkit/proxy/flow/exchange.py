@@ -31,6 +31,7 @@ from meshkit.proxy.codec.messages import (
     ResponseHead,
 )
 from meshkit.proxy.config import Limits
+from meshkit.proxy.policy.grpcreply import for_client
 from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Downstream(ABC):
         self.listener_name = listener_name
         self.peer_address = peer_address
         self.identity = identity
+        # Whether the current request is a gRPC call: local replies become trailers-only.
+        self.grpc = False
         self.body_bytes = 0
         # Response bytes sent (HTTP/1.1: as framed; HTTP/2: body only), for the metrics.
         self.sent_bytes = 0
@@ -141,9 +144,16 @@ class Downstream(ABC):
     def abort_response(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
         """Give up on a response already started: the client learns it is incomplete."""
 
-    @abstractmethod
     async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
-        """Send a complete response the sidecar made; True if the connection may be reused."""
+        """Send a complete response the sidecar made; True if the connection may be reused.
+
+        To a gRPC request it goes as a trailers-only response (``grpcreply``).
+        """
+        head, body = for_client(head, body, grpc=self.grpc)
+        return await self._send_local_response(head, body)
+
+    @abstractmethod
+    async def _send_local_response(self, head: ResponseHead, body: bytes) -> bool: ...
 
     @abstractmethod
     async def refuse(self, status: int, reason: str, *, flag: str = "-") -> None:

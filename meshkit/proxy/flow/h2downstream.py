@@ -127,7 +127,7 @@ class H2Downstream(Downstream):
         """Reset the stream: the client learns the response is incomplete."""
         self.stream.reset(error_code)
 
-    async def send_local_response(self, head: ResponseHead, body: bytes) -> bool:
+    async def _send_local_response(self, head: ResponseHead, body: bytes) -> bool:
         """Send it on this stream; the connection always stays open."""
         if body:
             await self.send_whole_response(head, body)

@@ -28,6 +28,7 @@ from meshkit.proxy.flow.h2downstream import (
 )
 from meshkit.proxy.flow.l7 import serve_service_request
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
+from meshkit.proxy.policy.grpcreply import is_grpc
 from meshkit.proxy.policy.router import (
     ForwardToCluster,
     LocalReply,
@@ -166,6 +167,7 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
     body_bytes_before, sent_bytes_before = downstream.body_bytes, downstream.sent_bytes
     config = plane.config
     listener = None if config is None else plane.listener(config, downstream.listener_name)
+    downstream.grpc = is_grpc(head.headers)
     cluster_label = "-"
     # The destination service and endpoint of a request to a service (Istio's metrics).
     service: str | None = None
