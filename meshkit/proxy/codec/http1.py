@@ -15,7 +15,6 @@ their own head has been checked (``trailing_data`` carries them over).
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -38,6 +37,7 @@ from meshkit.proxy.codec.request_rules import (
     check_request_target,
     normalise_target,
 )
+from meshkit.proxy.codec.translate import reason_phrase
 from meshkit.proxy.config import Limits
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -45,13 +45,6 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # Room for the request line and framing above the header limit, so the header
 # limit (431) is what a peer hits first, not h11's own (which would answer 400).
 _H11_SLACK = 16 * 1024
-
-
-def _reason_phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 def refusal_bytes(
@@ -63,7 +56,7 @@ def refusal_bytes(
     """
     body = (reason + "\n").encode()
     lines = [
-        b"HTTP/1.1 %d %s" % (status, _reason_phrase(status)),
+        b"HTTP/1.1 %d %s" % (status, reason_phrase(status)),
         b"content-type: text/plain; charset=utf-8",
         b"content-length: %d" % len(body),
         b"connection: close",
@@ -85,7 +78,21 @@ def _clean_headers(raw: Any) -> Headers:
     return [(name, value) for name, value in raw if b"_" not in name]
 
 
-class Http1ServerCodec:
+class _H11Sender:
+    """What both sides of an h11 connection write the same way: body pieces and the end."""
+
+    _conn: Any
+
+    def send_body(self, data: bytes) -> bytes:
+        out: bytes = self._conn.send(h11.Data(data=data))
+        return out
+
+    def send_end(self) -> bytes:
+        out: bytes = self._conn.send(h11.EndOfMessage())
+        return out
+
+
+class Http1ServerCodec(_H11Sender):
     """The server side of one HTTP/1.1 connection (a listener's downstream peer)."""
 
     def __init__(self, limits: Limits) -> None:
@@ -206,14 +213,6 @@ class Http1ServerCodec:
         )
         return data
 
-    def send_body(self, data: bytes) -> bytes:
-        out: bytes = self._conn.send(h11.Data(data=data))
-        return out
-
-    def send_end(self) -> bytes:
-        out: bytes = self._conn.send(h11.EndOfMessage())
-        return out
-
     def finish_cycle(self) -> bool:
         """After a response: True when the connection may carry another request."""
         conn = self._conn
@@ -226,7 +225,7 @@ class Http1ServerCodec:
         return True
 
 
-class Http1ClientCodec:
+class Http1ClientCodec(_H11Sender):
     """The client side of one HTTP/1.1 connection to an endpoint (reusable)."""
 
     def __init__(self, limits: Limits) -> None:
@@ -270,14 +269,6 @@ class Http1ClientCodec:
             h11.Request(method=head.method, target=head.target, headers=head.headers)
         )
         return data
-
-    def send_body(self, data: bytes) -> bytes:
-        out: bytes = self._conn.send(h11.Data(data=data))
-        return out
-
-    def send_end(self) -> bytes:
-        out: bytes = self._conn.send(h11.EndOfMessage())
-        return out
 
     def finish_cycle(self) -> bool:
         """After a full exchange: True (and reset) when the connection can be reused."""

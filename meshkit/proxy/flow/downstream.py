@@ -29,9 +29,7 @@ from meshkit.proxy.codec.messages import (
     RequestHead,
     ResponseHead,
 )
-from meshkit.proxy.config import Limits
-from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.exchange import Downstream, DownstreamGone, accepts_trailers
+from meshkit.proxy.flow.exchange import DownstreamGone, DownstreamOf, accepts_trailers
 from meshkit.proxy.net.streamio import receive_some, send_all
 
 log = logging.getLogger("meshkit.proxy")
@@ -56,28 +54,11 @@ def chunked_trailer_section(trailers: Headers) -> bytes:
     return b"0\r\n" + lines + b"\r\n"
 
 
-class Http1Downstream(Downstream):
+class Http1Downstream(DownstreamOf[trio.abc.Stream]):
     """One HTTP/1.1 client connection, serving its requests one after another."""
 
-    def __init__(
-        self,
-        *,
-        stream: trio.abc.Stream,
-        plane: DataPlane,
-        limits: Limits,
-        listener_name: str,
-        peer_address: str | None,
-        identity: str | None,
-    ) -> None:
-        super().__init__(
-            plane=plane,
-            limits=limits,
-            listener_name=listener_name,
-            peer_address=peer_address,
-            identity=identity,
-        )
-        self.stream = stream
-        self.codec = new_server_codec(limits)
+    def _open(self) -> None:
+        self.codec = new_server_codec(self.limits)
         # Whether the current request takes trailers (``te: trailers``).
         self._accepts_trailers = False
 

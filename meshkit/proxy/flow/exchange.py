@@ -17,7 +17,7 @@ trailers), sends a complete one in one write, answers locally
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 from h2.errors import ErrorCodes
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from meshkit.proxy.flow.dataplane import DataPlane
 
 BodyEvent = Body | EndOfBody | NeedData
+# What a downstream reads from and writes to: a connection (HTTP/1.1) or one stream (HTTP/2).
+StreamT = TypeVar("StreamT")
 PLAIN_TEXT = b"text/plain; charset=utf-8"
 
 
@@ -62,18 +64,20 @@ def local_response_head(
     return ResponseHead(status=status, headers=headers)
 
 
-class Downstream(ABC):
-    """One request's client: its request body in, its response out."""
+class DownstreamOf(ABC, Generic[StreamT]):
+    """One request's client: its request body in, its response out, over a ``StreamT``."""
 
     def __init__(
         self,
         *,
+        stream: StreamT,
         plane: DataPlane,
         limits: Limits,
         listener_name: str,
         peer_address: str | None,
         identity: str | None,
     ) -> None:
+        self.stream = stream
         self.plane = plane
         self.limits = limits
         self.listener_name = listener_name
@@ -84,6 +88,10 @@ class Downstream(ABC):
         self.body_bytes = 0
         # Response bytes sent (HTTP/1.1: as framed; HTTP/2: body only), for the metrics.
         self.sent_bytes = 0
+        self._open()
+
+    def _open(self) -> None:
+        """Set up the protocol's own state (a subclass's constructor)."""
 
     # ------------------------------------------------------------ the request body
 
@@ -173,3 +181,7 @@ class Downstream(ABC):
             status, body, content_type=content_type, reason=reason, flag=flag
         )
         return await self.send_local_response(head, body)
+
+
+# The request flow's view: a downstream whatever it reads from.
+Downstream = DownstreamOf[Any]

@@ -35,7 +35,7 @@ from meshkit.proxy.codec.messages import (
 )
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
+from meshkit.proxy.flow.exchange import DownstreamGone, DownstreamOf
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 
 log = logging.getLogger("meshkit.proxy")
@@ -43,27 +43,10 @@ log = logging.getLogger("meshkit.proxy")
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-class H2Downstream(Downstream):
+class H2Downstream(DownstreamOf[Http2Stream]):
     """One HTTP/2 request stream, seen as the client side of one exchange."""
 
-    def __init__(
-        self,
-        *,
-        stream: Http2Stream,
-        plane: DataPlane,
-        limits: Limits,
-        listener_name: str,
-        peer_address: str | None,
-        identity: str | None,
-    ) -> None:
-        super().__init__(
-            plane=plane,
-            limits=limits,
-            listener_name=listener_name,
-            peer_address=peer_address,
-            identity=identity,
-        )
-        self.stream = stream
+    def _open(self) -> None:
         self.response_started = False
 
     # ------------------------------------------------------------ the request body

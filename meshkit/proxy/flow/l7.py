@@ -10,6 +10,8 @@ owned by the sidecar's ``Mirrors``.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from meshkit.proxy.codec.headers import rewrite_request_headers
@@ -83,16 +85,6 @@ async def serve_service_request(
             answer_failures=False,
         )
 
-    async def reply(
-        status: int,
-        flag: str,
-        reason: str,
-        *,
-        extra: Headers | None = None,
-        body: bytes | None = None,
-    ) -> bool:
-        return await send_local_reply(downstream, status, flag, reason, extra=extra, body=body)
-
     async def read_body() -> ReplayableBody:
         return await ReplayableBody.read_ahead(downstream)
 
@@ -124,7 +116,7 @@ async def serve_service_request(
             head=head,
             target=target,
             attempt=attempt,
-            reply=reply,
+            reply=functools.partial(send_local_reply, downstream),
             read_body=read_body,
             mirror=mirror,
         )

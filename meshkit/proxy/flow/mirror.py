@@ -16,6 +16,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from meshkit.ca.tls import MeshTlsContexts
@@ -30,6 +31,7 @@ from meshkit.proxy.codec.messages import (
 from meshkit.proxy.config import Endpoint, Limits
 from meshkit.proxy.net.pool import ConnectionPool
 from meshkit.proxy.net.streamio import receive_some, send_all
+from meshkit.proxy.net.taskhome import TaskHome
 from meshkit.proxy.net.transport import ConnectFailure, connect_endpoint
 from meshkit.proxy.policy.breaker import ConnectionLimitReached, Ticket
 
@@ -54,7 +56,20 @@ def mirrored_headers(headers: Headers, body: bytes) -> Headers:
     return result
 
 
-class Mirrors:
+@attrs.frozen(kw_only=True)
+class _Copy:
+    """One copy to send: where, what, and the destination breaker's admission."""
+
+    pool: ConnectionPool
+    tls: MeshTlsContexts | None
+    endpoint: Endpoint
+    head: RequestHead
+    body: bytes
+    limits: Limits
+    open_ticket: Callable[[], Ticket | None] | None
+
+
+class Mirrors(TaskHome):
     """Admission and ownership of mirrored copies, sent in the nursery of ``run``."""
 
     def __init__(
@@ -63,22 +78,12 @@ class Mirrors:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         timeout: float = DEFAULT_MIRROR_TIMEOUT,
     ) -> None:
-        self._nursery: trio.Nursery | None = None
+        super().__init__()
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.in_flight = 0
         self.sent = 0
         self.dropped = 0
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the copies' tasks until cancelled (the sidecar runs this for its life)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
 
     def offer(
         self,
@@ -100,25 +105,25 @@ class Mirrors:
             self.dropped += 1
             return False
         self.in_flight += 1
-        copy = RequestHead(
-            method=head.method, target=head.target, headers=mirrored_headers(head.headers, body)
+        copy = _Copy(
+            pool=pool,
+            tls=tls,
+            endpoint=endpoint,
+            head=RequestHead(
+                method=head.method, target=head.target, headers=mirrored_headers(head.headers, body)
+            ),
+            body=body,
+            limits=limits,
+            open_ticket=open_ticket,
         )
-        self._nursery.start_soon(self._send, pool, tls, endpoint, copy, body, limits, open_ticket)
+        self._nursery.start_soon(self._send, copy)
         return True
 
-    async def _send(
-        self,
-        pool: ConnectionPool,
-        tls: MeshTlsContexts | None,
-        endpoint: Endpoint,
-        head: RequestHead,
-        body: bytes,
-        limits: Limits,
-        open_ticket: Callable[[], Ticket | None] | None,
-    ) -> None:
+    async def _send(self, copy: _Copy) -> None:
+        endpoint = copy.endpoint
         try:
             with trio.move_on_after(self.timeout):
-                await _exchange(pool, tls, endpoint, head, body, limits, open_ticket)
+                await _exchange(copy)
                 self.sent += 1
         except (
             ConnectionLimitReached,
@@ -136,28 +141,21 @@ class Mirrors:
             self.in_flight -= 1
 
 
-async def _exchange(
-    pool: ConnectionPool,
-    tls: MeshTlsContexts | None,
-    endpoint: Endpoint,
-    head: RequestHead,
-    body: bytes,
-    limits: Limits,
-    open_ticket: Callable[[], Ticket | None] | None,
-) -> None:
+async def _exchange(copy: _Copy) -> None:
     """Send one copy and read its whole answer, which is dropped."""
+    pool, endpoint, limits = copy.pool, copy.endpoint, copy.limits
     upstream = await pool.acquire(
         (endpoint.host, endpoint.port),
         limits=limits,
-        connect=lambda: connect_endpoint(endpoint, timeout=limits.connect_timeout, tls=tls),
-        open_ticket=open_ticket,
+        connect=lambda: connect_endpoint(endpoint, timeout=limits.connect_timeout, tls=copy.tls),
+        open_ticket=copy.open_ticket,
     )
     codec = upstream.codec
     done = False
     try:
-        data = codec.send_head(head)
-        if body:
-            data += codec.send_body(body)
+        data = codec.send_head(copy.head)
+        if copy.body:
+            data += codec.send_body(copy.body)
         await send_all(upstream.stream, data + codec.send_end())
         while True:
             event = codec.next_event()

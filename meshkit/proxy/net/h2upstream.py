@@ -21,6 +21,7 @@ import trio
 
 from meshkit.proxy.codec.messages import RequestHead
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream
+from meshkit.proxy.net.taskhome import TaskHome
 from meshkit.proxy.policy.breaker import ConnectionLimitReached, Ticket
 
 UpstreamKey = tuple[str, int]
@@ -30,24 +31,13 @@ class NoUpstreamNursery(Exception):
     """``H2Upstreams.run`` is not running: nothing can own a connection's task."""
 
 
-class H2Upstreams:
+class H2Upstreams(TaskHome):
     def __init__(self) -> None:
-        # The nursery of ``run`` while it runs: it owns every connection's task.
-        self._nursery: trio.Nursery | None = None
+        super().__init__()
         self._connections: dict[UpstreamKey, list[Http2Connection]] = {}
         self._opening: dict[UpstreamKey, trio.Lock] = {}
         self._drain_requested = trio.Event()
         self._stream_finished = trio.Event()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the connections' tasks until cancelled (the sidecar runs this for its life)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
 
     def connection_count(self, key: UpstreamKey) -> int:
         return len(self._connections.get(key, ()))

@@ -34,6 +34,11 @@ def compile_pattern(pattern: str, *, what: str) -> re.Pattern[str]:
         ) from None
 
 
+def pattern_if_regex(kind: str, value: str, what: str) -> re.Pattern[str] | None:
+    """``value`` compiled when the condition's ``kind`` is ``regex``, else None."""
+    return compile_pattern(value, what=what) if kind == "regex" else None
+
+
 def joined_header(headers: Headers, name: bytes) -> str | None:
     """Every value of header ``name`` joined with ``,`` (Envoy's rule), or None if absent."""
     values = [value for key, value in headers if key == name]
@@ -49,11 +54,7 @@ class HeaderCondition:
         self.name = match.name.lower().encode("latin-1")
         self.kind = match.kind
         self.value = match.value
-        self.pattern = (
-            compile_pattern(match.value, what=f"header {match.name!r} regex")
-            if match.kind == "regex"
-            else None
-        )
+        self.pattern = pattern_if_regex(match.kind, match.value, f"header {match.name!r} regex")
 
     def holds(self, headers: Headers) -> bool:
         value = joined_header(headers, self.name)
@@ -79,11 +80,7 @@ class _QueryCondition:
         self.name = match.name
         self.kind = match.kind
         self.value = match.value
-        self.pattern = (
-            compile_pattern(match.value, what=f"query {match.name!r} regex")
-            if match.kind == "regex"
-            else None
-        )
+        self.pattern = pattern_if_regex(match.kind, match.value, f"query {match.name!r} regex")
 
     def holds(self, query: list[tuple[str, str]]) -> bool:
         values = [value for key, value in query if key == self.name]
@@ -105,9 +102,7 @@ class _CompiledMatch:
     def __init__(self, match: RequestMatch) -> None:
         self.path_kind = match.path_kind
         self.path = match.path
-        self.path_pattern = (
-            compile_pattern(match.path, what="path_regex") if match.path_kind == "regex" else None
-        )
+        self.path_pattern = pattern_if_regex(match.path_kind, match.path, "path_regex")
         self.methods = frozenset(method.upper().encode("ascii") for method in match.methods)
         self.headers = [HeaderCondition(header) for header in match.headers]
         self.query = [_QueryCondition(query) for query in match.query]
