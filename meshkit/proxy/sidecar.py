@@ -71,11 +71,8 @@ def validate_config(config: ProxyConfig, *, instance: str) -> None:
         raise ConfigRejected(
             f"config is for instance '{config.instance}', this sidecar is '{instance}'"
         )
-    names: set[str] = set()
+    _refuse_twice([listener.name for listener in config.listeners], "two listeners named '{}'")
     for listener in config.listeners:
-        if listener.name in names:
-            raise ConfigRejected(f"two listeners named '{listener.name}'")
-        names.add(listener.name)
         if not 0 <= listener.port <= 65535:
             raise ConfigRejected(
                 f"listener '{listener.name}' has port {listener.port}, outside 0-65535"
@@ -88,11 +85,7 @@ def validate_config(config: ProxyConfig, *, instance: str) -> None:
             raise ConfigRejected(
                 f"listener '{listener.name}' asks for TLS, which only gateway listeners serve"
             )
-    clusters: set[str] = set()
-    for cluster in config.clusters:
-        if cluster.name in clusters:
-            raise ConfigRejected(f"two clusters named '{cluster.name}'")
-        clusters.add(cluster.name)
+    _refuse_twice([cluster.name for cluster in config.clusters], "two clusters named '{}'")
     _validate_rules(config)
     limits = config.limits
     if limits.max_header_bytes <= 0 or limits.max_header_count <= 0:
@@ -101,17 +94,21 @@ def validate_config(config: ProxyConfig, *, instance: str) -> None:
         raise ConfigRejected("timeouts must be positive")
 
 
+def _refuse_twice(names: list[str], message: str) -> None:
+    """``ConfigRejected`` with ``message`` naming the first name that comes twice."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigRejected(message.format(name))
+        seen.add(name)
+
+
 def _validate_rules(config: ProxyConfig) -> None:
     """Refuse route tables whose patterns do not compile, or two tables for one service."""
-    for what, services in (
-        ("route tables", [table.service for table in config.routes]),
-        ("destination policies", [policy.service for policy in config.policies]),
-    ):
-        seen: set[str] = set()
-        for service in services:
-            if service in seen:
-                raise ConfigRejected(f"two {what} for service '{service}'")
-            seen.add(service)
+    _refuse_twice([table.service for table in config.routes], "two route tables for service '{}'")
+    _refuse_twice(
+        [policy.service for policy in config.policies], "two destination policies for service '{}'"
+    )
     try:
         compile_tables(config.routes)
     except ValueError as error:
