@@ -10,6 +10,7 @@ Prometheus scrapes every few seconds, so keep-alive would buy nothing here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -19,6 +20,8 @@ import trio
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 @attrs.frozen(kw_only=True)
@@ -137,62 +140,49 @@ async def serve_http(
 
 async def get(port: int, path: str, *, timeout: float = 2.0) -> bytes | None:
     """The body of ``GET path`` on 127.0.0.1:``port`` if it answers 200 in time, else None."""
-    with trio.move_on_after(timeout):
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            return None
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            request = h11.Request(
-                method="GET", target=path, headers=[("Host", "127.0.0.1"), ("Connection", "close")]
-            )
-            try:
-                await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-                return await _read_body(stream, conn)
-            except (
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                OSError,
-                h11.RemoteProtocolError,
-            ):
-                return None
-    return None
+    headers = [("Host", "127.0.0.1"), ("Connection", "close")]
+    request = h11.Request(method="GET", target=path, headers=headers)
+    return await _exchange("127.0.0.1", port, request, b"", _read_body, timeout=timeout)
 
 
 async def post(url: str, body: bytes, content_type: str, *, timeout: float = 5.0) -> int | None:
     """POST ``body`` to an ``http://`` URL; the status, or None when it did not answer in time."""
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [
+        ("Host", parts.netloc),
+        ("Connection", "close"),
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+    ]
+    request = h11.Request(method="POST", target=target, headers=headers)
     host = parts.hostname or "127.0.0.1"
+    return await _exchange(host, parts.port or 80, request, body, _read_status, timeout=timeout)
+
+
+async def _exchange(
+    host: str,
+    port: int,
+    request: h11.Request,
+    body: bytes,
+    read: Callable[[trio.abc.Stream, h11.Connection], Awaitable[T | None]],
+    *,
+    timeout: float,
+) -> T | None:
+    """Send one request on a new connection and ``read`` its answer; None on any failure."""
     with trio.move_on_after(timeout):
         try:
-            stream = await trio.open_tcp_stream(host, parts.port or 80)
+            stream = await trio.open_tcp_stream(host, port)
         except OSError:
             return None
         async with stream:
             conn = h11.Connection(h11.CLIENT)
-            headers = [
-                ("Host", parts.netloc),
-                ("Connection", "close"),
-                ("Content-Type", content_type),
-                ("Content-Length", str(len(body))),
-            ]
-            request = h11.Request(method="POST", target=target, headers=headers)
+            data = conn.send(request)
+            if body:
+                data += conn.send(h11.Data(data=body))
             try:
-                await stream.send_all(
-                    conn.send(request)
-                    + conn.send(h11.Data(data=body))
-                    + conn.send(h11.EndOfMessage())
-                )
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(bytes(await stream.receive_some(65536)))
-                    elif isinstance(event, h11.Response):
-                        return int(event.status_code)
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return None
+                await stream.send_all(data + conn.send(h11.EndOfMessage()))
+                return await read(stream, conn)
             except (
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
@@ -201,6 +191,17 @@ async def post(url: str, body: bytes, content_type: str, *, timeout: float = 5.0
             ):
                 return None
     return None
+
+
+async def _read_status(stream: trio.abc.Stream, conn: h11.Connection) -> int | None:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(65536)))
+        elif isinstance(event, h11.Response):
+            return int(event.status_code)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
 
 
 async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:

@@ -65,31 +65,27 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
+class _UnderState:
+    """A ``StatePaths`` attribute: the path ``relative`` under its ``state_dir``."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = relative
+
+    def __get__(self, paths: StatePaths, owner: type[StatePaths]) -> Path:
+        return paths.state_dir / self.relative
+
+
 @attrs.frozen(kw_only=True)
 class StatePaths:
     """The files of one mesh run under its state directory (``.meshkit/``)."""
 
     state_dir: Path
 
-    @property
-    def run_dir(self) -> Path:
-        return self.state_dir / "run"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.state_dir / "logs"
-
-    @property
-    def ca_dir(self) -> Path:
-        return self.state_dir / "ca"
-
-    @property
-    def control_socket(self) -> Path:
-        return self.run_dir / "control.sock"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.run_dir / "meshkit.pid"
+    run_dir = _UnderState("run")
+    logs_dir = _UnderState("logs")
+    ca_dir = _UnderState("ca")
+    control_socket = _UnderState("run/control.sock")
+    pidfile = _UnderState("run/meshkit.pid")
 
     def running_pid(self) -> int | None:
         """The pid of a live ``meshkit up`` using this state directory, if any."""
