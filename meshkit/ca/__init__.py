@@ -19,6 +19,7 @@ from meshkit.ca.issuer import DEFAULT_LEAF_LIFETIME, Issuer, TokenStore
 from meshkit.ca.renewal import RenewalSchedule
 from meshkit.ca.root import RootCA
 from meshkit.ca.spiffe import (
+    EXPIRY_GRACE,
     TRUST_DOMAIN,
     SpiffeId,
     WorkloadIdentity,
@@ -39,6 +40,7 @@ from meshkit.ca.workload import generate_key, make_csr, renewal_proof
 
 __all__ = [
     "DEFAULT_LEAF_LIFETIME",
+    "EXPIRY_GRACE",
     "TRUST_DOMAIN",
     "CaError",
     "CertificateRefused",

@@ -9,7 +9,9 @@ identity the token was issued for.
 How it renews (the design choice): a one-time token cannot be used twice, and
 chaining "renewal tokens" would break the day one answer is lost and would not
 survive a control-plane restart.  Instead a renewing sidecar presents its
-current, unexpired certificate *and* proves it holds that certificate's key by
+current certificate (unexpired, or expired within
+``meshkit.ca.spiffe.EXPIRY_GRACE``: a control plane that was stopped renews
+what it let expire) *and* proves it holds that certificate's key by
 signing the new CSR with it (``meshkit.ca.workload.renewal_proof``).  A
 certificate alone proves nothing, since every TLS handshake shows it to the
 peer; the signature does.  ``Issuer.sign_renewal`` checks the chain to the
@@ -34,10 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshkit.ca.errors import CaError, CsrRefused, TokenRefused
+from meshkit.ca.errors import CaError, CsrRefused, InvalidSvid, TokenRefused
 from meshkit.ca.root import CLOCK_SKEW_ALLOWANCE, RootCA
 from meshkit.ca.spiffe import (
     check_svid,
+    check_validity,
     identity_of_csr,
     parse_spiffe_id,
     parse_workload_identity,
@@ -317,14 +320,13 @@ class Issuer:
             raise CsrRefused(
                 "the presented certificate was not issued by this mesh's root"
             ) from error
-        now = _utc(self.clock())
-        if not presented.not_valid_before_utc <= now < presented.not_valid_after_utc:
+        try:
+            check_validity(presented, now=self.clock())
+        except InvalidSvid as error:
             raise CsrRefused(
-                f"the presented certificate is not valid now (valid "
-                f"{presented.not_valid_before_utc:%Y-%m-%d %H:%M:%S} to "
-                f"{presented.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC); "
+                f"the presented certificate is not valid now: {error}; "
                 "restart the instance to bootstrap again"
-            )
+            ) from error
         return presented
 
     def _leaf_builder(

@@ -9,10 +9,20 @@ port, user info, query or fragment, at most 2048 bytes.
 ``check_svid`` enforces the X.509-SVID leaf rules of HARDENING.md:
 exactly one URI SAN with a path, CA=false, digitalSignature, no
 keyCertSign/cRLSign, and serverAuth+clientAuth when an EKU is present.
+
+``check_validity`` is the time rule, the same for a TLS peer and for the
+issuer asked to renew: a certificate is good from its notBefore until
+``EXPIRY_GRACE`` seconds after its notAfter.  The grace exists so that a
+stopped or slow control plane never stops the data plane: a sidecar that
+cannot renew keeps serving with its just-expired certificate, peers still
+accept it (chain, signature and key proof are verified as always), and the
+issuer renews it as soon as it answers again.  Past the grace it is refused
+everywhere; the instance must bootstrap again.
 """
 
 from __future__ import annotations
 
+import datetime
 import string
 
 import attrs
@@ -24,6 +34,8 @@ from meshkit.ca.errors import InvalidSpiffeId, InvalidSvid
 TRUST_DOMAIN = "meshkit.local"
 SCHEME_PREFIX = "spiffe://"
 MAX_SPIFFE_ID_BYTES = 2048
+# How long past its notAfter a mesh certificate is still accepted (see above).
+EXPIRY_GRACE = 300.0
 
 _TRUST_DOMAIN_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-_")
 _PATH_SEGMENT_CHARS = frozenset(string.ascii_letters + string.digits + ".-_")
@@ -185,3 +197,20 @@ def check_svid(cert: x509.Certificate) -> str:
             f"{' and '.join(missing_purposes)}"
         )
     return identity
+
+
+def _utc_text(moment: datetime.datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def check_validity(cert: x509.Certificate, *, now: float, grace: float = EXPIRY_GRACE) -> None:
+    """``InvalidSvid`` unless ``now`` (epoch seconds) is between the certificate's
+    notBefore and ``grace`` seconds after its notAfter."""
+    not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < not_before.timestamp():
+        raise InvalidSvid(f"the certificate is not valid before {_utc_text(not_before)}")
+    if now >= not_after.timestamp() + grace:
+        raise InvalidSvid(
+            f"the certificate expired at {_utc_text(not_after)}, more than the "
+            f"{grace:g}s of grace ago"
+        )

@@ -9,6 +9,12 @@ unread ticket would make an idle pooled connection look readable.  Host names ar
 checked: a peer is who its SPIFFE ID says, so after the handshake the caller
 runs ``verify_peer_identity`` (before sending or reading any HTTP byte).
 
+Time: OpenSSL verifies the chain, the signatures and the key proof, but not the
+validity period (``X509_V_FLAG_NO_CHECK_TIME``): ``verify_peer_identity``
+checks it with ``check_validity``, which accepts a peer certificate expired
+by at most ``EXPIRY_GRACE`` (a sidecar whose control plane is stopped keeps
+serving while it cannot renew) and nothing else.
+
 The ``ssl`` module loads keys from files only.  ``_load_cert_chain`` writes the
 key encrypted with a random one-time password, mode 0600, into a fresh 0700
 directory (in ``/dev/shm`` when available, so it never reaches a disk), and
@@ -27,6 +33,7 @@ import os
 import secrets
 import ssl
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshkit.ca.errors import CaError, PeerIdentityMismatch
-from meshkit.ca.spiffe import check_svid
+from meshkit.ca.spiffe import check_svid, check_validity
 
 ALPN_PROTOCOLS = ["h2", "http/1.1"]
 # What a sidecar's servers select: h2 when offered; the listener dispatches on
@@ -45,6 +52,8 @@ ALPN_PROTOCOLS = ["h2", "http/1.1"]
 SIDECAR_SERVER_ALPN = ["h2", "http/1.1"]
 HTTP1_ONLY_ALPN = ["http/1.1"]
 _SHARED_MEMORY = Path("/dev/shm")
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME (the ssl module has no name for it).
+_NO_CHECK_TIME = 0x200000
 
 PrivateKeyOrPem = ec.EllipticCurvePrivateKey | bytes
 
@@ -93,7 +102,7 @@ def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key: PrivateKeyOr
 
 def _trust_mesh_root(context: ssl.SSLContext, root_pem: bytes) -> None:
     context.load_verify_locations(cadata=root_pem.decode("ascii"))
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    context.verify_flags |= ssl.VERIFY_X509_STRICT | _NO_CHECK_TIME
 
 
 def server_context(
@@ -157,11 +166,15 @@ def gateway_server_context(
     return context
 
 
-def verify_peer_identity(ssl_object: PeerCertificateSource, expected: str | None) -> str:
+def verify_peer_identity(
+    ssl_object: PeerCertificateSource, expected: str | None, *, now: float | None = None
+) -> str:
     """The peer's SPIFFE ID; ``PeerIdentityMismatch`` unless it is ``expected``.
 
     ``expected=None`` accepts any valid mesh identity (an inbound listener that
     authorizes later).  Call it right after the handshake, before any HTTP byte.
+    The certificate must be valid at ``now`` (default: the wall clock), give or
+    take the expiry grace (the module docstring).
     """
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
@@ -169,11 +182,16 @@ def verify_peer_identity(ssl_object: PeerCertificateSource, expected: str | None
             f"the peer presented no certificate (expected {expected or 'a mesh identity'})"
         )
     try:
-        identity = check_svid(x509.load_der_x509_certificate(der))
+        certificate = x509.load_der_x509_certificate(der)
+        identity = check_svid(certificate)
     except (CaError, ValueError) as error:
         raise PeerIdentityMismatch(
             f"the peer's certificate is not a mesh identity: {error}"
         ) from error
+    try:
+        check_validity(certificate, now=time.time() if now is None else now)
+    except CaError as error:
+        raise PeerIdentityMismatch(f"the certificate of {identity} is refused: {error}") from None
     if expected is not None and identity != expected:
         raise PeerIdentityMismatch(f"expected peer {expected} but it presented {identity}")
     return identity

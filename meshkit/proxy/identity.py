@@ -9,8 +9,10 @@
    /v1/instances/<id>/certificate``, build the TLS contexts.  This happens
    before the sidecar subscribes to its config.
 3. ``SidecarIdentity.renew_forever``: a task driven by
-   ``meshkit.ca.renewal.RenewalSchedule`` (half-life with jitter, backoff on
-   failure, never past expiry).  A renewal uses a fresh key, authorised by the
+   ``meshkit.ca.renewal.RenewalSchedule`` (half-life with jitter, capped
+   backoff on failure, retried for as long as the sidecar lives: a stopped
+   control plane never ends it, and peers accept a just-expired certificate
+   for ``EXPIRY_GRACE``).  A renewal uses a fresh key, authorised by the
    current certificate and a signature of the new CSR with the current key.
    On success the contexts are replaced as a whole (``on_renewed``): new
    connections use the new certificate, open ones keep theirs.
@@ -44,6 +46,7 @@ from meshkit.ca.exchange import (
 )
 from meshkit.ca.issuer import DEFAULT_GATEWAY_HOSTS
 from meshkit.ca.renewal import RenewalSchedule
+from meshkit.ca.spiffe import EXPIRY_GRACE
 from meshkit.ca.tls import SIDECAR_SERVER_ALPN, MeshTlsContexts, gateway_server_context
 from meshkit.ca.workload import (
     PrivateKey,
@@ -216,38 +219,53 @@ class SidecarIdentity:
         cert_pem, root_pem = await self._request(body)
         return self._install(new_key, cert_pem, root_pem)
 
+    def _serving_what(self) -> str:
+        if self.contexts is None:
+            return "no certificate yet"
+        late = self.clock() - self.contexts.not_after.timestamp()
+        if late < 0:
+            return "still serving the current one"
+        return (
+            f"serving the one that expired {late:.0f}s ago "
+            f"(peers accept it for {EXPIRY_GRACE:g}s past expiry)"
+        )
+
     async def renew_forever(
         self,
         *,
         on_renewed: Callable[[MeshTlsContexts], None],
-        on_expired: Callable[[], None],
+        on_unrenewable: Callable[[], None],
     ) -> None:
-        """Renew per the schedule until cancelled; ``on_expired`` once renewal is impossible."""
+        """Renew per the schedule until cancelled; ``on_unrenewable`` once the control
+        plane refuses to renew an expired certificate (only a fresh bootstrap helps)."""
         while True:
             delay = self.schedule.delay_until_next_attempt()
             if delay is None:
                 log.error(
-                    "%s: certificate for %s expired and could not be renewed: %s",
+                    "%s: certificate for %s expired and the control plane refuses to renew it: "
+                    "%s",
                     self.control.instance,
                     self.spiffe_id,
                     self.schedule.state,
                 )
-                on_expired()
+                on_unrenewable()
                 return
             await trio.sleep(delay)
             self.schedule.renewal_started()
             try:
                 contexts = await self.renew_once()
             except (IdentityError, ControlPlaneError) as error:
-                retry_at = self.schedule.renewal_failed(str(error))
-                when = "never" if retry_at is None else f"in {retry_at - self.clock():.1f}s"
-                log.warning(
-                    "%s: certificate renewal failed (%s); still serving the current one, "
-                    "retrying %s",
-                    self.control.instance,
-                    error,
-                    when,
+                retry_at = self.schedule.renewal_failed(
+                    str(error), refused=isinstance(error, CertificateRequestRefused)
                 )
+                if retry_at is not None:
+                    log.warning(
+                        "%s: certificate renewal failed (%s); %s, retrying in %.1fs",
+                        self.control.instance,
+                        error,
+                        self._serving_what(),
+                        retry_at - self.clock(),
+                    )
                 continue
             log.info(
                 "%s: renewed certificate, valid until %s",

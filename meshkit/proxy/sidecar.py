@@ -15,9 +15,11 @@
   before ``run`` is installed in the data plane, a renewal task swaps in new
   TLS contexts as certificates are renewed, and a config naming another
   identity is rejected.  A config with an HTTPS gateway listener is applied
-  only once the gateway's serving certificate is in hand.  If the certificate
-  expires without renewal the sidecar stops with ``exit_status`` 1, so that
-  its supervisor restarts it with a fresh bootstrap token.
+  only once the gateway's serving certificate is in hand.  A certificate that
+  cannot be renewed (the control plane stopped) keeps serving past its expiry
+  while renewal is retried; only when the control plane refuses to renew an
+  expired one does the sidecar stop with ``exit_status`` 1, so that its
+  supervisor restarts it with a fresh bootstrap token.
 """
 
 from __future__ import annotations
@@ -208,11 +210,11 @@ class Sidecar:
             if identity.gateway_context is not None:
                 self.plane.gateway_tls = identity.gateway_context
 
-        def expired() -> None:
+        def unrenewable() -> None:
             self.exit_status = 1
             self.shutdown()
 
-        await identity.renew_forever(on_renewed=install, on_expired=expired)
+        await identity.renew_forever(on_renewed=install, on_unrenewable=unrenewable)
 
     async def _subscribe(self) -> None:
         backoff = BackoffCounter(CONTROL_PLANE_BACKOFF)

@@ -64,3 +64,51 @@ def test_a_stopped_control_plane_blocks_no_request(tmp_path: Path) -> None:
         mesh.wait_no_processes(timeout=10)
     finally:
         mesh.kill_everything()
+
+
+def _sidecars(status: dict[str, object]) -> dict[str, object]:
+    """Each instance's sidecar pid, the gateway's included (a restart changes it)."""
+    found: dict[str, object] = {}
+    for service in status["services"]:  # type: ignore[attr-defined]
+        for inst in service["instances"]:
+            found[inst["id"]] = inst["sidecar_pid"]
+    for gateway in status["gateways"]:  # type: ignore[attr-defined]
+        found["gateway"] = gateway["pid"]
+    return found
+
+
+def test_certificates_outlive_a_control_plane_pause_longer_than_their_life(
+    tmp_path: Path,
+) -> None:
+    """6-second certificates, a 20-second pause: traffic flows, no sidecar restarts, and
+    every sidecar renews once the control plane answers again."""
+    meshfile = tmp_path / "Meshfile.py"
+    meshfile.write_text(textwrap.dedent(f"""
+        from meshkit import Mesh, http_get
+        mesh = Mesh("paused", cert_lifetime="6s")
+        mesh.service("echo", run="python {APPS}/versioned_echo.py", health=http_get("/healthz"))
+        mesh.gateway(port=0, routes={{"/": "echo"}})
+    """))
+    mesh = MeshProcess(meshfile, tmp_path, "--no-watch")
+    try:
+        before = _sidecars(mesh.wait_ready(timeout=60))
+        load = paused_under_load(mesh)
+        outcomes = load.outcomes
+        during = [o for o in outcomes if 3 < o.at - outcomes[0].at < PAUSE + 1]
+        assert len(during) > 100 * PAUSE, f"only {len(during)} requests during the pause"
+        assert load.failures() == [], (len(load.failures()), load.failures()[:5])
+        renewed = mesh.wait_until(
+            lambda status: all(
+                inst["cert_state"] == "valid"
+                for service in status["services"]
+                for inst in service["instances"]
+            )
+            and status["gateways"][0]["cert_state"] == "valid",
+            timeout=30,
+        )
+        assert _sidecars(renewed) == before, "a sidecar was restarted"
+        assert "expired and could not be renewed" not in mesh.output()
+        assert mesh.stop() == 130
+        mesh.wait_no_processes(timeout=10)
+    finally:
+        mesh.kill_everything()

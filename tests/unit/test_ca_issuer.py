@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshkit.ca import (
+    EXPIRY_GRACE,
     CertificateRefused,
     CsrRefused,
     Issuer,
@@ -200,11 +201,26 @@ def test_renewal_for_another_identity_is_refused(issuer: Issuer) -> None:
         issuer.sign_renewal(csr, old_cert, renewal_proof(old_key, csr))
 
 
-def test_renewal_with_an_expired_certificate_is_refused(issuer: Issuer, clock: FakeClock) -> None:
+def test_renewal_of_a_certificate_expired_within_the_grace_is_signed(
+    issuer: Issuer, clock: FakeClock
+) -> None:
+    """A control plane that was stopped renews what it let expire meanwhile."""
     old_key, old_cert = _issue(issuer, CATALOG, lifetime=10)
-    clock.now += 10
+    clock.now += 10 + EXPIRY_GRACE - 1
     csr = make_csr(generate_key(), CATALOG)
-    with pytest.raises(CsrRefused, match="not valid now"):
+    renewed = x509.load_pem_x509_certificate(
+        issuer.sign_renewal(csr, old_cert, renewal_proof(old_key, csr))
+    )
+    assert renewed.not_valid_after_utc.timestamp() > clock.now
+
+
+def test_renewal_with_a_certificate_expired_beyond_the_grace_is_refused(
+    issuer: Issuer, clock: FakeClock
+) -> None:
+    old_key, old_cert = _issue(issuer, CATALOG, lifetime=10)
+    clock.now += 10 + EXPIRY_GRACE
+    csr = make_csr(generate_key(), CATALOG)
+    with pytest.raises(CsrRefused, match=r"not valid now: .* more than the 300s of grace ago"):
         issuer.sign_renewal(csr, old_cert, renewal_proof(old_key, csr))
 
 

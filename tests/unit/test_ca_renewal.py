@@ -1,4 +1,4 @@
-"""Renewal timing: half-life with jitter, exponential backoff, never past expiry."""
+"""Renewal timing: half-life with jitter, capped exponential backoff, retried past expiry."""
 
 from __future__ import annotations
 
@@ -88,19 +88,39 @@ def test_success_resets_the_backoff() -> None:
     assert schedule.renewal_failed("refused") == clock.now + 1
 
 
-def test_retries_never_go_past_expiry() -> None:
+def test_retries_go_on_past_expiry_until_the_control_plane_answers() -> None:
+    """A stopped control plane (every attempt times out) never ends the retrying."""
     clock = FakeClock()
     schedule = _schedule(clock)
-    not_after = clock.now + 60
+    not_after = clock.now + 6
     clock.now = schedule.certificate_installed(not_after=not_after)
-    attempts = []
-    while (retry_at := schedule.renewal_failed("refused")) is not None and retry_at < not_after:
-        assert retry_at > clock.now  # never a busy retry
-        attempts.append(retry_at)
+    delays = []
+    while clock.now < not_after + 60:
+        retry_at = schedule.renewal_failed("no answer within 10s")
+        assert retry_at is not None
+        delays.append(retry_at - clock.now)
         clock.now = retry_at
-    assert attempts[-1] >= not_after - 1
-    assert retry_at == not_after  # the last retry failed: wait for expiry
-    clock.now = not_after
+    assert min(delays) == 1 and max(delays) == pytest.approx(1.5)  # capped at a quarter of the 6 s life
+    assert schedule.state == "expired, renewing: no answer within 10s"
+    assert schedule.delay_until_next_attempt() == 0.0
+    schedule.certificate_installed(not_after=clock.now + 6)  # the control plane is back
+    assert schedule.state == "ok"
+
+
+def test_a_refusal_before_expiry_is_retried() -> None:
+    clock = FakeClock()
+    schedule = _schedule(clock)
+    schedule.certificate_installed(not_after=clock.now + 60)
+    assert schedule.renewal_failed("refused (403)", refused=True) == clock.now + 1
+
+
+def test_a_refusal_after_expiry_ends_the_renewal() -> None:
+    clock = FakeClock()
+    schedule = _schedule(clock)
+    schedule.certificate_installed(not_after=clock.now + 60)
+    clock.now += 60
+    assert schedule.renewal_failed("no answer", refused=False) is not None
+    assert schedule.renewal_failed("refused (403): expired", refused=True) is None
     assert schedule.state == "expired"
     assert schedule.next_attempt_at is None
     assert schedule.delay_until_next_attempt() is None
@@ -111,7 +131,7 @@ def test_expiry_shows_even_without_a_failure() -> None:
     schedule = _schedule(clock)
     schedule.certificate_installed(not_after=clock.now + 10)
     clock.now += 10
-    assert schedule.state == "expired"
+    assert schedule.state == "expired, renewing: not yet tried"
 
 
 def test_installing_an_expired_certificate_is_an_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 import stat
+import time
 from pathlib import Path
 
 import attrs
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshkit.ca import (
+    EXPIRY_GRACE,
     Issuer,
     MeshTlsContexts,
     PeerIdentityMismatch,
@@ -121,6 +123,61 @@ async def test_mutual_tls_between_two_services(issuer: Issuer) -> None:
     assert result.client_saw == CATALOG
     assert result.client_received == b"hello"
     assert result.alpn == "h2"
+
+
+def _credentials_issued_ago(issuer: Issuer, identity: str, *, ago: float) -> Credentials:
+    """Credentials with a 60-second life that began ``ago`` seconds before now."""
+    past = Issuer(root=issuer.root, clock=lambda: time.time() - ago)
+    key = generate_key()
+    cert_pem = past.sign_csr(
+        make_csr(key, identity), past.tokens.issue(identity, ttl=60), lifetime=60
+    )
+    return Credentials(cert_pem=cert_pem, key=key, root_pem=issuer.root.pem)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_a_peer_certificate_expired_within_the_grace_is_accepted(
+    issuer: Issuer, side: str
+) -> None:
+    """A stopped control plane must not stop the data plane: 40 s past notAfter still works
+    (OpenSSL still verifies the chain and the key; only the time check is ours)."""
+    late = _credentials_issued_ago(issuer, CATALOG if side == "server" else FRONTEND, ago=100)
+    if side == "server":
+        server = server_context(late.cert_pem, late.key, late.root_pem)
+        result = await _converse(_client(issuer), server, expect_server=CATALOG)
+    else:
+        client = client_context(late.cert_pem, late.key, late.root_pem)
+        result = await _converse(client, _server(issuer), expect_server=CATALOG)
+    assert (result.server_saw, result.client_saw) == (FRONTEND, CATALOG)
+    assert result.client_received == b"hello"
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_a_peer_certificate_expired_beyond_the_grace_is_refused(
+    issuer: Issuer, side: str
+) -> None:
+    late = _credentials_issued_ago(
+        issuer, CATALOG if side == "server" else FRONTEND, ago=60 + EXPIRY_GRACE + 5
+    )
+    if side == "server":
+        server = server_context(late.cert_pem, late.key, late.root_pem)
+        result = await _converse(_client(issuer), server, expect_server=CATALOG)
+        error = result.client_error
+    else:
+        client = client_context(late.cert_pem, late.key, late.root_pem)
+        result = await _converse(client, _server(issuer), expect_server=CATALOG)
+        error = result.server_error
+    assert isinstance(error, PeerIdentityMismatch)
+    assert f"more than the {EXPIRY_GRACE:g}s of grace ago" in str(error)
+    assert result.client_received == b""
+
+
+async def test_a_certificate_not_yet_valid_is_refused(issuer: Issuer) -> None:
+    early = _credentials_issued_ago(issuer, CATALOG, ago=-3600)
+    server = server_context(early.cert_pem, early.key, early.root_pem)
+    result = await _converse(_client(issuer), server, expect_server=CATALOG)
+    assert isinstance(result.client_error, PeerIdentityMismatch)
+    assert "is not valid before" in str(result.client_error)
 
 
 async def test_client_refuses_a_server_of_the_wrong_service(issuer: Issuer) -> None:

@@ -4,6 +4,7 @@ certificate endpoint, compile's identities, the status fields, and a sidecar's
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -14,7 +15,15 @@ import trio
 from cryptography import x509
 
 from meshkit.api.control import ControlClient
-from meshkit.ca import Issuer, RenewalSchedule, RootCA, generate_key, make_csr, spiffe_id
+from meshkit.ca import (
+    EXPIRY_GRACE,
+    Issuer,
+    RenewalSchedule,
+    RootCA,
+    generate_key,
+    make_csr,
+    spiffe_id,
+)
 from meshkit.ca.errors import CsrRefused
 from meshkit.ca.exchange import BOOTSTRAP_FD_ENV, bootstrap_request_body
 from meshkit.ca.workload import make_serving_csr, renewal_proof
@@ -155,12 +164,18 @@ def test_only_the_gateway_gets_an_https_certificate_for_allowed_hosts(issuer: Is
     other_cert, other_key = svid(FRONTEND)
     with pytest.raises(CsrRefused, match="only the gateway"):
         issuer.sign_gateway_csr(
-            csr, other_cert, renewal_proof(other_key, csr), gateway_identity=GATEWAY  # type: ignore[arg-type]
+            csr,
+            other_cert,
+            renewal_proof(other_key, csr),
+            gateway_identity=GATEWAY,  # type: ignore[arg-type]
         )
     evil = make_serving_csr(serving_key, ("localhost", "bank.example"))
     with pytest.raises(CsrRefused, match=r"bank\.example"):
         issuer.sign_gateway_csr(
-            evil, gateway_cert, renewal_proof(gateway_key, evil), gateway_identity=GATEWAY  # type: ignore[arg-type]
+            evil,
+            gateway_cert,
+            renewal_proof(gateway_key, evil),
+            gateway_identity=GATEWAY,  # type: ignore[arg-type]
         )
 
 
@@ -191,34 +206,89 @@ async def test_a_sidecar_identity_bootstraps_renews_and_gets_the_gateway_certifi
         nursery.cancel_scope.cancel()
 
 
-async def test_renewal_failures_back_off_and_expiry_is_reported(
-    issuer: Issuer, tmp_path: Path, autojump_clock: trio.abc.Clock
+async def test_renewal_outlives_a_stopped_control_plane_and_renews_when_it_answers(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
-    _, server, _ = make_server(issuer)
-    socket_path = tmp_path / "control.sock"
-    expired: list[bool] = []
     offset = time.time() - trio.current_time()
 
     def wall_clock() -> float:  # wall time, advanced by the autojump clock
         return offset + trio.current_time()
 
+    issuer = Issuer(root=RootCA.load_or_create(tmp_path / "ca", mesh="shop"), clock=wall_clock)
+    _, server, _ = make_server(issuer)
+    socket_path = tmp_path / "control.sock"
+    given_up: list[bool] = []
+    renewed: list[float] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, socket_path)
+        reachable = ControlClient(socket_path=socket_path, instance="catalog-0")
         identity = SidecarIdentity(
             spiffe_id=CATALOG,
-            control=ControlClient(socket_path=socket_path, instance="catalog-0"),
+            control=reachable,
             clock=wall_clock,
             schedule=RenewalSchedule(clock=wall_clock),
         )
         await identity.bootstrap(issuer.tokens.issue(CATALOG, ttl=60))
-        started = trio.current_time()
-        # The control plane goes away: renewals fail until the certificate expires.
+        assert identity.contexts is not None
+        not_after = identity.contexts.not_after.timestamp()
+        # The control plane goes away: renewals fail, past expiry too.
         identity.control = ControlClient(socket_path=tmp_path / "gone.sock", instance="catalog-0")
-        await identity.renew_forever(
-            on_renewed=lambda contexts: None, on_expired=lambda: expired.append(True)
+        nursery.start_soon(
+            functools.partial(
+                identity.renew_forever,
+                on_renewed=lambda contexts: renewed.append(wall_clock()),
+                on_unrenewable=lambda: given_up.append(True),
+            )
         )
-        assert expired == [True] and identity.state == "expired"
-        assert 59 <= trio.current_time() - started <= 61  # kept trying until expiry
+        await trio.sleep_until(trio.current_time() + (not_after - wall_clock()) + 120)
+        assert identity.state.startswith("expired, renewing: ")
+        assert renewed == [] and given_up == []
+        back = wall_clock()
+        identity.control = reachable  # it answers again, 120 s after the certificate expired
+        while not renewed:
+            await trio.sleep(0.1)
+        assert renewed[0] - back <= 60 * 0.25  # within one capped retry
+        assert identity.state == "ok" and given_up == []
+        assert identity.contexts.not_after.timestamp() > wall_clock()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_renewal_after_expiry_asks_for_a_fresh_bootstrap(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """Past the grace the issuer refuses: the sidecar gives up (its owner restarts it)."""
+    offset = time.time() - trio.current_time()
+
+    def wall_clock() -> float:
+        return offset + trio.current_time()
+
+    issuer = Issuer(root=RootCA.load_or_create(tmp_path / "ca", mesh="shop"), clock=wall_clock)
+    _, server, _ = make_server(issuer)
+    socket_path = tmp_path / "control.sock"
+    given_up: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, socket_path)
+        reachable = ControlClient(socket_path=socket_path, instance="catalog-0")
+        identity = SidecarIdentity(
+            spiffe_id=CATALOG,
+            control=reachable,
+            clock=wall_clock,
+            schedule=RenewalSchedule(clock=wall_clock),
+        )
+        await identity.bootstrap(issuer.tokens.issue(CATALOG, ttl=60))
+        identity.control = ControlClient(socket_path=tmp_path / "gone.sock", instance="catalog-0")
+        nursery.start_soon(
+            functools.partial(
+                identity.renew_forever,
+                on_renewed=lambda contexts: None,
+                on_unrenewable=lambda: given_up.append(wall_clock()),
+            )
+        )
+        await trio.sleep(60 + EXPIRY_GRACE + 10)
+        identity.control = reachable
+        while not given_up:
+            await trio.sleep(1)
+        assert identity.state == "expired"
         nursery.cancel_scope.cancel()
 
 
