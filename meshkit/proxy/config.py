@@ -103,6 +103,8 @@ class Limits:
     idle_timeout: float = 300.0
     connect_timeout: float = 5.0
     max_body_bytes: int | None = None  # None: unbounded (streamed, never buffered)
+    # HTTP/2 streams in flight on one listener, all connections together (policy/admission).
+    max_streams_per_listener: int = 1000
     pool_idle_per_endpoint: int = 64
 
 

@@ -59,8 +59,9 @@ class RapidResetDetector:
         if now - opened < self.min_stream_lifetime:
             self.premature_resets += 1
 
-    def stream_refused(self) -> None:
-        """We refused a stream (over the concurrency limit): counts as premature."""
+    def stream_refused(self, stream_id: int) -> None:
+        """We refused a stream (over a concurrency limit): counts as premature."""
+        self._opened_at.pop(stream_id, None)
         self.closed_streams += 1
         self.premature_resets += 1
 

@@ -158,8 +158,8 @@ class Http2Codec:
             self.finished = True
             return [self._end(int(error.error_code), f"HTTP/2 protocol error: {error}")]
         events = self._translate(h2_events)
-        for _ in self._h2.refused_stream_ids:
-            self._rapid_reset.stream_refused()
+        for stream_id in self._h2.refused_stream_ids:
+            self._rapid_reset.stream_refused(stream_id)
         self._h2.refused_stream_ids.clear()
         if self._rapid_reset.should_close():
             self._h2.close_connection(
@@ -247,12 +247,19 @@ class Http2Codec:
         self.send_data(stream_id, b"", end_stream=True)
 
     def reset_stream(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> None:
-        """RST_STREAM; a stream already closed, or on a closed connection, is left alone."""
+        """RST_STREAM; a stream already closed, or on a closed connection, is left alone.
+
+        ``REFUSED_STREAM`` (a stream we will not serve) counts as premature for
+        the rapid-reset rule, as a stream over ``max_concurrent_streams`` does.
+        """
         try:
             self._h2.reset_stream(stream_id, error_code)
         except h2.exceptions.ProtocolError:  # StreamClosedError, or the connection is CLOSED
             return
-        self._rapid_reset.stream_closed(stream_id)
+        if error_code == ErrorCodes.REFUSED_STREAM:
+            self._rapid_reset.stream_refused(stream_id)
+        else:
+            self._rapid_reset.stream_closed(stream_id)
         self._collect_output()
 
     def acknowledge(self, stream_id: int, flow_controlled_length: int) -> None:

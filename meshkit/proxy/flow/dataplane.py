@@ -20,6 +20,7 @@ from meshkit.proxy.config import Limits, Listener, ProxyConfig
 from meshkit.proxy.flow.mirror import Mirrors
 from meshkit.proxy.net.h2upstream import H2Upstreams
 from meshkit.proxy.net.pool import ConnectionPool
+from meshkit.proxy.policy.admission import StreamAdmission
 from meshkit.proxy.policy.destinations import Destinations
 from meshkit.proxy.telemetry.accesslog import AccessLog
 from meshkit.proxy.telemetry.calls import CallLog
@@ -54,6 +55,8 @@ class DataPlane:
             max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2
         )
         self._idle_waits: set[trio.CancelScope] = set()
+        # HTTP/2 streams in flight per listener, across its connections.
+        self.stream_admission: dict[str, StreamAdmission] = {}
         # Transport security, each replaced as a whole on renewal: new
         # connections take the current value, open ones keep what they used.
         self.tls: MeshTlsContexts | None = None

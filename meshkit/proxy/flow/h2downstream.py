@@ -4,7 +4,11 @@
 stream the peer opens to ``handle_request`` (the same function that serves an
 HTTP/1.1 request) wrapped in an ``H2Downstream``.  Streams run concurrently,
 one task each, in a nursery the connection owns; the codec refuses a stream
-over ``max_concurrent_streams`` (100) with ``REFUSED_STREAM``.
+over ``max_concurrent_streams`` (100) with ``REFUSED_STREAM``, and so does the
+listener's ``StreamAdmission`` over ``Limits.max_streams_per_listener``
+(across connections).  A stream the peer resets (or whose connection ends)
+cancels its task wherever it is, upstream stream included: nothing is routed
+or forwarded for it afterwards (rapid reset, CVE-2023-44487).
 
 ``H2Downstream`` is the request flow's ``Downstream`` for one stream:
 
@@ -37,6 +41,7 @@ from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.exchange import DownstreamGone, DownstreamOf
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
+from meshkit.proxy.policy.admission import StreamAdmission
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -157,7 +162,13 @@ async def serve_http2(
         limits=Http2Limits(max_header_list_size=limits.max_header_bytes),
     )
 
-    async def serve_stream(stream: Http2Stream) -> None:
+    async def serve_stream(stream: Http2Stream, admission: StreamAdmission) -> None:
+        try:
+            await serve_admitted(stream)
+        finally:
+            admission.release(connection)
+
+    async def serve_admitted(stream: Http2Stream) -> None:
         assert stream.head is not None
         downstream = H2Downstream(
             stream=stream,
@@ -167,14 +178,20 @@ async def serve_http2(
             peer_address=peer_address,
             identity=identity,
         )
-        try:
-            await handle_request(plane, downstream, stream.head)
-        except DownstreamGone:
-            return
-        except Exception:
-            # One stream's failure must not end its siblings or the sidecar.
-            log.exception("%s: HTTP/2 stream %d failed", listener_name, stream.stream_id)
-            stream.reset(ErrorCodes.INTERNAL_ERROR)
+        with trio.CancelScope() as work:
+            # A reset (or the connection's end) cancels the request wherever it is:
+            # nothing is routed or forwarded for it afterwards (rapid reset).
+            stream.cancel_on_peer_reset(work)
+            try:
+                await handle_request(plane, downstream, stream.head)
+            except DownstreamGone:
+                return
+            except Exception:
+                # One stream's failure must not end its siblings or the sidecar.
+                log.exception("%s: HTTP/2 stream %d failed", listener_name, stream.stream_id)
+                stream.reset(ErrorCodes.INTERNAL_ERROR)
+                return
+        if work.cancelled_caught:
             return
         if not stream.peer_ended and stream.failed is None:
             # Answered before the whole request arrived: stop the rest (RFC 9113 8.1).
@@ -193,9 +210,15 @@ async def serve_http2(
     async with trio.open_nursery() as nursery:
         await nursery.start(connection.run)
         nursery.start_soon(watch_drain)
+        admission = plane.stream_admission.setdefault(listener_name, StreamAdmission())
         async with trio.open_nursery() as streams:
             async for stream in connection.accept_streams():
-                streams.start_soon(serve_stream, stream)
+                if stream.failed is not None:
+                    continue  # reset in the read that opened it: no work at all
+                if not admission.try_admit(connection, limit=limits.max_streams_per_listener):
+                    stream.reset(ErrorCodes.REFUSED_STREAM)
+                    continue
+                streams.start_soon(serve_stream, stream, admission)
         nursery.cancel_scope.cancel()
 
 

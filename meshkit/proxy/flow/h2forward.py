@@ -128,6 +128,8 @@ async def forward_http2(attempt: Attempt) -> Outcome:
             status, flag = (504, "UT") if failed.timed_out else (502, "UC")
             return await attempt.fail(flag, status, f"{attempt.what} {failed.reason}")
         finally:
+            if stream.unfinished:
+                stream.reset(ErrorCodes.CANCEL)  # cancelled (the client reset its stream)
             attempt.plane.h2_upstreams.stream_finished()
     raise AssertionError("unreachable: the second try always returns")
 

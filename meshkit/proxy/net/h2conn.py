@@ -80,6 +80,7 @@ class Http2Stream:
         self._local_ended = False
         self._error: StreamError | None = None
         self._changed = trio.Event()
+        self._work: trio.CancelScope | None = None
 
     # ------------------------------------------------------------ receiving
 
@@ -135,6 +136,11 @@ class Http2Stream:
     @property
     def failed(self) -> StreamError | None:
         return self._error
+
+    @property
+    def unfinished(self) -> bool:
+        """Neither failed nor ended both ways: frames may still come and go."""
+        return self._error is None and not (self._local_ended and self._peer_ended)
 
     async def receive_body(self) -> AsyncIterator[bytes]:
         """The body as chunks; after the loop ``trailers`` holds any trailers."""
@@ -206,7 +212,19 @@ class Http2Stream:
             self._fail(StreamError(self.stream_id, error_code, "reset by this side"))
             self._connection._streams.pop(self.stream_id, None)
 
+    def cancel_on_peer_reset(self, work: trio.CancelScope) -> None:
+        """Cancel ``work`` (the task serving this stream) when the peer resets the stream
+        or the connection ends: nothing is done for a request nobody waits for."""
+        self._work = work
+        if self._error is not None:
+            work.cancel()
+
     # ------------------------------------------------------------ driven by the connection
+
+    def _peer_gone(self, error: StreamError) -> None:
+        self._fail(error)
+        if self._work is not None:
+            self._work.cancel()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -277,12 +295,17 @@ class Http2Connection:
         """Send a request head on a new stream (client side)."""
         if self._codec.ended is not None:
             raise StreamError(0, self._codec.ended.error_code, self._codec.ended.reason)
+        await trio.lowlevel.checkpoint_if_cancelled()
         stream_id = self._codec.send_request(head, scheme=scheme, end_stream=end_stream)
         stream = Http2Stream(self, stream_id, head)
         stream.scheme = scheme
         stream._local_ended = end_stream
         self._streams[stream_id] = stream
-        await self._flush()
+        try:
+            await self._flush()
+        except BaseException:
+            stream.reset()  # cancelled: the peer must not work on it
+            raise
         return stream
 
     async def aclose(self, error_code: int = ErrorCodes.NO_ERROR) -> None:
@@ -378,7 +401,8 @@ class Http2Connection:
                 self._forget_if_closed(stream_or_none)
         elif isinstance(event, StreamReset):
             if (stream_or_none := self._streams.pop(event.stream_id, None)) is not None:
-                stream_or_none._fail(StreamError(event.stream_id, event.error_code, event.reason))
+                error = StreamError(event.stream_id, event.error_code, event.reason)
+                stream_or_none._peer_gone(error)
             self._wake_senders()
         elif isinstance(event, WindowOpened):
             self._wake_senders()
@@ -406,7 +430,7 @@ class Http2Connection:
             unprocessed = stream_id > event.last_stream_id and self._codec.client_side
             if unprocessed or self._codec.finished:
                 code = ErrorCodes.REFUSED_STREAM if unprocessed else event.error_code
-                stream._fail(StreamError(stream_id, code, event.reason))
+                stream._peer_gone(StreamError(stream_id, code, event.reason))
                 del self._streams[stream_id]
         self._wake_senders()
 
@@ -417,7 +441,7 @@ class Http2Connection:
     def _finish(self) -> None:
         reason = self.ended.reason if self.ended is not None else "the connection closed"
         for stream_id, stream in self._streams.items():
-            stream._fail(StreamError(stream_id, ErrorCodes.CANCEL, reason))
+            stream._peer_gone(StreamError(stream_id, ErrorCodes.CANCEL, reason))
         self._streams.clear()
         self._accepted_send.close()
         self._wake_senders()
