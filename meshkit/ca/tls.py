@@ -100,6 +100,22 @@ def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key: PrivateKeyOr
         directory.rmdir()
 
 
+def _present(
+    context: ssl.SSLContext,
+    cert_pem: bytes,
+    key: PrivateKeyOrPem,
+    alpn_protocols: Sequence[str],
+    *,
+    root_pem: bytes | None,
+) -> ssl.SSLContext:
+    """``context`` presenting ``cert_pem``, offering ``alpn_protocols``, trusting ``root_pem``."""
+    if root_pem is not None:
+        _trust_mesh_root(context, root_pem)
+    _load_cert_chain(context, cert_pem, key)
+    context.set_alpn_protocols(list(alpn_protocols))
+    return context
+
+
 def _trust_mesh_root(context: ssl.SSLContext, root_pem: bytes) -> None:
     context.load_verify_locations(cadata=root_pem.decode("ascii"))
     context.verify_flags |= ssl.VERIFY_X509_STRICT | _NO_CHECK_TIME
@@ -123,10 +139,7 @@ def server_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     context.num_tickets = 0
-    _trust_mesh_root(context, root_pem)
-    _load_cert_chain(context, cert_pem, key)
-    context.set_alpn_protocols(list(alpn_protocols))
-    return context
+    return _present(context, cert_pem, key, alpn_protocols, root_pem=root_pem)
 
 
 def client_context(
@@ -144,10 +157,7 @@ def client_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
-    _trust_mesh_root(context, root_pem)
-    _load_cert_chain(context, cert_pem, key)
-    context.set_alpn_protocols(list(alpn_protocols))
-    return context
+    return _present(context, cert_pem, key, alpn_protocols, root_pem=root_pem)
 
 
 def gateway_server_context(
@@ -161,9 +171,7 @@ def gateway_server_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_NONE
     context.num_tickets = 0
-    _load_cert_chain(context, cert_pem, key_pem)
-    context.set_alpn_protocols(list(alpn_protocols))
-    return context
+    return _present(context, cert_pem, key_pem, alpn_protocols, root_pem=None)
 
 
 def verify_peer_identity(

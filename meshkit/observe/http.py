@@ -48,35 +48,38 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> Request | None:
-    head: h11.Request | None = None
+async def _read_message(
+    stream: trio.abc.Stream, conn: h11.Connection, *, limit: int
+) -> tuple[h11.Request | h11.Response, bytes] | None:
+    """The next whole message (head and body), None if the peer closed; ``_TooLarge``."""
+    head: h11.Request | h11.Response | None = None
     chunks: list[bytes] = []
     size = 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(bytes(await stream.receive_some(65536)))
-        elif isinstance(event, h11.Request):
+        elif isinstance(event, (h11.Request, h11.Response)):
             head = event
         elif isinstance(event, h11.Data):
             size += len(event.data)
-            if size > MAX_REQUEST_BYTES:
+            if size > limit:
                 raise _TooLarge
             chunks.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage) and head is not None:
-            path, _, query = head.target.decode("ascii", "replace").partition("?")
-            headers = {
-                name.decode().lower(): value.decode("latin-1") for name, value in head.headers
-            }
-            return Request(
-                method=head.method.decode(),
-                path=path,
-                query=query,
-                headers=headers,
-                body=b"".join(chunks),
-            )
+            return head, b"".join(chunks)
         elif isinstance(event, h11.ConnectionClosed):
             return None
+
+
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> Request | None:
+    message = await _read_message(stream, conn, limit=MAX_REQUEST_BYTES)
+    if message is None or not isinstance(message[0], h11.Request):
+        return None
+    head, body = message[0], message[1]
+    path, _, query = head.target.decode("ascii", "replace").partition("?")
+    headers = {name.decode().lower(): value.decode("latin-1") for name, value in head.headers}
+    return Request(method=head.method.decode(), path=path, query=query, headers=headers, body=body)
 
 
 async def _send(stream: trio.abc.Stream, conn: h11.Connection, response: Response) -> None:
@@ -205,21 +208,11 @@ async def _read_status(stream: trio.abc.Stream, conn: h11.Connection) -> int | N
 
 
 async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:
-    status = 0
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(65536)))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > MAX_RESPONSE_BYTES:
-                return None
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks) if status == 200 else None
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
+    try:
+        message = await _read_message(stream, conn, limit=MAX_RESPONSE_BYTES)
+    except _TooLarge:
+        return None
+    if message is None or not isinstance(message[0], h11.Response):
+        return None
+    head, body = message[0], message[1]
+    return body if head.status_code == 200 else None

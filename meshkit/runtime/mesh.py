@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -55,7 +56,13 @@ from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.plan import PlanError, startup_order
 from meshkit.runtime.ports import GatewayPorts, PortAllocator, port_in_use_message
 from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard, Owners
-from meshkit.runtime.reload import Reloader, SpecTransform, SpecTransformError, identity_transform
+from meshkit.runtime.reload import (
+    Reloader,
+    ReloadOutcome,
+    SpecTransform,
+    SpecTransformError,
+    identity_transform,
+)
 from meshkit.runtime.supervisor import SupervisorContext
 from meshkit.runtime.watch import watch_and_reload
 
@@ -252,8 +259,10 @@ async def _run(
     )
     reloader: Reloader | None = None
 
-    async def reload_now() -> dict[str, object]:
-        """Reload for ``POST /v1/reload``, given up if the mesh stops meanwhile."""
+    async def unless_stopping(
+        run: Callable[[Reloader], Awaitable[ReloadOutcome]],
+    ) -> dict[str, object]:
+        """``run`` on the reloader for the control API, given up if the mesh stops meanwhile."""
         if reloader is None:
             return {"applied": False, "error": "the mesh is still starting; try again"}
         answer: dict[str, object] = {"applied": False, "error": "the mesh is stopping"}
@@ -264,32 +273,23 @@ async def _run(
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(give_up_on_stop)
-            answer = (await reloader.reload(reason="meshkit reload")).to_dict()
+            answer = (await run(reloader)).to_dict()
             nursery.cancel_scope.cancel()
         return answer
+
+    async def reload_now() -> dict[str, object]:
+        """Reload for ``POST /v1/reload``."""
+        return await unless_stopping(lambda reloader: reloader.reload(reason="meshkit reload"))
 
     async def restart_now(service: str) -> dict[str, object]:
         """A rolling restart of ``service`` for ``POST /v1/services/<service>/restart``."""
-        if reloader is None:
-            return {"applied": False, "error": "the mesh is still starting; try again"}
-        forced = frozenset(svc.key for svc in reloader.fleet.spec.deployments_of(service))
-        answer: dict[str, object] = {"applied": False, "error": "the mesh is stopping"}
-        async with trio.open_nursery() as nursery:
 
-            async def give_up_on_stop() -> None:
-                await stop.event.wait()
-                nursery.cancel_scope.cancel()
+        def restart(reloader: Reloader) -> Awaitable[ReloadOutcome]:
+            forced = frozenset(svc.key for svc in reloader.fleet.spec.deployments_of(service))
+            why = f"meshkit restart {service}"
+            return reloader.reload(meshfile=False, forced=forced, reason=why, forced_because=why)
 
-            nursery.start_soon(give_up_on_stop)
-            outcome = await reloader.reload(
-                meshfile=False,
-                forced=forced,
-                reason=f"meshkit restart {service}",
-                forced_because=f"meshkit restart {service}",
-            )
-            answer = outcome.to_dict()
-            nursery.cancel_scope.cancel()
-        return answer
+        return await unless_stopping(restart)
 
     exporter = None if options.otlp_url is None else OtlpExporter(options.otlp_url)
     spans = SpanStore(on_added=None if exporter is None else exporter.offer)
