@@ -195,6 +195,10 @@ class MirrorSpec(MirrorRule):
     origin: Origin = UNKNOWN_ORIGIN
 
 
+# The options a route and its rules share (fields of both ``RuleSpec`` and ``RouteSpec``).
+ROUTE_OPTION_NAMES = ("timeout", "retry", "fault", "mirror", "request_headers", "response_headers")
+
+
 @attrs.frozen(kw_only=True)
 class RuleSpec:
     """One rule of a route; an option left ``None`` falls back to the route's."""

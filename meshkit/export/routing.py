@@ -23,7 +23,15 @@ import attrs
 
 from meshkit.api import DirectResponse, Forward, HeaderMatch, HeaderOps, Redirect, RequestMatch
 from meshkit.dsl.durations import format_duration
-from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RouteSpec, RuleSpec
+from meshkit.dsl.spec import (
+    ROUTE_OPTION_NAMES,
+    FaultSpec,
+    MirrorSpec,
+    Origin,
+    RetrySpec,
+    RouteSpec,
+    RuleSpec,
+)
 from meshkit.export.model import Finding, istio_duration
 
 # Retry conditions Envoy (and so Istio's retryOn) knows, in meshkit's spelling.
@@ -58,13 +66,8 @@ def _pick(own: Any, inherited: Any) -> Any:
 
 def rule_options(rule: RuleSpec, route: RouteSpec) -> RuleOptions:
     return RuleOptions(
-        timeout=_pick(rule.timeout, route.timeout),
-        retry=_pick(rule.retry, route.retry),
-        fault=_pick(rule.fault, route.fault),
-        mirror=_pick(rule.mirror, route.mirror),
         rewrite_prefix=rule.action.rewrite_prefix if isinstance(rule.action, Forward) else None,
-        request_headers=_pick(rule.request_headers, route.request_headers),
-        response_headers=_pick(rule.response_headers, route.response_headers),
+        **{name: _pick(getattr(rule, name), getattr(route, name)) for name in ROUTE_OPTION_NAMES},
     )
 
 
@@ -83,14 +86,7 @@ def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]
         else:
             entries.append(_local_reply(name, condition, rule, route, notes.at(rule.origin)))
     default = route.default if route.default is not None else Forward()
-    options = RuleOptions(
-        timeout=route.timeout,
-        retry=route.retry,
-        fault=route.fault,
-        mirror=route.mirror,
-        request_headers=route.request_headers,
-        response_headers=route.response_headers,
-    )
+    options = RuleOptions(**{name: getattr(route, name) for name in ROUTE_OPTION_NAMES})
     entries.extend(_forwarding("default", {}, default, options, notes.at(route.origin)))
     return entries
 

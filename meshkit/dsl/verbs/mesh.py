@@ -45,6 +45,7 @@ from meshkit.dsl.spec import (
 )
 from meshkit.dsl.verbs.collect import MeshDeclaration, active_collector, base_directory, report
 from meshkit.dsl.verbs.health import RESTART_MODES, restart_mode
+from meshkit.dsl.verbs.options import RawOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 from meshkit.dsl.verbs.resilience import declare_policy
 from meshkit.dsl.verbs.route import declare_route
@@ -334,12 +335,7 @@ class Mesh:
             service=name if isinstance(name, str) else repr(name),
             rules=rules,
             default=default,
-            timeout=timeout,
-            retry=retry,
-            fault=fault,
-            mirror=mirror,
-            request_headers=request_headers,
-            response_headers=response_headers,
+            raw=RawOptions(timeout, retry, fault, mirror, request_headers, response_headers),
         )
         report(problems)
         self._routes.append(spec)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import attrs
 
 from meshkit.api import HeaderOps
 from meshkit.dsl.checks.problems import Problem
-from meshkit.dsl.spec import FaultSpec, MirrorSpec, RetrySpec
+from meshkit.dsl.spec import ROUTE_OPTION_NAMES, FaultSpec, MirrorSpec, RetrySpec
 from meshkit.dsl.verbs.reader import ArgumentReader
+
+
+class RawOptions(NamedTuple):
+    """The options exactly as a verb was given them, not yet read."""
+
+    timeout: object
+    retry: object
+    fault: object
+    mirror: object
+    request_headers: object
+    response_headers: object
 
 
 @attrs.frozen(kw_only=True)
@@ -23,25 +36,16 @@ class RouteOptions:
     problems: tuple[Problem, ...] = ()
 
     @classmethod
-    def read(
-        cls,
-        reader: ArgumentReader,
-        *,
-        timeout: object,
-        retry: object,
-        fault: object,
-        mirror: object,
-        request_headers: object,
-        response_headers: object,
-    ) -> RouteOptions:
-        retry_part = reader.part("retry", retry, RetrySpec, "retry")
-        fault_part = reader.part("fault", fault, FaultSpec, "fault")
-        mirror_part = reader.part("mirror", mirror, MirrorSpec, "mirror")
-        request_part = reader.part("request_headers", request_headers, HeaderOps, "headers")
-        response_part = reader.part("response_headers", response_headers, HeaderOps, "headers")
+    def read(cls, reader: ArgumentReader, raw: RawOptions) -> RouteOptions:
+        """The options as given to a verb, read and type-checked."""
+        retry_part = reader.part("retry", raw.retry, RetrySpec, "retry")
+        fault_part = reader.part("fault", raw.fault, FaultSpec, "fault")
+        mirror_part = reader.part("mirror", raw.mirror, MirrorSpec, "mirror")
+        request_part = reader.part("request_headers", raw.request_headers, HeaderOps, "headers")
+        response_part = reader.part("response_headers", raw.response_headers, HeaderOps, "headers")
         parts = (retry_part, fault_part, mirror_part, request_part, response_part)
         return cls(
-            timeout=reader.optional_duration("timeout", timeout),
+            timeout=reader.optional_duration("timeout", raw.timeout),
             retry=None if retry_part is None else retry_part.spec,
             fault=None if fault_part is None else fault_part.spec,
             mirror=None if mirror_part is None else mirror_part.spec,
@@ -51,3 +55,7 @@ class RouteOptions:
                 problem for part in parts if part is not None for problem in part.problems
             ),
         )
+
+    def fields(self) -> dict[str, Any]:
+        """The options as keyword arguments of ``RuleSpec`` or ``RouteSpec``."""
+        return {name: getattr(self, name) for name in ROUTE_OPTION_NAMES}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from meshkit.api import DEFAULT_ROUTE_TIMEOUT, Forward, WeightedVersion
 from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec
-from meshkit.dsl.verbs.options import RouteOptions
+from meshkit.dsl.verbs.options import RawOptions, RouteOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared
 from meshkit.dsl.verbs.traffic import Match
 
@@ -47,41 +47,19 @@ def read_default(reader: ArgumentReader, default: object) -> tuple[Forward | Non
 
 
 def declare_route(
-    *,
-    origin: Origin,
-    service: str,
-    rules: tuple[object, ...],
-    default: object,
-    timeout: object,
-    retry: object,
-    fault: object,
-    mirror: object,
-    request_headers: object,
-    response_headers: object,
+    *, origin: Origin, service: str, rules: tuple[object, ...], default: object, raw: RawOptions
 ) -> tuple[RouteSpec, list[Problem]]:
     """The ``RouteSpec`` of one ``mesh.route(...)`` call and every type mistake in it."""
     reader = ArgumentReader(origin=origin, subject=f"route {service!r}")
     rule_specs, problems = read_rules(reader, rules)
     default_spec, default_problems = read_default(reader, default)
-    options = RouteOptions.read(
-        reader,
-        timeout=DEFAULT_ROUTE_TIMEOUT if timeout is None else timeout,
-        retry=retry,
-        fault=fault,
-        mirror=mirror,
-        request_headers=request_headers,
-        response_headers=response_headers,
-    )
+    if raw.timeout is None:
+        raw = raw._replace(timeout=DEFAULT_ROUTE_TIMEOUT)
+    options = RouteOptions.read(reader, raw)
+    fields = options.fields()
+    if options.timeout is None:
+        fields["timeout"] = DEFAULT_ROUTE_TIMEOUT
     spec = RouteSpec(
-        service=service,
-        rules=tuple(rule_specs),
-        default=default_spec,
-        timeout=DEFAULT_ROUTE_TIMEOUT if options.timeout is None else options.timeout,
-        retry=options.retry,
-        fault=options.fault,
-        mirror=options.mirror,
-        request_headers=options.request_headers,
-        response_headers=options.response_headers,
-        origin=origin,
+        service=service, rules=tuple(rule_specs), default=default_spec, origin=origin, **fields
     )
     return spec, [*reader.problems, *problems, *default_problems, *options.problems]

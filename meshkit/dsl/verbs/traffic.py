@@ -35,7 +35,7 @@ from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RuleSpec
 from meshkit.dsl.verbs.matchers import ValueMatcher, header_matchers, query_matchers
-from meshkit.dsl.verbs.options import RouteOptions
+from meshkit.dsl.verbs.options import RawOptions, RouteOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 
 
@@ -229,10 +229,8 @@ class Match:
         action = Forward(
             versions=(WeightedVersion(version=reader.optional_text("version", version)),)
         )
-        return self._forward(
-            reader, action, timeout, retry, fault, mirror, rewrite_prefix,
-            request_headers, response_headers,
-        )  # fmt: skip
+        raw = RawOptions(timeout, retry, fault, mirror, request_headers, response_headers)
+        return self._forward(reader, action, rewrite_prefix, raw)
 
     def split(
         self,
@@ -254,10 +252,8 @@ class Match:
         merged.update(by_version)
         if not merged:
             reader.fail("names no version (write .split(v1=50, v2=50))")
-        return self._forward(
-            reader, _weights(reader, merged), timeout, retry, fault, mirror,
-            rewrite_prefix, request_headers, response_headers,
-        )  # fmt: skip
+        raw = RawOptions(timeout, retry, fault, mirror, request_headers, response_headers)
+        return self._forward(reader, _weights(reader, merged), rewrite_prefix, raw)
 
     def redirect(
         self, *, path: str | None = None, host: str | None = None, status: int = 301
@@ -283,38 +279,16 @@ class Match:
         return self._finish(reader, RuleSpec(match=self.spec, action=action, origin=reader.origin))
 
     def _forward(
-        self,
-        reader: ArgumentReader,
-        action: Forward,
-        timeout: object,
-        retry: object,
-        fault: object,
-        mirror: object,
-        rewrite_prefix: object,
-        request_headers: object,
-        response_headers: object,
+        self, reader: ArgumentReader, action: Forward, rewrite_prefix: object, raw: RawOptions
     ) -> Declared[RuleSpec]:
-        options = RouteOptions.read(
-            reader,
-            timeout=timeout,
-            retry=retry,
-            fault=fault,
-            mirror=mirror,
-            request_headers=request_headers,
-            response_headers=response_headers,
-        )
+        options = RouteOptions.read(reader, raw)
         spec = RuleSpec(
             match=self.spec,
             action=attrs.evolve(
                 action, rewrite_prefix=reader.optional_text("rewrite_prefix", rewrite_prefix)
             ),
-            timeout=options.timeout,
-            retry=options.retry,
-            fault=options.fault,
-            mirror=options.mirror,
-            request_headers=options.request_headers,
-            response_headers=options.response_headers,
             origin=reader.origin,
+            **options.fields(),
         )
         return self._finish(reader, spec, *options.problems)
 
