@@ -3,7 +3,8 @@
 Creates the root under ``.meshkit/ca/`` in the current directory on first use.
 The mesh name (only used to name a new root) comes from the ``Mesh("...")``
 call of the Meshfile given with ``-f`` (or ``./Meshfile.py``), read without
-running it; otherwise it is ``default``.
+running it; otherwise it is ``default``.  When a mesh runs in this directory,
+the ``curl`` line names its gateway's real HTTPS address.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import ast
 import sys
 from pathlib import Path
 
+from meshkit.api.control import ControlPlaneError, request_json_blocking
 from meshkit.ca import CaError, RootCA
 from meshkit.ca.root import write_file_atomically
+from meshkit.cli.control import CONTROL_SOCKET
 
 STATE_DIRECTORY = Path(".meshkit")
 DEFAULT_MESHFILE = Path("Meshfile.py")
@@ -69,6 +72,27 @@ def _mesh_name(meshfile: Path | None) -> str:
     return mesh_name_in(meshfile) or DEFAULT_MESH_NAME
 
 
+def _gateway_https_url() -> str:
+    """The running mesh's gateway HTTPS URL, or a placeholder saying why there is none."""
+    placeholder = "https://localhost:<gateway TLS port>/"
+    if not CONTROL_SOCKET.exists():
+        return f"{placeholder}  (no mesh runs here; 'meshkit status' shows it once up)"
+    try:
+        code, answer = request_json_blocking(CONTROL_SOCKET, "GET", "/v1/status", timeout=2.0)
+    except ControlPlaneError:
+        return f"{placeholder}  (the mesh here did not answer)"
+    gateways = answer.get("gateways") if code == 200 and isinstance(answer, dict) else None
+    if not gateways:
+        return f"{placeholder}  (the running mesh has no gateway)"
+    tls_url = gateways[0].get("tls_url")
+    if not tls_url:
+        return (
+            f"{placeholder}  (the running gateway has no HTTPS port: "
+            "mesh.gateway(tls_port=...) or meshkit up --gateway-tls-port)"
+        )
+    return f"{tls_url}/"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         mesh = _mesh_name(args.file)
@@ -85,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"subject:          {root.subject}")
     print(f"SHA-256:          {root.fingerprint_sha256}")
     print(f"valid until:      {root.certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"trust it with:    curl --cacert {path} https://localhost:<gateway TLS port>/")
+    print(f"trust it with:    curl --cacert {path} {_gateway_https_url()}")
     if args.export is not None:
         try:
             write_file_atomically(args.export, root.pem, mode=0o644)

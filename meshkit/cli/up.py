@@ -7,7 +7,9 @@ service says otherwise.
 
 Options for test harnesses (``meshkit.testing`` uses them): ``--gateway-port``
 and ``--gateway-tls-port`` override the Meshfile's gateway ports (0: the
-system picks a free one); ``--ingress`` adds the test ingress (see
+system picks a free one; ``--gateway-tls-port`` adds HTTPS to a gateway
+declared without ``tls_port``; either is an error when the Meshfile has no
+gateway); ``--ingress`` adds the test ingress (see
 ``meshkit.runtime.ingress``); ``--exit-with-parent`` stops the mesh, as
 SIGTERM would, once standard input reaches end of file, which happens when
 the process holding its other end dies, even by SIGKILL.
@@ -75,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=int,
         default=None,
         metavar="PORT",
-        help="the gateway's HTTPS port instead of the Meshfile's, if it declares one (0: any)",
+        help="serve the gateway's HTTPS on PORT, also when the Meshfile has no tls_port (0: any)",
     )
     parser.add_argument(
         "--ingress",
@@ -119,16 +121,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def override_gateway_ports(spec: MeshSpec, *, port: int | None, tls_port: int | None) -> MeshSpec:
-    """``spec`` with its gateway on other ports; a spec without a gateway is unchanged.
+    """``spec`` with its gateway on other ports; ``tls_port`` adds HTTPS if it had none.
 
-    ``tls_port`` only replaces a TLS port the Meshfile declares: it never adds one.
+    ``SpecTransformError`` when a port is given and the Meshfile has no gateway.
     """
     gateway = spec.gateway
-    if gateway is None:
+    if port is None and tls_port is None:
         return spec
+    if gateway is None:
+        option = "--gateway-port" if port is not None else "--gateway-tls-port"
+        raise SpecTransformError(
+            f"{option} was given but {spec.file} declares no gateway; "
+            "add mesh.gateway(...) or drop the option"
+        )
     if port is not None:
         gateway = attrs.evolve(gateway, port=port)
-    if tls_port is not None and gateway.tls_port is not None:
+    if tls_port is not None:
         gateway = attrs.evolve(gateway, tls_port=tls_port)
     return attrs.evolve(spec, gateway=gateway)
 

@@ -34,6 +34,7 @@ from typing import IO
 import attrs
 
 from meshkit.api.control import ControlPlaneError
+from meshkit.dsl.spec import GatewaySpec
 from meshkit.testing.status import (
     StatusDocument,
     describe_unhealthy,
@@ -98,10 +99,21 @@ class LaunchOptions:
     python: str = sys.executable
 
 
-def up_argv(meshfile: Path, services: tuple[str, ...], options: LaunchOptions) -> list[str]:
-    """The ``meshkit up`` command line for a test mesh."""
+def up_argv(
+    meshfile: Path,
+    services: tuple[str, ...],
+    options: LaunchOptions,
+    *,
+    gateway: GatewaySpec | None = None,
+) -> list[str]:
+    """The ``meshkit up`` command line for a test mesh; ``gateway``, the Meshfile's, gets
+    ephemeral ports (HTTPS only when it declares ``tls_port``)."""
     argv = [options.python, "-m", "meshkit.cli", "up", "-f", os.fspath(meshfile), *services]
-    argv += ["--gateway-port", "0", "--gateway-tls-port", "0", "--ingress", "--no-watch"]
+    if gateway is not None:
+        argv += ["--gateway-port", "0"]
+        if gateway.tls_port is not None:
+            argv += ["--gateway-tls-port", "0"]
+    argv += ["--ingress", "--no-watch"]
     argv += ["--grace", f"{options.grace:g}"]
     if not options.keep:
         argv.append("--exit-with-parent")
@@ -112,7 +124,12 @@ class MeshProcess:
     """One ``meshkit up`` subprocess and its state directory; stop() ends both."""
 
     def __init__(
-        self, *, meshfile: Path, services: tuple[str, ...], options: LaunchOptions
+        self,
+        *,
+        meshfile: Path,
+        services: tuple[str, ...],
+        options: LaunchOptions,
+        gateway: GatewaySpec | None = None,
     ) -> None:
         self.meshfile = meshfile
         self.services = services
@@ -124,7 +141,7 @@ class MeshProcess:
         self.control_socket = self.state_dir / "run" / "control.sock"
         self._output: IO[bytes] = open(self.output_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
-            up_argv(meshfile, services, options),
+            up_argv(meshfile, services, options, gateway=gateway),
             cwd=self.workdir,
             env=dict(os.environ, NO_COLOR="1"),
             stdin=subprocess.DEVNULL if options.keep else subprocess.PIPE,

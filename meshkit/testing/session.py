@@ -34,7 +34,9 @@ def start_mesh(
         raise MeshStartError(f"{meshfile} has problems; no mesh was started:\n{problems}")
     gateway = result.spec.gateway
     routes = {} if gateway is None else {route.service: route.prefix for route in gateway.routes}
-    process = MeshProcess(meshfile=meshfile, services=tuple(services), options=options)
+    process = MeshProcess(
+        meshfile=meshfile, services=tuple(services), options=options, gateway=gateway
+    )
     try:
         process.wait_ready()
     except BaseException:

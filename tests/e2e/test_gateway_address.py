@@ -83,3 +83,44 @@ def test_a_gateway_port_in_use_is_one_clear_error_at_once(tmp_path: Path) -> Non
             mesh.kill_everything()
     finally:
         holder.close()
+
+
+def test_gateway_tls_port_adds_https_to_a_gateway_declared_without_it(tmp_path: Path) -> None:
+    mesh = MeshProcess(
+        write_meshfile(tmp_path), tmp_path, "--gateway-port", "0", "--gateway-tls-port", "0",
+        "--no-watch",
+    )
+    try:
+        tls_url = str(mesh.wait_ready(timeout=60)["gateways"][0]["tls_url"])
+        root = tmp_path / "root.pem"
+        shown = subprocess.run(
+            [sys.executable, "-m", "meshkit.cli", "ca", "--export", str(root)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=True,
+        )
+        assert f"curl --cacert {tmp_path}/.meshkit/ca/root.pem {tls_url}/\n" in shown.stdout
+        served = subprocess.run(
+            ["curl", "-sS", "--cacert", str(root), tls_url + "/"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert served.returncode == 0, served.stderr
+        assert served.stdout
+    finally:
+        mesh.kill_everything()
+
+
+def test_a_gateway_port_option_without_a_gateway_is_an_error(tmp_path: Path) -> None:
+    meshfile = tmp_path / "Meshfile.py"
+    meshfile.write_text(textwrap.dedent(f"""
+        from meshkit import Mesh
+        mesh = Mesh("address")
+        mesh.service("echo", run="python {APPS}/versioned_echo.py")
+    """))
+    for option in ("--gateway-port", "--gateway-tls-port"):
+        mesh = MeshProcess(meshfile, tmp_path, option, "0")
+        try:
+            assert mesh.proc.wait(30) == 1
+            output = mesh.output()
+            assert f"{option} was given but" in output and "declares no gateway" in output, output
+            assert "Traceback" not in output
+        finally:
+            mesh.kill_everything()

@@ -22,6 +22,7 @@ import pytest
 from meshkit.cli.up import override_gateway_ports
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.runtime.ingress import INGRESS_SERVICE, IngressError, with_test_ingress
+from meshkit.runtime.reload import SpecTransformError
 from meshkit.testing.launch import LaunchOptions, up_argv
 from meshkit.testing.status import describe_unhealthy, ingress_port, is_healthy, pick_instance
 from tests.meshproc import REPO, marked_pids
@@ -290,15 +291,20 @@ STATUS = {
 }
 
 
-def test_gateway_ports_are_overridden_but_no_tls_port_is_added() -> None:
+def test_gateway_ports_are_overridden_and_a_tls_port_is_added() -> None:
     spec = override_gateway_ports(SHOP, port=0, tls_port=0)
     assert spec.gateway is not None and (spec.gateway.port, spec.gateway.tls_port) == (0, 0)
     assert SHOP.gateway is not None
     plain = attrs.evolve(SHOP, gateway=attrs.evolve(SHOP.gateway, tls_port=None))
-    overridden = override_gateway_ports(plain, port=0, tls_port=0).gateway
-    assert overridden is not None and (overridden.port, overridden.tls_port) == (0, None)
+    assert override_gateway_ports(plain, port=0, tls_port=None).gateway == attrs.evolve(
+        plain.gateway, port=0
+    )
+    overridden = override_gateway_ports(plain, port=None, tls_port=0).gateway
+    assert overridden is not None and overridden.tls_port == 0
     no_gateway = attrs.evolve(SHOP, gateway=None)
-    assert override_gateway_ports(no_gateway, port=0, tls_port=0) is no_gateway
+    assert override_gateway_ports(no_gateway, port=None, tls_port=None) is no_gateway
+    with pytest.raises(SpecTransformError, match=r"--gateway-tls-port was given but .* no gateway"):
+        override_gateway_ports(no_gateway, port=None, tls_port=0)
 
 
 def test_the_ingress_is_upstream_of_every_service_and_its_name_is_reserved() -> None:
@@ -315,6 +321,19 @@ def test_up_argv_holds_the_lifeline_unless_the_mesh_is_kept() -> None:
     assert argv[:7] == ["/py", "-m", "meshkit.cli", "up", "-f", "/m.py", "catalog"]
     assert "--exit-with-parent" in argv and "--ingress" in argv
     assert "--exit-with-parent" not in up_argv(Path("/m.py"), (), LaunchOptions(keep=True))
+
+
+def test_up_argv_asks_for_the_gateway_ports_the_meshfile_declares() -> None:
+    assert SHOP.gateway is not None and SHOP.gateway.tls_port is not None
+    plain = attrs.evolve(SHOP.gateway, tls_port=None)
+
+    def ports(gateway: GatewaySpec | None) -> list[str]:
+        argv = up_argv(Path("/m.py"), (), LaunchOptions(), gateway=gateway)
+        return [arg for arg in argv if arg.startswith("--gateway")]
+
+    assert ports(SHOP.gateway) == ["--gateway-port", "--gateway-tls-port"]
+    assert ports(plain) == ["--gateway-port"]
+    assert ports(None) == []
 
 
 def test_status_lookups_say_what_exists() -> None:
