@@ -26,7 +26,6 @@ from meshkit.dsl.durations import format_duration
 from meshkit.dsl.spec import (
     ROUTE_OPTION_NAMES,
     FaultSpec,
-    MirrorSpec,
     Origin,
     RetrySpec,
     RouteSpec,
@@ -47,28 +46,10 @@ ENVOY_BACKOFF_CAP = 10
 """Envoy caps retry back-off at 10 x its base; Istio has no field for the cap."""
 
 
-@attrs.frozen(kw_only=True)
-class RuleOptions:
-    """The options one forwarding rule applies, the route's filled in."""
-
-    timeout: float
-    retry: RetrySpec | None = None
-    fault: FaultSpec | None = None
-    mirror: MirrorSpec | None = None
-    rewrite_prefix: str | None = None
-    request_headers: HeaderOps | None = None
-    response_headers: HeaderOps | None = None
-
-
-def _pick(own: Any, inherited: Any) -> Any:
-    return own if own is not None else inherited
-
-
-def rule_options(rule: RuleSpec, route: RouteSpec) -> RuleOptions:
-    return RuleOptions(
-        rewrite_prefix=rule.action.rewrite_prefix if isinstance(rule.action, Forward) else None,
-        **{name: _pick(getattr(rule, name), getattr(route, name)) for name in ROUTE_OPTION_NAMES},
-    )
+def rule_options(rule: RuleSpec, route: RouteSpec) -> RouteSpec:
+    """The route's options with the rule's own in their place: what one forwarding rule applies."""
+    own = {name: getattr(rule, name) for name in ROUTE_OPTION_NAMES}
+    return attrs.evolve(route, **{name: value for name, value in own.items() if value is not None})
 
 
 def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]]:
@@ -86,8 +67,7 @@ def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]
         else:
             entries.append(_local_reply(name, condition, rule, route, notes.at(rule.origin)))
     default = route.default if route.default is not None else Forward()
-    options = RuleOptions(**{name: getattr(route, name) for name in ROUTE_OPTION_NAMES})
-    entries.extend(_forwarding("default", {}, default, options, notes.at(route.origin)))
+    entries.extend(_forwarding("default", {}, default, route, notes.at(route.origin)))
     return entries
 
 
@@ -177,14 +157,14 @@ def destinations(service: str, action: Forward) -> list[dict[str, Any]]:
 
 
 def _forwarding(
-    name: str, condition: dict[str, Any], action: Forward, options: RuleOptions, notes: _Notes
+    name: str, condition: dict[str, Any], action: Forward, options: RouteSpec, notes: _Notes
 ) -> list[dict[str, Any]]:
     entry: dict[str, Any] = {"name": name}
     if condition:
         entry["match"] = [condition]
     entry["route"] = destinations(notes.route.service, action)
-    if options.rewrite_prefix is not None:
-        entry["rewrite"] = {"uri": options.rewrite_prefix}
+    if action.rewrite_prefix is not None:
+        entry["rewrite"] = {"uri": action.rewrite_prefix}
     if options.timeout > 0:  # 0 disables the timeout, as no timeout does in Istio
         entry["timeout"] = istio_duration(options.timeout)
     entry["retries"] = {"attempts": 0} if options.retry is None else retries(options.retry, notes)
@@ -289,7 +269,7 @@ def _local_reply(
         if action.body:
             response["body"] = {"string": action.body}
         entry["directResponse"] = response
-    headers = _header_edits(None, _pick(rule.response_headers, route.response_headers), notes)
+    headers = _header_edits(None, rule_options(rule, route).response_headers, notes)
     if headers:
         entry["headers"] = headers
     return entry

@@ -286,35 +286,50 @@ def _route_problems(route: RouteSpec, versions: list[str]) -> list[Problem]:
     return checker.problems
 
 
+class _Bounds:
+    """Range checks on the fields of one part of a policy, each failure as (origin, message)."""
+
+    def __init__(self, origin: Origin, part: str, found: list[tuple[Origin, str]]) -> None:
+        self.origin = origin
+        self.part = part
+        self.found = found
+
+    def check(
+        self,
+        name: str,
+        value: float,
+        *,
+        at_least: float = 0,
+        above: float | None = None,
+        at_most: float | None = None,
+        unit: str = "",
+    ) -> None:
+        """``value`` at least ``at_least`` (or above ``above``), and at most ``at_most``."""
+        if at_most is not None:
+            holds, rule = at_least <= value <= at_most, f"be between {at_least:g} and {at_most:g}"
+        elif above is not None:
+            holds, rule = value > above, f"be greater than {above:g}"
+        elif at_least == 0:
+            holds, rule = value >= 0, "not be negative"
+        else:
+            holds, rule = value >= at_least, f"be at least {at_least:g}"
+        if not holds:
+            message = f"{self.part} {name} must {rule}, got {value:g}{unit}"
+            self.found.append((self.origin, message))
+
+
 def _policy_problems(policy: PolicySpec) -> list[Problem]:
     found: list[tuple[Origin, str]] = []
     breaker = policy.breaker
-    for name, limit in (
-        ("max_connections", breaker.max_connections),
-        ("max_pending", breaker.max_pending),
-        ("max_requests", breaker.max_requests),
-    ):
-        if limit < 1:
-            found.append((breaker.origin, f"breaker {name} must be at least 1, got {limit}"))
-    if breaker.max_retries < 0:
-        found.append(
-            (breaker.origin, f"breaker max_retries must not be negative, got {breaker.max_retries}")
-        )
+    breaker_bounds = _Bounds(breaker.origin, "breaker", found)
+    breaker_bounds.check("max_connections", breaker.max_connections, at_least=1)
+    breaker_bounds.check("max_pending", breaker.max_pending, at_least=1)
+    breaker_bounds.check("max_requests", breaker.max_requests, at_least=1)
+    breaker_bounds.check("max_retries", breaker.max_retries)
     outlier = policy.outlier
-    if outlier.consecutive_errors < 1:
-        found.append(
-            (
-                outlier.origin,
-                f"outlier consecutive_errors must be at least 1, got {outlier.consecutive_errors}",
-            )
-        )
-    if outlier.base_ejection <= 0:
-        found.append(
-            (
-                outlier.origin,
-                f"outlier base_ejection must be greater than 0, got {outlier.base_ejection:g}s",
-            )
-        )
+    outlier_bounds = _Bounds(outlier.origin, "outlier", found)
+    outlier_bounds.check("consecutive_errors", outlier.consecutive_errors, at_least=1)
+    outlier_bounds.check("base_ejection", outlier.base_ejection, above=0, unit="s")
     if outlier.max_ejection < outlier.base_ejection:
         found.append(
             (
@@ -323,29 +338,12 @@ def _policy_problems(policy: PolicySpec) -> list[Problem]:
                 f"base_ejection ({outlier.base_ejection:g}s)",
             )
         )
-    if not 0 <= outlier.max_ejection_percent <= 100:
-        found.append(
-            (
-                outlier.origin,
-                f"outlier max_ejection_percent must be between 0 and 100, got {outlier.max_ejection_percent:g}",
-            )
-        )
+    outlier_bounds.check("max_ejection_percent", outlier.max_ejection_percent, at_most=100)
     budget = policy.retry_budget
-    if not 0 <= budget.percent <= 100:
-        found.append(
-            (budget.origin, f"budget percent must be between 0 and 100, got {budget.percent:g}")
-        )
-    if budget.min_per_second < 0:
-        found.append(
-            (
-                budget.origin,
-                f"budget min_per_second must not be negative, got {budget.min_per_second:g}",
-            )
-        )
-    if budget.window <= 0:
-        found.append(
-            (budget.origin, f"budget window must be greater than 0, got {budget.window:g}s")
-        )
+    budget_bounds = _Bounds(budget.origin, "budget", found)
+    budget_bounds.check("percent", budget.percent, at_most=100)
+    budget_bounds.check("min_per_second", budget.min_per_second)
+    budget_bounds.check("window", budget.window, above=0, unit="s")
     return [
         Problem.at(origin, f"policy {policy.service!r}: {message}") for origin, message in found
     ]

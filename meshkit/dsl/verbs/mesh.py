@@ -328,11 +328,9 @@ class Mesh:
         apply to every forwarding rule that does not set its own.  The gateway
         applies these rules too, once its prefix chose the service.
         """
-        origin = caller_origin()
-        name = service.name if isinstance(service, ServiceHandle) else service
         spec, problems = declare_route(
-            origin=origin,
-            service=name if isinstance(name, str) else repr(name),
+            origin=caller_origin(),
+            service=_service_name(service),
             rules=rules,
             default=default,
             raw=RawOptions(timeout, retry, fault, mirror, request_headers, response_headers),
@@ -356,11 +354,9 @@ class Mesh:
         ``retry_budget(...)`` override the defaults (1024/1024/1024/3; 5 errors, 30s..300s;
         20 % + 10/s).
         """
-        origin = caller_origin()
-        name = service.name if isinstance(service, ServiceHandle) else service
         spec, problems = declare_policy(
-            origin=origin,
-            service=name if isinstance(name, str) else repr(name),
+            origin=caller_origin(),
+            service=_service_name(service),
             load_balancer=load_balancer,
             breaker=breaker,
             outlier=outlier,
@@ -383,3 +379,7 @@ class Mesh:
         )
 
 
+def _service_name(service: object) -> str:
+    """The name a ``ServiceRef`` stands for (a wrong type shows as its repr, for the error)."""
+    name = service.name if isinstance(service, ServiceHandle) else service
+    return name if isinstance(name, str) else repr(name)
