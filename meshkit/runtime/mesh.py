@@ -64,6 +64,7 @@ from meshkit.runtime.reload import (
     identity_transform,
 )
 from meshkit.runtime.supervisor import SupervisorContext
+from meshkit.runtime.template import TEMPLATE_LOG, SidecarTemplate
 from meshkit.runtime.watch import watch_and_reload
 
 EXIT_DOWN = 0
@@ -215,15 +216,28 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     guard: GroupGuard = NoGuard()
     guardian: GuardianLink | None = None
     owners = Owners()
-    become_subreaper()
+    # Sidecars forked from the template are adopted by this process (a subreaper).
+    forks = become_subreaper()
+    template: SidecarTemplate | None = None
     try:
         if options.use_guardian:
             guardian = await GuardianLink.start(owners)
             guard = guardian
+        if forks:
+            template = await SidecarTemplate.start(
+                guard=guard,
+                owners=owners,
+                cwd=os.fspath(options.base_dir),
+                log_path=paths.logs_dir / TEMPLATE_LOG,
+                say=logs.announce,
+            )
         # Every reloaded spec gets the same transform, gateway ports pinned included.
         options = attrs.evolve(options, spec_transform=transform)
-        return await _run(spec, options, paths, logs, guard, Issuer(root=root), owners)
+        issuer = Issuer(root=root)
+        return await _run(spec, options, paths, logs, guard, issuer, owners, template)
     finally:
+        if template is not None:
+            await template.close(grace=options.grace)
         if guardian is not None:
             await guardian.close()
         logs.close()
@@ -238,6 +252,7 @@ async def _run(
     guard: GroupGuard,
     issuer: Issuer,
     owners: Owners,
+    template: SidecarTemplate | None,
 ) -> int:
     ports = PortAllocator()
     registry = build_registry(spec, ports)
@@ -256,6 +271,7 @@ async def _run(
         sidecar_argv=options.sidecar_argv,
         issuer=issuer,
         owners=owners,
+        template=template,
     )
     reloader: Reloader | None = None
 

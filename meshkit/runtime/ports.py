@@ -87,7 +87,10 @@ def port_in_use_message(spec: MeshSpec) -> str | None:
     gateway = spec.gateway
     if gateway is None:
         return None
-    for option, port in (("--gateway-port", gateway.port), ("--gateway-tls-port", gateway.tls_port)):
+    for option, port in (
+        ("--gateway-port", gateway.port),
+        ("--gateway-tls-port", gateway.tls_port),
+    ):
         if port is None or port == 0 or is_free(gateway.host, port):
             continue
         holder = port_holder(port)

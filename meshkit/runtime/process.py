@@ -29,6 +29,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from meshkit.api.template import padded_owner
 from meshkit.runtime import lineage
 
 LineSink = Callable[[str], None]
@@ -136,12 +137,33 @@ def signal_group(pgid: int, signum: signal.Signals) -> bool:
     return True
 
 
+class Child(Protocol):
+    """What a spawn is to its supervisor: a ``trio.Process``, or a sidecar forked from
+    the template (``meshkit.runtime.template``); returncode < 0: killed by that signal."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class Forker(Protocol):
+    """Starts some spawns faster than ``open_process`` (the sidecar template)."""
+
+    async def fork(
+        self, spec: ProcessSpec, *, env: dict[str, str], output: int, tag: str
+    ) -> Child | None:
+        """The child forked, or None: spawn it the ordinary way."""
+        ...
+
+
 class ManagedProcess:
     """A running child, its process group and its descendants (see the module docstring)."""
 
-    def __init__(
-        self, *, spec: ProcessSpec, process: trio.Process, guard: GroupGuard, tag: str
-    ) -> None:
+    def __init__(self, *, spec: ProcessSpec, process: Child, guard: GroupGuard, tag: str) -> None:
         self.spec = spec
         self.process = process
         self.guard = guard
@@ -224,28 +246,27 @@ async def spawn(
     on_line: LineSink | None = None,
     nursery: trio.Nursery | None = None,
     owners: Owners = SHARED_OWNERS,
+    forker: Forker | None = None,
+    pad_owner: bool = False,
 ) -> ManagedProcess:
     """Start ``spec`` in a new session, its output on ``spec.log_path`` or to ``on_line``.
 
     With ``on_line``, the line reader runs in ``nursery`` and ends when the
-    last holder of the output pipe (usually the child) exits.
+    last holder of the output pipe (usually the child) exits.  A spawn with a
+    ``log_path`` is asked of ``forker`` first, if given.  ``pad_owner`` leaves
+    room after the owner tag for a forked child to write its own.
     """
     tag = owners.next_tag()
-    env = {**spec.env, lineage.OWNER_ENV: tag}
+    env = {**spec.env, lineage.OWNER_ENV: padded_owner(tag) if pad_owner else tag}
     output: int | None = None
+    process: Child | None = None
     try:
         if spec.log_path is not None:
             output = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        process = await trio.lowlevel.open_process(
-            list(spec.argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if output is None else output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=spec.cwd,
-            start_new_session=True,
-            pass_fds=spec.pass_fds,
-        )
+        if forker is not None and output is not None:
+            process = await forker.fork(spec, env=env, output=output, tag=tag)
+        if process is None:
+            process = await _open_process(spec, env, output)
     except OSError as exc:
         raise ProcessStartError(f"could not start {spec.name} ({spec.argv[0]}): {exc}") from exc
     finally:
@@ -254,11 +275,25 @@ async def spawn(
     managed = ManagedProcess(spec=spec, process=process, guard=guard, tag=tag)
     with trio.CancelScope(shield=True):
         await guard.register(managed.pgid)
-    if process.stdout is not None:
+    stdout = getattr(process, "stdout", None)
+    if stdout is not None:
         if on_line is None or nursery is None:
             raise ValueError("a spawn without log_path needs on_line and a nursery")
-        nursery.start_soon(_pump_lines, process.stdout, on_line)
+        nursery.start_soon(_pump_lines, stdout, on_line)
     return managed
+
+
+async def _open_process(spec: ProcessSpec, env: dict[str, str], output: int | None) -> trio.Process:
+    return await trio.lowlevel.open_process(
+        list(spec.argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if output is None else output,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=spec.cwd,
+        start_new_session=True,
+        pass_fds=spec.pass_fds,
+    )
 
 
 class ProcessStartError(Exception):

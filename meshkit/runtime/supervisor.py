@@ -44,6 +44,7 @@ from meshkit.runtime.policy.restart import RestartBackoff
 from meshkit.runtime.ports import listening_ports
 from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
+    Forker,
     GroupGuard,
     ManagedProcess,
     Owners,
@@ -75,6 +76,8 @@ class SupervisorContext:
     sidecar_argv: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
     issuer: Issuer | None = None  # None: sidecars run without identity (plaintext)
     owners: Owners = attrs.field(factory=Owners)
+    # Sidecars are forked from here when it can (``meshkit.runtime.template``).
+    template: Forker | None = None
 
 
 def env_name(service: str) -> str:
@@ -319,7 +322,9 @@ class InstanceRunner:
             log_path=self._sidecar_log,
         )
         try:
-            process = await spawn(spec, guard=self.ctx.guard, owners=self.ctx.owners)
+            process = await spawn(
+                spec, guard=self.ctx.guard, owners=self.ctx.owners, forker=self.ctx.template
+            )
         except ProcessStartError as exc:
             self.say(str(exc))
             raise SidecarFailed(127) from exc

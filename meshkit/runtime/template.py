@@ -1,0 +1,186 @@
+"""The control plane's side of the sidecar template (``meshkit.proxy.template``).
+
+``SidecarTemplate.start`` spawns the template (a spawn like any other: its
+own session, an owner tag, registered with the guardian) with one end of a
+socket pair; ``fork`` asks it for one sidecar (``meshkit.api.template``) and
+gives back a ``ForkedProcess``: the sidecar's pid, adopted by this process
+(a child subreaper), waited for through a pidfd, so that its exit status is
+the kernel's, whatever becomes of the template.
+
+When the template cannot serve (it exited, its socket broke, it refused or
+did not answer in time), ``fork`` says why once on the terminal and returns
+None from then on: the caller spawns the sidecar the ordinary way.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from meshkit.api.template import (
+    TEMPLATE_FD_ENV,
+    ForkRequest,
+    FrameReader,
+    TemplateProtocolError,
+    encode,
+    fork_answer,
+)
+from meshkit.runtime import lineage
+from meshkit.runtime.process import (
+    GroupGuard,
+    ManagedProcess,
+    Owners,
+    ProcessSpec,
+    ProcessStartError,
+    spawn,
+)
+
+SIDECAR_PREFIX: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+TEMPLATE_ARGV: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy.template")
+TEMPLATE_LOG = "sidecar-template.log"
+# A fork is milliseconds; on a loaded machine give it much longer before spawning instead.
+FORK_TIMEOUT = 10.0
+RECEIVE_SIZE = 4096
+
+
+class ForkedProcess:
+    """A sidecar forked by the template and adopted by this process: ``pid``,
+    ``returncode`` (negative: killed by that signal, as for a spawn) and ``wait``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self._lock = trio.Lock()
+        self.returncode: int | None = None
+
+    async def wait(self) -> int:
+        async with self._lock:
+            while self.returncode is None:
+                assert self._pidfd is not None
+                await trio.lowlevel.wait_readable(self._pidfd)
+                self._collect()
+        return self.returncode
+
+    def _collect(self) -> None:
+        assert self._pidfd is not None
+        info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        if info is None or info.si_pid == 0:
+            return
+        exited = info.si_code == os.CLD_EXITED
+        self.returncode = info.si_status if exited else -info.si_status
+        os.close(self._pidfd)
+        self._pidfd = None
+
+
+class SidecarTemplate:
+    """A running template and the socket to it.  Start with ``SidecarTemplate.start``."""
+
+    def __init__(
+        self, managed: ManagedProcess, link: trio.socket.SocketType, say: Callable[[str], None]
+    ) -> None:
+        self.managed = managed
+        self._link = link
+        self._say = say
+        self._reader = FrameReader()
+        self._lock = trio.Lock()
+        self.broken: str | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        guard: GroupGuard,
+        owners: Owners,
+        cwd: str,
+        log_path: Path,
+        say: Callable[[str], None],
+    ) -> SidecarTemplate | None:
+        """Spawn the template; None (and a line said) where it cannot run."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            spec = ProcessSpec(
+                name="sidecar template",
+                argv=TEMPLATE_ARGV,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", TEMPLATE_FD_ENV: str(theirs.fileno())},
+                cwd=cwd,
+                pass_fds=(theirs.fileno(),),
+                log_path=log_path,
+            )
+            managed = await spawn(spec, guard=guard, owners=owners, pad_owner=True)
+        except ProcessStartError as exc:
+            ours.close()
+            say(f"meshkit: no sidecar template ({exc}); sidecars start by spawn")
+            return None
+        finally:
+            theirs.close()
+        return cls(managed, trio.socket.from_stdlib_socket(ours), say)
+
+    def serves(self, argv: Sequence[str]) -> bool:
+        return self.broken is None and tuple(argv[: len(SIDECAR_PREFIX)]) == SIDECAR_PREFIX
+
+    async def fork(
+        self, spec: ProcessSpec, *, env: dict[str, str], output: int, tag: str
+    ) -> ForkedProcess | None:
+        """Fork ``spec`` (a sidecar's spawn) with its output on ``output``; None: spawn it."""
+        if not self.serves(spec.argv):
+            return None
+        request = ForkRequest(
+            args=tuple(spec.argv[len(SIDECAR_PREFIX) :]),
+            env=env,
+            cwd=spec.cwd,
+            fds=(1, *spec.pass_fds),
+            output=True,
+            owner=(lineage.OWNER_ENV, tag),
+        )
+        async with self._lock:
+            try:
+                with trio.fail_after(FORK_TIMEOUT):
+                    answer = await self._ask(request, [output, *spec.pass_fds])
+            except (OSError, TemplateProtocolError, trio.TooSlowError) as exc:
+                self._give_up(f"it did not answer ({exc or 'timed out'})")
+                return None
+        if isinstance(answer, str):
+            self._say(f"meshkit: the sidecar template could not fork {spec.name}: {answer}")
+            return None
+        return ForkedProcess(answer)
+
+    async def _ask(self, request: ForkRequest, fds: list[int]) -> int | str:
+        if self.managed.returncode is not None:
+            raise OSError(f"it exited with status {self.managed.returncode}")
+        frame = encode(request.to_json())
+        sent = await self._link.sendmsg(
+            [frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        )
+        if sent < len(frame):
+            await self._send_rest(frame[sent:])
+        while True:
+            data = await self._link.recv(RECEIVE_SIZE)
+            if not data:
+                raise OSError("it closed its socket")
+            messages = self._reader.feed(data)
+            if messages:
+                return fork_answer(messages[0])
+
+    async def _send_rest(self, data: bytes) -> None:
+        while data:
+            sent = await self._link.send(data)
+            data = data[sent:]
+
+    def _give_up(self, why: str) -> None:
+        if self.broken is None:
+            self.broken = why
+            self._say(
+                f"meshkit: the sidecar template is unavailable: {why}; sidecars start by spawn"
+            )
+
+    async def close(self, *, grace: float) -> None:
+        """Close the socket (the template exits at its end) and stop what is left."""
+        self.broken = self.broken or "closed"
+        self._link.close()
+        await self.managed.stop(grace=grace)
