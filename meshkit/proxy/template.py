@@ -151,7 +151,6 @@ def become_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> in
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         ssl.RAND_add(os.urandom(32), 32.0)
-        gc.unfreeze()
         sys.argv = ["python -m meshkit.proxy", *request.args]
         return sidecar_main.main(list(request.args))
     except SystemExit as exc:
