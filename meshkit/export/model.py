@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -52,6 +52,24 @@ class Finding:
     def located(self, base: str) -> str:
         """``FILE:LINE: subject: message; instead`` with FILE relative to ``base``."""
         return f"{show_origin(self.origin, base)}: {self.subject}: {self.message}; {self.instead}"
+
+
+@attrs.frozen(kw_only=True)
+class Notes:
+    """Where the findings about one subject go, and the Meshfile line they point at."""
+
+    findings: list[Finding]
+    subject: str
+    origin: Origin
+
+    def at(self, origin: Origin) -> Self:
+        """The same notes pointing at ``origin``."""
+        return attrs.evolve(self, origin=origin)
+
+    def add(self, message: str, instead: str) -> None:
+        self.findings.append(
+            Finding(origin=self.origin, subject=self.subject, message=message, instead=instead)
+        )
 
 
 @attrs.frozen(kw_only=True)

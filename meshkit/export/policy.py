@@ -13,7 +13,7 @@ from typing import Any
 
 from meshkit.dsl.durations import format_duration
 from meshkit.dsl.spec import BudgetSpec, MeshSpec, OutlierSpec, PolicySpec
-from meshkit.export.model import ExportOptions, Finding, Manifest, istio_duration
+from meshkit.export.model import ExportOptions, Finding, Manifest, Notes, istio_duration
 from meshkit.export.workloads import metadata
 
 LOAD_BALANCERS = {"round_robin": "ROUND_ROBIN", "least_request": "LEAST_REQUEST"}
@@ -71,24 +71,16 @@ def traffic_policy(policy: PolicySpec, findings: list[Finding]) -> dict[str, Any
 def _outlier_detection(policy: PolicySpec, findings: list[Finding]) -> dict[str, Any]:
     outlier: OutlierSpec = policy.outlier
     percent = round(outlier.max_ejection_percent)
-    subject = f"policy {policy.service!r}"
+    notes = Notes(findings=findings, subject=f"policy {policy.service!r}", origin=outlier.origin)
     if percent != outlier.max_ejection_percent:
-        findings.append(
-            Finding(
-                origin=outlier.origin,
-                subject=subject,
-                message=f"max_ejection_percent={outlier.max_ejection_percent:g} is not whole",
-                instead=f"maxEjectionPercent: {percent}",
-            )
+        notes.add(
+            f"max_ejection_percent={outlier.max_ejection_percent:g} is not whole",
+            f"maxEjectionPercent: {percent}",
         )
     if outlier.max_ejection != ENVOY_MAX_EJECTION:
-        findings.append(
-            Finding(
-                origin=outlier.origin,
-                subject=subject,
-                message=f"max_ejection={format_duration(outlier.max_ejection)} has no Istio field",
-                instead=f"Envoy's cap of {istio_duration(ENVOY_MAX_EJECTION)} applies",
-            )
+        notes.add(
+            f"max_ejection={format_duration(outlier.max_ejection)} has no Istio field",
+            f"Envoy's cap of {istio_duration(ENVOY_MAX_EJECTION)} applies",
         )
     return {
         "consecutive5xxErrors": outlier.consecutive_errors,

@@ -26,12 +26,11 @@ from meshkit.dsl.durations import format_duration
 from meshkit.dsl.spec import (
     ROUTE_OPTION_NAMES,
     FaultSpec,
-    Origin,
     RetrySpec,
     RouteSpec,
     RuleSpec,
 )
-from meshkit.export.model import Finding, istio_duration
+from meshkit.export.model import Finding, Notes, istio_duration
 
 # Retry conditions Envoy (and so Istio's retryOn) knows, in meshkit's spelling.
 ISTIO_RETRY_CONDITIONS = frozenset(
@@ -54,7 +53,9 @@ def rule_options(rule: RuleSpec, route: RouteSpec) -> RouteSpec:
 
 def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]]:
     """Every ``http`` entry of the route's VirtualService, in order."""
-    notes = _Notes(route=route, findings=findings)
+    notes = _Notes(
+        findings=findings, subject=f"route {route.service!r}", origin=route.origin, route=route
+    )
     entries: list[dict[str, Any]] = []
     for number, rule in enumerate(route.rules, start=1):
         name = f"rule-{number}"
@@ -72,25 +73,10 @@ def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]
 
 
 @attrs.frozen(kw_only=True)
-class _Notes:
+class _Notes(Notes):
     """Where findings about one route go, and the line they point at."""
 
     route: RouteSpec
-    findings: list[Finding]
-    origin: Origin | None = None
-
-    def at(self, origin: Origin) -> _Notes:
-        return attrs.evolve(self, origin=origin)
-
-    def add(self, message: str, instead: str) -> None:
-        self.findings.append(
-            Finding(
-                origin=self.origin or self.route.origin,
-                subject=f"route {self.route.service!r}",
-                message=message,
-                instead=instead,
-            )
-        )
 
 
 def request_match(match: RequestMatch, notes: _Notes) -> dict[str, Any]:

@@ -21,7 +21,14 @@ import math
 from typing import Any
 
 from meshkit.dsl.spec import HealthCheck, MeshSpec, Origin, RestartPolicy, ServiceSpec
-from meshkit.export.model import ORIGIN_ANNOTATION, ExportOptions, Finding, Manifest, show_origin
+from meshkit.export.model import (
+    ORIGIN_ANNOTATION,
+    ExportOptions,
+    Finding,
+    Manifest,
+    Notes,
+    show_origin,
+)
 
 APP_PORT = 8080
 """The container port of an app whose environment does not set ``PORT``."""
@@ -161,14 +168,10 @@ def _container(
         image = f"{deployed.name}:{deployed.version or 'latest'}"
         container["image"] = image
         container["command"] = ["/bin/sh", "-c", deployed.command]
-        findings.append(
-            Finding(
-                origin=deployed.origin,
-                subject=f"service {deployed.key!r}",
-                message="run= is a local command and no image is given",
-                instead=f"image {image!r} (a placeholder) runs the command; give image= "
-                f"or --image {deployed.name}=IMAGE",
-            )
+        _notes(deployed, findings).add(
+            "run= is a local command and no image is given",
+            f"image {image!r} (a placeholder) runs the command; give image= "
+            f"or --image {deployed.name}=IMAGE",
         )
     else:
         container["image"] = image
@@ -193,13 +196,8 @@ def _app_port(deployed: ServiceSpec, findings: list[Finding]) -> int:
         return APP_PORT
     if given.isdigit() and 0 < int(given) < 65536:
         return int(given)
-    findings.append(
-        Finding(
-            origin=deployed.origin,
-            subject=f"service {deployed.key!r}",
-            message=f"env PORT={given!r} is not a port number",
-            instead=f"the container port is {APP_PORT}",
-        )
+    _notes(deployed, findings).add(
+        f"env PORT={given!r} is not a port number", f"the container port is {APP_PORT}"
     )
     return APP_PORT
 
@@ -234,16 +232,13 @@ def _probe(
         ("timeoutSeconds", check.timeout, 1),
         ("initialDelaySeconds", check.initial_delay, 0),
     )
+    notes = _notes(deployed, findings, what=" health check")
     for field, seconds, least in timings:
         whole = max(least, math.ceil(seconds))
         if whole != seconds:
-            findings.append(
-                Finding(
-                    origin=deployed.origin,
-                    subject=f"service {deployed.key!r} health check",
-                    message=f"{field} must be whole seconds (at least {least}), not {seconds:g}",
-                    instead=f"{field}: {whole}",
-                )
+            notes.add(
+                f"{field} must be whole seconds (at least {least}), not {seconds:g}",
+                f"{field}: {whole}",
             )
         probe[field] = whole
     probe["successThreshold"] = check.success_threshold
@@ -253,12 +248,7 @@ def _probe(
 
 def _note_runtime_only(deployed: ServiceSpec, findings: list[Finding]) -> None:
     """Findings for the settings that only meshkit's supervisor understands."""
-    subject = f"service {deployed.key!r}"
-
-    def note(message: str, instead: str) -> None:
-        findings.append(
-            Finding(origin=deployed.origin, subject=subject, message=message, instead=instead)
-        )
+    note = _notes(deployed, findings).add
 
     if deployed.watch:
         note("watch= restarts on a local file change", "dropped (a cluster rolls out new images)")
@@ -279,3 +269,8 @@ def _note_runtime_only(deployed: ServiceSpec, findings: list[Finding]) -> None:
             "restart back-off settings",
             "dropped: the kubelet's crash-loop back-off (10s doubling to 5m) applies",
         )
+
+
+def _notes(deployed: ServiceSpec, findings: list[Finding], *, what: str = "") -> Notes:
+    subject = f"service {deployed.key!r}{what}"
+    return Notes(findings=findings, subject=subject, origin=deployed.origin)
