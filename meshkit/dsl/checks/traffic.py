@@ -95,16 +95,51 @@ def _duplicates(verb: str, entries: list[tuple[str, Origin]]) -> list[Problem]:
     return problems
 
 
-class _RouteChecker:
-    """Collects the problems of one route, each at the line of the part at fault."""
+class _Checker:
+    """Collects the problems of one route or policy, each at the line of the part at fault."""
 
-    def __init__(self, route: RouteSpec, versions: list[str]) -> None:
-        self.route = route
-        self.versions = versions
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
         self.problems: list[Problem] = []
 
     def fail(self, origin: Origin, message: str) -> None:
-        self.problems.append(Problem.at(origin, f"route {self.route.service!r}: {message}"))
+        self.problems.append(Problem.at(origin, f"{self.subject}: {message}"))
+
+    def bounded(
+        self,
+        origin: Origin,
+        what: str,
+        value: float,
+        *,
+        at_least: float = 0,
+        above: float | None = None,
+        at_most: float | None = None,
+        unit: str = "",
+    ) -> None:
+        """``value`` at least ``at_least`` (or above ``above``), and at most ``at_most``."""
+        if at_most is not None:
+            holds, rule = at_least <= value <= at_most, f"be between {at_least:g} and {at_most:g}"
+        elif above is not None:
+            holds, rule = value > above, f"be greater than {above:g}"
+        elif at_least == 0:
+            holds, rule = value >= 0, "not be negative"
+        else:
+            holds, rule = value >= at_least, f"be at least {at_least:g}"
+        if not holds:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            self.fail(origin, f"{what} must {rule}, got {shown}{unit}")
+
+    def percent(self, origin: Origin, what: str, value: float) -> None:
+        self.bounded(origin, what, value, at_most=100)
+
+
+class _RouteChecker(_Checker):
+    """Collects the problems of one route, each at the line of the part at fault."""
+
+    def __init__(self, route: RouteSpec, versions: list[str]) -> None:
+        super().__init__(f"route {route.service!r}")
+        self.route = route
+        self.versions = versions
 
     def version(self, origin: Origin, version: str | None, *, what: str = "sends traffic") -> None:
         if version is None or version in self.versions:
@@ -142,10 +177,6 @@ class _RouteChecker:
         except re.error as error:
             self.fail(origin, f"{what} {pattern!r} is not a valid regular expression ({error})")
 
-    def percent(self, origin: Origin, what: str, value: float) -> None:
-        if not 0 <= value <= 100:
-            self.fail(origin, f"{what} must be between 0 and 100, got {value:g}")
-
     def header_matchers(self, origin: Origin, matchers: Iterable[HeaderMatch]) -> None:
         for matcher in matchers:
             if not _TOKEN.fullmatch(matcher.name):
@@ -170,15 +201,10 @@ class _RouteChecker:
         if retry is None:
             return
         origin = retry.origin
-        if retry.attempts < 1:
-            self.fail(origin, f"retry attempts must be at least 1, got {retry.attempts}")
-        if retry.per_try_timeout is not None and retry.per_try_timeout <= 0:
-            self.fail(
-                origin,
-                f"retry per_try_timeout must be greater than 0, got {retry.per_try_timeout:g}s",
-            )
-        if retry.backoff_base <= 0:
-            self.fail(origin, f"retry backoff must be greater than 0, got {retry.backoff_base:g}s")
+        self.bounded(origin, "retry attempts", retry.attempts, at_least=1)
+        if retry.per_try_timeout is not None:
+            self.bounded(origin, "retry per_try_timeout", retry.per_try_timeout, above=0, unit="s")
+        self.bounded(origin, "retry backoff", retry.backoff_base, above=0, unit="s")
         if retry.backoff_max < retry.backoff_base:
             self.fail(
                 origin,
@@ -202,8 +228,7 @@ class _RouteChecker:
         if fault is None:
             return
         origin = fault.origin
-        if fault.delay < 0:
-            self.fail(origin, f"fault delay must not be negative, got {fault.delay:g}s")
+        self.bounded(origin, "fault delay", fault.delay, unit="s")
         self.percent(origin, "fault delay percent", fault.delay_percent)
         self.percent(origin, "fault abort percent", fault.abort_percent)
         if fault.abort_status is not None and not 200 <= fault.abort_status <= 599:
@@ -237,8 +262,8 @@ class _RouteChecker:
             self.forward(origin, action)
         else:
             self.local_reply(rule, action)
-        if rule.timeout is not None and rule.timeout < 0:
-            self.fail(origin, f"timeout must not be negative, got {rule.timeout:g}s")
+        if rule.timeout is not None:
+            self.bounded(origin, "timeout", rule.timeout, unit="s")
         self.retry(rule.retry)
         self.fault(rule.fault)
         self.mirror(rule.mirror)
@@ -276,8 +301,7 @@ def _route_problems(route: RouteSpec, versions: list[str]) -> list[Problem]:
         checker.rule(rule)
     if route.default is not None:
         checker.forward(route.origin, route.default)
-    if route.timeout < 0:
-        checker.fail(route.origin, f"timeout must not be negative, got {route.timeout:g}s")
+    checker.bounded(route.origin, "timeout", route.timeout, unit="s")
     checker.retry(route.retry)
     checker.fault(route.fault)
     checker.mirror(route.mirror)
@@ -286,64 +310,23 @@ def _route_problems(route: RouteSpec, versions: list[str]) -> list[Problem]:
     return checker.problems
 
 
-class _Bounds:
-    """Range checks on the fields of one part of a policy, each failure as (origin, message)."""
-
-    def __init__(self, origin: Origin, part: str, found: list[tuple[Origin, str]]) -> None:
-        self.origin = origin
-        self.part = part
-        self.found = found
-
-    def check(
-        self,
-        name: str,
-        value: float,
-        *,
-        at_least: float = 0,
-        above: float | None = None,
-        at_most: float | None = None,
-        unit: str = "",
-    ) -> None:
-        """``value`` at least ``at_least`` (or above ``above``), and at most ``at_most``."""
-        if at_most is not None:
-            holds, rule = at_least <= value <= at_most, f"be between {at_least:g} and {at_most:g}"
-        elif above is not None:
-            holds, rule = value > above, f"be greater than {above:g}"
-        elif at_least == 0:
-            holds, rule = value >= 0, "not be negative"
-        else:
-            holds, rule = value >= at_least, f"be at least {at_least:g}"
-        if not holds:
-            message = f"{self.part} {name} must {rule}, got {value:g}{unit}"
-            self.found.append((self.origin, message))
-
-
 def _policy_problems(policy: PolicySpec) -> list[Problem]:
-    found: list[tuple[Origin, str]] = []
-    breaker = policy.breaker
-    breaker_bounds = _Bounds(breaker.origin, "breaker", found)
-    breaker_bounds.check("max_connections", breaker.max_connections, at_least=1)
-    breaker_bounds.check("max_pending", breaker.max_pending, at_least=1)
-    breaker_bounds.check("max_requests", breaker.max_requests, at_least=1)
-    breaker_bounds.check("max_retries", breaker.max_retries)
-    outlier = policy.outlier
-    outlier_bounds = _Bounds(outlier.origin, "outlier", found)
-    outlier_bounds.check("consecutive_errors", outlier.consecutive_errors, at_least=1)
-    outlier_bounds.check("base_ejection", outlier.base_ejection, above=0, unit="s")
+    checker = _Checker(f"policy {policy.service!r}")
+    breaker, outlier, budget = policy.breaker, policy.outlier, policy.retry_budget
+    for name in ("max_connections", "max_pending", "max_requests"):
+        checker.bounded(breaker.origin, f"breaker {name}", getattr(breaker, name), at_least=1)
+    checker.bounded(breaker.origin, "breaker max_retries", breaker.max_retries)
+    errors, base = outlier.consecutive_errors, outlier.base_ejection
+    checker.bounded(outlier.origin, "outlier consecutive_errors", errors, at_least=1)
+    checker.bounded(outlier.origin, "outlier base_ejection", base, above=0, unit="s")
     if outlier.max_ejection < outlier.base_ejection:
-        found.append(
-            (
-                outlier.origin,
-                f"outlier max_ejection ({outlier.max_ejection:g}s) must not be less than "
-                f"base_ejection ({outlier.base_ejection:g}s)",
-            )
+        checker.fail(
+            outlier.origin,
+            f"outlier max_ejection ({outlier.max_ejection:g}s) must not be less than "
+            f"base_ejection ({outlier.base_ejection:g}s)",
         )
-    outlier_bounds.check("max_ejection_percent", outlier.max_ejection_percent, at_most=100)
-    budget = policy.retry_budget
-    budget_bounds = _Bounds(budget.origin, "budget", found)
-    budget_bounds.check("percent", budget.percent, at_most=100)
-    budget_bounds.check("min_per_second", budget.min_per_second)
-    budget_bounds.check("window", budget.window, above=0, unit="s")
-    return [
-        Problem.at(origin, f"policy {policy.service!r}: {message}") for origin, message in found
-    ]
+    checker.percent(outlier.origin, "outlier max_ejection_percent", outlier.max_ejection_percent)
+    checker.percent(budget.origin, "budget percent", budget.percent)
+    checker.bounded(budget.origin, "budget min_per_second", budget.min_per_second)
+    checker.bounded(budget.origin, "budget window", budget.window, above=0, unit="s")
+    return checker.problems

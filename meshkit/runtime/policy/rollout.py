@@ -54,23 +54,26 @@ class StartInstance:
 
 
 @attrs.frozen(kw_only=True)
-class WaitHealthy:
+class _OnInstance:
+    """A step about one instance that already has its id."""
+
     instance_id: str
 
 
-@attrs.frozen(kw_only=True)
-class Retire:
-    instance_id: str
+class WaitHealthy(_OnInstance):
+    """Wait until the instance is healthy and every sidecar acknowledged a config with it."""
 
 
-@attrs.frozen(kw_only=True)
-class WaitDrained:
-    instance_id: str
+class Retire(_OnInstance):
+    """Take the instance out of every cluster (publish configs without it)."""
 
 
-@attrs.frozen(kw_only=True)
-class StopInstance:
-    instance_id: str
+class WaitDrained(_OnInstance):
+    """Wait until every sidecar acknowledged a config without the instance."""
+
+
+class StopInstance(_OnInstance):
+    """Stop the instance, its sidecar first (finishing its in-flight requests)."""
 
 
 Step = StartInstance | WaitHealthy | Retire | WaitDrained | StopInstance
