@@ -42,6 +42,8 @@ def test_schedule_honours_initial_delay_and_period() -> None:
     machine = ProbeStateMachine(HealthCheck(initial_delay=3.0, period=2.0), started_at=10.0)
     assert machine.next_probe_at == 13.0
     machine.probe_started(13.0)
+    assert machine.next_probe_at == 13.1  # starting: polled until its first success
+    assert machine.record(success=True) == "healthy"
     assert machine.next_probe_at == 15.0
 
 
@@ -76,3 +78,38 @@ async def test_http_probe_against_a_real_server() -> None:
         assert error == "GET /healthz answered 503"
         assert await probe_once(HealthCheck(kind="tcp"), port) is None
         nursery.cancel_scope.cancel()
+
+
+def test_a_starting_instance_is_polled_between_probes_and_found_healthy_at_once() -> None:
+    machine = ProbeStateMachine(HealthCheck(period=1.0, failure_threshold=2), started_at=0.0)
+    polls = []
+    while machine.next_probe_at < 1.0:
+        now = machine.next_probe_at
+        polls.append(round(now, 3))
+        machine.probe_started(now)
+        # The app listens from 0.45 on; failed polls in between count for nothing.
+        verdict = machine.record(success=now >= 0.45, error="refused")
+        assert verdict in (None, "healthy") and machine.verdict != "unhealthy"
+        if verdict == "healthy":
+            break
+    assert polls == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert machine.verdict == "healthy"
+    # Healthy: back to the period (from the last scheduled probe); failures count again.
+    assert machine.next_probe_at == 1.0
+    machine.probe_started(1.0)
+    assert machine.next_probe_at == 2.0
+    assert machine.record(success=False, error="503") is None
+    machine.probe_started(2.0)
+    assert machine.record(success=False, error="503") == "unhealthy"
+
+
+def test_only_scheduled_probes_make_a_starting_instance_unhealthy() -> None:
+    machine = ProbeStateMachine(HealthCheck(period=1.0, failure_threshold=2), started_at=0.0)
+    verdicts = []
+    while machine.next_probe_at <= 1.0:
+        now = machine.next_probe_at
+        machine.probe_started(now)
+        verdicts.append((round(now, 3), machine.record(success=False, error="refused")))
+    assert verdicts[-1] == (1.0, "unhealthy")
+    assert [v for _, v in verdicts[:-1]] == [None] * (len(verdicts) - 1)
+    assert machine.last_error == "refused"
