@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import attrs
-
 from meshkit.api import HeaderOps
 from meshkit.dsl.checks.problems import Problem
-from meshkit.dsl.spec import ROUTE_OPTION_NAMES, FaultSpec, MirrorSpec, RetrySpec
-from meshkit.dsl.verbs.reader import ArgumentReader
+from meshkit.dsl.spec import FaultSpec, MirrorSpec, RetrySpec
+from meshkit.dsl.verbs.reader import ArgumentReader, Declared
 
 
 class RawOptions(NamedTuple):
@@ -23,39 +21,24 @@ class RawOptions(NamedTuple):
     response_headers: object
 
 
-@attrs.frozen(kw_only=True)
-class RouteOptions:
-    """The options a route and its rules share, read and type-checked."""
+# The options made by a verb: the option, its type and the verb (for the error).
+_PARTS: tuple[tuple[str, type, str], ...] = (
+    ("retry", RetrySpec, "retry"),
+    ("fault", FaultSpec, "fault"),
+    ("mirror", MirrorSpec, "mirror"),
+    ("request_headers", HeaderOps, "headers"),
+    ("response_headers", HeaderOps, "headers"),
+)
 
-    timeout: float | None = None
-    retry: RetrySpec | None = None
-    fault: FaultSpec | None = None
-    mirror: MirrorSpec | None = None
-    request_headers: HeaderOps | None = None
-    response_headers: HeaderOps | None = None
-    problems: tuple[Problem, ...] = ()
 
-    @classmethod
-    def read(cls, reader: ArgumentReader, raw: RawOptions) -> RouteOptions:
-        """The options as given to a verb, read and type-checked."""
-        retry_part = reader.part("retry", raw.retry, RetrySpec, "retry")
-        fault_part = reader.part("fault", raw.fault, FaultSpec, "fault")
-        mirror_part = reader.part("mirror", raw.mirror, MirrorSpec, "mirror")
-        request_part = reader.part("request_headers", raw.request_headers, HeaderOps, "headers")
-        response_part = reader.part("response_headers", raw.response_headers, HeaderOps, "headers")
-        parts = (retry_part, fault_part, mirror_part, request_part, response_part)
-        return cls(
-            timeout=reader.optional_duration("timeout", raw.timeout),
-            retry=None if retry_part is None else retry_part.spec,
-            fault=None if fault_part is None else fault_part.spec,
-            mirror=None if mirror_part is None else mirror_part.spec,
-            request_headers=None if request_part is None else request_part.spec,
-            response_headers=None if response_part is None else response_part.spec,
-            problems=tuple(
-                problem for part in parts if part is not None for problem in part.problems
-            ),
-        )
-
-    def fields(self) -> dict[str, Any]:
-        """The options as keyword arguments of ``RuleSpec`` or ``RouteSpec``."""
-        return {name: getattr(self, name) for name in ROUTE_OPTION_NAMES}
+def read_options(reader: ArgumentReader, raw: RawOptions) -> tuple[dict[str, Any], list[Problem]]:
+    """The options as keyword arguments of ``RuleSpec`` or ``RouteSpec``, and their problems."""
+    fields: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name, kind, verb in _PARTS:
+        part: Declared[Any] | None = reader.part(name, getattr(raw, name), kind, verb)
+        fields[name] = None if part is None else part.spec
+        if part is not None:
+            problems.extend(part.problems)
+    fields["timeout"] = reader.optional_duration("timeout", raw.timeout)
+    return fields, problems

@@ -7,7 +7,7 @@ from __future__ import annotations
 from meshkit.api import DEFAULT_ROUTE_TIMEOUT, Forward, WeightedVersion
 from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.spec import Origin, RouteSpec, RuleSpec
-from meshkit.dsl.verbs.options import RawOptions, RouteOptions
+from meshkit.dsl.verbs.options import RawOptions, read_options
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared
 from meshkit.dsl.verbs.traffic import Match
 
@@ -55,11 +55,10 @@ def declare_route(
     default_spec, default_problems = read_default(reader, default)
     if raw.timeout is None:
         raw = raw._replace(timeout=DEFAULT_ROUTE_TIMEOUT)
-    options = RouteOptions.read(reader, raw)
-    fields = options.fields()
-    if options.timeout is None:
+    fields, option_problems = read_options(reader, raw)
+    if fields["timeout"] is None:
         fields["timeout"] = DEFAULT_ROUTE_TIMEOUT
     spec = RouteSpec(
         service=service, rules=tuple(rule_specs), default=default_spec, origin=origin, **fields
     )
-    return spec, [*reader.problems, *problems, *default_problems, *options.problems]
+    return spec, [*reader.problems, *problems, *default_problems, *option_problems]

@@ -35,7 +35,7 @@ from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import FaultSpec, MirrorSpec, Origin, RetrySpec, RuleSpec
 from meshkit.dsl.verbs.matchers import ValueMatcher, header_matchers, query_matchers
-from meshkit.dsl.verbs.options import RawOptions, RouteOptions
+from meshkit.dsl.verbs.options import RawOptions, read_options
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 
 
@@ -281,16 +281,16 @@ class Match:
     def _forward(
         self, reader: ArgumentReader, action: Forward, rewrite_prefix: object, raw: RawOptions
     ) -> Declared[RuleSpec]:
-        options = RouteOptions.read(reader, raw)
+        fields, problems = read_options(reader, raw)
         spec = RuleSpec(
             match=self.spec,
             action=attrs.evolve(
                 action, rewrite_prefix=reader.optional_text("rewrite_prefix", rewrite_prefix)
             ),
             origin=reader.origin,
-            **options.fields(),
+            **fields,
         )
-        return self._finish(reader, spec, *options.problems)
+        return self._finish(reader, spec, *problems)
 
     def _finish(self, reader: ArgumentReader, spec: RuleSpec, *more: Problem) -> Declared[RuleSpec]:
         return Declared(
