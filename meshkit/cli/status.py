@@ -9,6 +9,12 @@ The SYNC column is each sidecar's config sync (``istioctl proxy-status``):
 applied.  The ``reload`` line tells how the last Meshfile reload went and how
 long it took from the detected change to the last sidecar's ACK.  A ``fault``
 line shows each runtime fault in force (``meshkit fault``) and its time left.
+
+Below the table, an instance with something to explain gets its lines: why
+it was (re)started when something replaced it (``meshkit restart``, a
+reload, a watched file), and for one that is not healthy and has exited,
+its last exit status with the end of its log file (``.meshkit/logs/``).  An
+app that listens elsewhere than on ``$PORT`` is named in the errors.
 """
 
 from __future__ import annotations
@@ -116,6 +122,37 @@ def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def format_table(rows: list[list[str]]) -> list[str]:
+    """``rows`` (the first is the heading) as lines of left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+TAIL_LINES = 5
+HEALTHY = "healthy"
+
+
+def explain_instance(instance: dict[str, Any]) -> list[str]:
+    """The lines below the table for one instance: why it started, how it last ended."""
+    lines = []
+    name = instance.get("id")
+    if instance.get("reason"):
+        lines.append(f"{name}: started for {instance['reason']}")
+    code = instance.get("exit_status")
+    if code is not None and instance.get("state") != HEALTHY:
+        tail = [str(line) for line in instance.get("log_tail") or []][-TAIL_LINES:]
+        ending = f"{name}: last exit status {code}"
+        log_file = instance.get("log_file")
+        if tail and log_file:
+            ending += f", the end of .meshkit/logs/{log_file}:"
+        lines.append(ending)
+        lines.extend(f"  | {line}" for line in tail)
+    return lines
+
+
 def format_status(document: dict[str, Any], *, now: float) -> str:
     """The human table of a ``/v1/status`` document."""
     state = "ready" if document.get("ready") else "not ready"
@@ -149,11 +186,10 @@ def format_status(document: dict[str, Any], *, now: float) -> str:
                     format_sync(instance),
                 ]
             )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        lines.append(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    lines.extend(format_table(rows))
+    for service in document.get("services", []):
+        for instance in service.get("instances", []):
+            lines.extend(explain_instance(instance))
     for fault in document.get("faults", []):
         lines.append(f"fault {describe_fault(fault, now=now)}")
     for error in document.get("errors", []):

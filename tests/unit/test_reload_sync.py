@@ -195,7 +195,7 @@ async def test_control_api_serves_the_applied_config_and_reloads() -> None:
     assert "prefix" not in text  # only the gateway has prefix routes
     assert "(unbound)" in text  # this sidecar never reported its ports
     reply.body["bound_ports"] = {"outbound": 41234}
-    assert "outbound (outbound) 127.0.0.1:41234" in format_routes(reply.body)
+    assert "outbound (outbound, plaintext) 127.0.0.1:41234" in format_routes(reply.body)
     reply = await server.dispatch("POST", "/v1/reload", b"")
     assert reply.status == 200 and reply.body["applied"] is True and reloads == [True]
 
