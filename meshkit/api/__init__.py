@@ -8,6 +8,7 @@ alone turns them into JSON and back.  This package imports nothing else of meshk
 from __future__ import annotations
 
 from meshkit.api.grpc import GRPC_STATUS_CODES, GRPC_STATUS_NAMES, grpc_status_of_http
+from meshkit.api.limits import LIMIT_KEYS, LimitKey, RateLimit, bucket_shape
 from meshkit.api.policies import (
     BreakerLimits,
     BudgetSettings,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_ROUTE_TIMEOUT",
     "GRPC_STATUS_CODES",
     "GRPC_STATUS_NAMES",
+    "LIMIT_KEYS",
     "MAX_RETRY_BODY_BYTES",
     "BreakerLimits",
     "BudgetSettings",
@@ -54,12 +56,14 @@ __all__ = [
     "HeaderMatch",
     "HeaderMatchKind",
     "HeaderOps",
+    "LimitKey",
     "LoadBalancerKind",
     "MirrorRule",
     "OutlierSettings",
     "PathMatchKind",
     "QueryMatch",
     "QueryMatchKind",
+    "RateLimit",
     "Redirect",
     "RequestMatch",
     "RetryRule",
@@ -68,5 +72,6 @@ __all__ = [
     "RouteTable",
     "RuntimeFault",
     "WeightedVersion",
+    "bucket_shape",
     "grpc_status_of_http",
 ]
