@@ -53,7 +53,9 @@ class RateLimit:
 def bucket_shape(count: int, period: float) -> tuple[int, float]:
     """``(tokens_per_fill, fill_interval)`` for ``count`` requests every ``period`` seconds."""
     if count < 1 or not period > 0:
-        raise ValueError(f"a rate needs a count of at least 1 and a period above 0 ({count}/{period}s)")
+        raise ValueError(
+            f"a rate needs a count of at least 1 and a period above 0 ({count}/{period}s)"
+        )
     per_token = period / count
     tokens = max(1, math.ceil(MIN_FILL_INTERVAL / per_token - 1e-9))
     return tokens, per_token * tokens

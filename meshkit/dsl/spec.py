@@ -23,6 +23,7 @@ from meshkit.api import (
     LoadBalancerKind,
     MirrorRule,
     OutlierSettings,
+    RateLimit,
     RequestMatch,
     RetryRule,
     RouteAction,
@@ -154,6 +155,7 @@ class MeshSpec:
     origin: Origin = UNKNOWN_ORIGIN
     routes: tuple[RouteSpec, ...] = ()
     policies: tuple[PolicySpec, ...] = ()
+    rate_limits: tuple[RateLimitSpec, ...] = ()
 
     def service_names(self) -> list[str]:
         """Distinct service names, in declaration order."""
@@ -267,4 +269,11 @@ class PolicySpec:
     breaker: BreakerSpec = BreakerSpec()
     outlier: OutlierSpec = OutlierSpec()
     retry_budget: BudgetSpec = BudgetSpec()
+    origin: Origin = UNKNOWN_ORIGIN
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitSpec(RateLimit):
+    """``mesh.rate_limit(...)``: a ``RateLimit`` and where it was declared."""
+
     origin: Origin = UNKNOWN_ORIGIN

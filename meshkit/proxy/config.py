@@ -32,7 +32,7 @@ from typing import Literal
 
 import attrs
 
-from meshkit.api import DestinationPolicy, RouteTable, RuntimeFault
+from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
@@ -131,6 +131,9 @@ class ProxyConfig:
     # Faults injected at runtime (``meshkit fault``, ``mesh.fault``), each with
     # its own wall-clock expiry; the sidecar ignores expired ones.
     runtime_faults: tuple[RuntimeFault, ...] = ()
+    # Local rate limits of every service (the Meshfile's, runtime ones in their
+    # place); the inbound sidecar enforces those of its own service.
+    rate_limits: tuple[RateLimit, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:

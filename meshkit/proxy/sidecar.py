@@ -40,6 +40,7 @@ from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
 from meshkit.proxy.net.server import serve_listener
 from meshkit.proxy.policy.matching import compile_tables
+from meshkit.proxy.policy.ratelimit import validate_limits
 from meshkit.proxy.telemetry.spans import ship_spans
 from meshkit.proxy.wire import config_from_dict
 
@@ -115,6 +116,10 @@ def _validate_rules(config: ProxyConfig) -> None:
         compile_tables(config.routes)
     except ValueError as error:
         raise ConfigRejected(f"invalid route: {error}") from None
+    try:
+        validate_limits(config.rate_limits)
+    except ValueError as error:
+        raise ConfigRejected(f"invalid rate limit: {error}") from None
 
 
 @attrs.frozen(kw_only=True)

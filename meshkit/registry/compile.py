@@ -19,7 +19,8 @@ relies on:
 * a gateway with ``tls_port`` gets a second listener, ``gateway-tls`` (HTTPS,
   same routes);
 * every sidecar gets the runtime faults of the registry that have not expired
-  at ``now`` (the wall clock by default), since faults apply on the caller side.
+  at ``now`` (the wall clock by default), since faults apply on the caller side,
+  and the rate limits of every service (``meshkit.registry.limits``).
 
 Versions: a config keeps the version the registry already holds when nothing
 else in it changed, and gets that version + 1 otherwise, so publishing the
@@ -32,7 +33,7 @@ import time
 
 import attrs
 
-from meshkit.api import DestinationPolicy, RouteTable, RuntimeFault
+from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.config import (
@@ -44,6 +45,7 @@ from meshkit.proxy.config import (
     ProxyConfig,
 )
 from meshkit.registry.faults import runtime_faults
+from meshkit.registry.limits import declared_limits, effective_limits
 from meshkit.registry.routes import destination_policies, route_tables
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 
@@ -60,10 +62,12 @@ def compile_configs(
     faults have expired.
     """
     clusters = _clusters(spec, registry)
+    now = time.time() if now is None else now
     rules = _Rules(
         routes=route_tables(spec),
         policies=destination_policies(spec),
-        runtime_faults=runtime_faults(registry.faults, time.time() if now is None else now),
+        runtime_faults=runtime_faults(registry.faults, now),
+        rate_limits=effective_limits(declared_limits(spec), registry.limits, now),
     )
     deployments = {svc.key: svc for svc in spec.services}
     configs: dict[str, ProxyConfig] = {}
@@ -88,6 +92,7 @@ class _Rules:
     routes: tuple[RouteTable, ...]
     policies: tuple[DestinationPolicy, ...]
     runtime_faults: tuple[RuntimeFault, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
 
 
 def deployment_key(service: str, version: str | None) -> str:
@@ -152,6 +157,7 @@ def _app_config(
         routes=rules.routes,
         policies=rules.policies,
         runtime_faults=rules.runtime_faults,
+        rate_limits=rules.rate_limits,
     )
 
 
@@ -192,6 +198,7 @@ def _gateway_config(
         routes=rules.routes,
         policies=rules.policies,
         runtime_faults=rules.runtime_faults,
+        rate_limits=rules.rate_limits,
     )
 
 

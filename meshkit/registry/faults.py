@@ -1,10 +1,10 @@
 """Runtime faults held by the control plane (``meshkit fault``, ``mesh.fault``).
 
-Pure: no I/O, no event loop, no clock of its own.  ``FaultStore`` keeps each
-injected fault under an id (``f1``, ``f2``, ...) with its wall-clock expiry;
-the compile step copies the unexpired ones into every sidecar's
-``ProxyConfig.runtime_faults``; the control plane drops expired ones
-(``FaultStore.expire``) so they leave the configs too.  ``fault_request``
+Pure: no I/O, no event loop, no clock of its own.  ``FaultStore`` (an
+``ExpiringStore``) keeps each injected fault under an id (``f1``, ``f2``, ...)
+with its wall-clock expiry; the compile step copies the unexpired ones into
+every sidecar's ``ProxyConfig.runtime_faults``; the control plane drops expired
+ones so they leave the configs too.  ``fault_request``
 turns the JSON body of ``POST /v1/faults`` into a ``FaultRequest``, with
 errors that name the field and what it accepts.
 
@@ -21,6 +21,7 @@ import attrs
 
 from meshkit.api import GRPC_STATUS_NAMES, FaultRule, HeaderMatch, RuntimeFault
 from meshkit.dsl.durations import DurationError, parse_duration
+from meshkit.registry.expiring import ExpiringStore
 
 DEFAULT_FAULT_DURATION = 300.0
 MAX_FAULT_DURATION = 24 * 3600.0
@@ -73,63 +74,15 @@ class FaultRequest:
     duration: float
 
 
-class FaultStore:
-    """The faults in force; ``on_change`` is called after every addition or removal."""
+class FaultStore(ExpiringStore[StoredFault]):
+    """The faults in force (ids ``f1``, ``f2``, ...)."""
 
     def __init__(self, *, on_change: Callable[[], None] | None = None) -> None:
-        self._faults: dict[str, StoredFault] = {}
-        self._next_id = 1
-        self._on_change = on_change
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
+        super().__init__(prefix="f", on_change=on_change)
 
     def add(self, service: str, rule: FaultRule, *, expires_at: float) -> StoredFault:
-        stored = StoredFault(
-            id=f"f{self._next_id}",
-            fault=RuntimeFault(service=service, fault=rule, expires_at=expires_at),
-        )
-        self._next_id += 1
-        self._faults[stored.id] = stored
-        self._changed()
-        return stored
-
-    def get(self, fault_id: str) -> StoredFault | None:
-        return self._faults.get(fault_id)
-
-    def remove(self, fault_id: str) -> StoredFault | None:
-        """Remove one fault; None if there is none by that id (any more)."""
-        stored = self._faults.pop(fault_id, None)
-        if stored is not None:
-            self._changed()
-        return stored
-
-    def remove_service(self, service: str) -> list[StoredFault]:
-        """Remove every fault on ``service``; return them (maybe none)."""
-        removed = [stored for stored in self._faults.values() if stored.service == service]
-        for stored in removed:
-            del self._faults[stored.id]
-        if removed:
-            self._changed()
-        return removed
-
-    def active(self, now: float) -> list[StoredFault]:
-        """The faults that have not expired at ``now``, oldest first."""
-        return [stored for stored in self._faults.values() if stored.expires_at > now]
-
-    def expire(self, now: float) -> list[StoredFault]:
-        """Forget the faults expired at ``now``; return them."""
-        expired = [stored for stored in self._faults.values() if stored.expires_at <= now]
-        for stored in expired:
-            del self._faults[stored.id]
-        if expired:
-            self._changed()
-        return expired
-
-    def next_expiry(self) -> float | None:
-        """The earliest expiry of a fault held, None when there is none."""
-        return min((stored.expires_at for stored in self._faults.values()), default=None)
+        fault = RuntimeFault(service=service, fault=rule, expires_at=expires_at)
+        return self.add_entry(lambda fault_id: StoredFault(id=fault_id, fault=fault))
 
 
 def runtime_faults(store: FaultStore, now: float) -> tuple[RuntimeFault, ...]:

@@ -38,6 +38,7 @@ import attrs
 
 from meshkit.proxy.config import ProxyConfig
 from meshkit.registry.faults import FaultStore
+from meshkit.registry.limits import LimitStore
 
 InstanceState = Literal["starting", "healthy", "unhealthy", "crashed", "backoff", "stopped"]
 InstanceKind = Literal["app", "gateway"]
@@ -167,6 +168,8 @@ class Registry:
         # Runtime faults (``meshkit fault``): every change is a registry change,
         # so the compile loop puts them into (or takes them out of) the configs.
         self.faults = FaultStore(on_change=lambda: self._notify("faults"))
+        # Runtime rate limits (``meshkit limit``), the same way.
+        self.limits = LimitStore(on_change=lambda: self._notify("limits"))
 
     # -- listeners ---------------------------------------------------------
 

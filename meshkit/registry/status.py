@@ -161,9 +161,7 @@ def _instance_dict(registry: Registry, record: InstanceRecord, *, now: float) ->
     }
 
 
-def status_document(
-    registry: Registry, *, file: str, now: float | None = None
-) -> dict[str, Any]:
+def status_document(registry: Registry, *, file: str, now: float | None = None) -> dict[str, Any]:
     """The ``/v1/status`` JSON: services grouped by (name, version), in order.
 
     ``now`` (epoch seconds, default the wall clock) decides which certificates
@@ -194,7 +192,9 @@ def status_document(
             errors.append(problem)
         sync = sync_state(registry, record)
         if sync.startswith(NACKED) and record.state != "stopped":
-            errors.append(f"{record.id}: config version {registry.config_version(record.id)} {sync}")
+            errors.append(
+                f"{record.id}: config version {registry.config_version(record.id)} {sync}"
+            )
     return {
         "mesh": registry.mesh,
         "ready": mesh_ready(registry),

@@ -24,7 +24,9 @@ def head(path: str = "/items", method: str = "GET") -> RequestHead:
     return RequestHead(method=method.encode(), target=path.encode(), headers=[])
 
 
-def limit(count: int = 10, period: float = 1.0, burst: int | None = None, **more: object) -> RateLimit:
+def limit(
+    count: int = 10, period: float = 1.0, burst: int | None = None, **more: object
+) -> RateLimit:
     tokens, interval = bucket_shape(count, period)
     return RateLimit(
         service=str(more.pop("service", "catalog")),
@@ -36,7 +38,9 @@ def limit(count: int = 10, period: float = 1.0, burst: int | None = None, **more
     )
 
 
-def admitted(limiter: RateLimiter, n: int, *, identity: str | None = None, path: str = "/items") -> int:
+def admitted(
+    limiter: RateLimiter, n: int, *, identity: str | None = None, path: str = "/items"
+) -> int:
     return sum(limiter.check("catalog", head(path), identity) is None for _ in range(n))
 
 
@@ -75,7 +79,7 @@ def test_a_burst_up_to_max_tokens_then_refusal_with_retry_after() -> None:
     assert refused is not None
     assert refused.limit == rule
     assert refused.retry_after == 1  # the next fill is 100 ms away: rounded up to 1 s
-    assert "rate limit 10/s burst 20 on 'catalog' exceeded (Meshfile.py:12)" == refused.reason
+    assert refused.reason == "rate limit 10/s burst 20 on 'catalog' exceeded (Meshfile.py:12)"
 
 
 def test_refill_is_discrete_and_never_above_max_tokens() -> None:
@@ -130,7 +134,9 @@ def test_limits_of_other_services_and_other_routes_do_not_apply() -> None:
     )
     assert admitted(limiter, 10) == 10
     assert sum(limiter.check("catalog", head("/admin", "GET"), None) is None for _ in range(5)) == 5
-    assert sum(limiter.check("catalog", head("/admin", "POST"), None) is None for _ in range(5)) == 1
+    assert (
+        sum(limiter.check("catalog", head("/admin", "POST"), None) is None for _ in range(5)) == 1
+    )
 
 
 def test_per_caller_buckets_isolate_callers() -> None:

@@ -55,6 +55,32 @@ def traffic_problems(mesh: MeshDeclaration) -> list[Problem]:
             problems.append(_unknown_service("policy", policy.service, policy.origin, versions))
             continue
         problems.extend(_policy_problems(policy))
+    problems.extend(_rate_limit_problems(mesh, versions))
+    return problems
+
+
+def _rate_limit_problems(mesh: MeshDeclaration, versions: dict[str, list[str]]) -> list[Problem]:
+    """Each limit names a service of the mesh, a route that makes sense, and a scope once."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str, RequestMatch | None], Origin] = {}
+    for limit in mesh.rate_limits:
+        if limit.service not in versions:
+            problems.append(_unknown_service("rate_limit", limit.service, limit.origin, versions))
+            continue
+        if limit.match is not None:
+            checker = _RouteChecker(RouteSpec(service=limit.service), versions[limit.service])
+            checker.match(limit.origin, limit.match)
+            problems.extend(checker.problems)
+        scope = (limit.service, limit.per, limit.match)
+        earlier = seen.setdefault(scope, limit.origin)
+        if earlier is not limit.origin:
+            problems.append(
+                Problem.at(
+                    limit.origin,
+                    f"rate_limit {limit.service!r}: a second limit on the same requests "
+                    f"(the first is at line {earlier.line}); keep one",
+                )
+            )
     return problems
 
 

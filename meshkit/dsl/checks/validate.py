@@ -320,4 +320,5 @@ def build_spec(declarations: Declarations) -> MeshSpec:
         origin=mesh.origin,
         routes=mesh.routes,
         policies=mesh.policies,
+        rate_limits=mesh.rate_limits,
     )

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 import attrs
 
 from meshkit.dsl.checks.problems import MeshfileError, Problem
-from meshkit.dsl.spec import GatewaySpec, MtlsMode, Origin, PolicySpec, RouteSpec, ServiceSpec
+from meshkit.dsl.spec import (
+    GatewaySpec,
+    MtlsMode,
+    Origin,
+    PolicySpec,
+    RateLimitSpec,
+    RouteSpec,
+    ServiceSpec,
+)
 
 if TYPE_CHECKING:
     from meshkit.dsl.verbs.mesh import Mesh
@@ -34,6 +42,7 @@ class MeshDeclaration:
     gateways: tuple[GatewaySpec, ...] = ()
     routes: tuple[RouteSpec, ...] = ()
     policies: tuple[PolicySpec, ...] = ()
+    rate_limits: tuple[RateLimitSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -19,7 +19,7 @@ from typing import TypeAlias, get_args
 
 import attrs
 
-from meshkit.api import Forward, HeaderOps
+from meshkit.api import Forward, HeaderOps, LimitKey
 from meshkit.dsl.checks.problems import describe_value
 from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import (
@@ -35,6 +35,7 @@ from meshkit.dsl.spec import (
     Origin,
     OutlierSpec,
     PolicySpec,
+    RateLimitSpec,
     RestartMode,
     RestartPolicy,
     RetrySpec,
@@ -45,10 +46,12 @@ from meshkit.dsl.spec import (
 )
 from meshkit.dsl.verbs.collect import MeshDeclaration, active_collector, base_directory, report
 from meshkit.dsl.verbs.health import RESTART_MODES, restart_mode
+from meshkit.dsl.verbs.limits import declare_rate_limit
 from meshkit.dsl.verbs.options import RawOptions
 from meshkit.dsl.verbs.reader import ArgumentReader, Declared, Duration
 from meshkit.dsl.verbs.resilience import declare_policy
 from meshkit.dsl.verbs.route import declare_route
+from meshkit.dsl.verbs.traffic import Match
 
 SERVICE_PROTOCOLS: tuple[str, ...] = get_args(ServiceProtocol)
 MTLS_MODES: tuple[str, ...] = get_args(MtlsMode)
@@ -214,6 +217,7 @@ class Mesh:
         self._gateways: list[GatewaySpec] = []
         self._routes: list[RouteSpec] = []
         self._policies: list[PolicySpec] = []
+        self._rate_limits: list[RateLimitSpec] = []
         report(reader.problems)
         collector = active_collector.get()
         if collector is not None:
@@ -365,6 +369,35 @@ class Mesh:
         report(problems)
         self._policies.append(spec)
 
+    def rate_limit(
+        self,
+        service: ServiceRef,
+        rate: str,
+        *,
+        burst: int | None = None,
+        per: LimitKey = "service",
+        route: Match | None = None,
+    ) -> None:
+        """Admit at most ``rate`` (``"100/s"``, ``"5/m"``) requests to ``service``, per instance.
+
+        Envoy's local rate limit: each instance's sidecar keeps a token bucket
+        of ``burst`` tokens (the rate's count by default); ``per="caller"`` gives
+        every caller its own, ``route=match(...)`` narrows it to one route.  Over
+        the limit a request gets ``429`` (flag ``RL``) with ``retry-after``.
+        """
+        origin = caller_origin()
+        name = service.name if isinstance(service, ServiceHandle) else service
+        spec, problems = declare_rate_limit(
+            origin=origin,
+            service=name if isinstance(name, str) else repr(name),
+            rate=rate,
+            burst=burst,
+            per=per,
+            route=route,
+        )
+        report(problems)
+        self._rate_limits.append(spec)
+
     def declaration(self) -> MeshDeclaration:
         """What this mesh was told so far, as data."""
         return MeshDeclaration(
@@ -376,6 +409,7 @@ class Mesh:
             gateways=tuple(self._gateways),
             routes=tuple(self._routes),
             policies=tuple(self._policies),
+            rate_limits=tuple(self._rate_limits),
         )
 
 

@@ -22,6 +22,7 @@ from meshkit.proxy.net.h2upstream import H2Upstreams
 from meshkit.proxy.net.pool import ConnectionPool
 from meshkit.proxy.policy.admission import StreamAdmission
 from meshkit.proxy.policy.destinations import Destinations
+from meshkit.proxy.policy.ratelimit import RateLimiter
 from meshkit.proxy.telemetry.accesslog import AccessLog
 from meshkit.proxy.telemetry.calls import CallLog
 from meshkit.proxy.telemetry.metrics import Metrics
@@ -40,6 +41,8 @@ class DataPlane:
         self.destinations = Destinations(
             clock=trio.current_time, wall_clock=time.time, random=random.Random()
         )
+        # Local rate limits of this instance's service (the inbound filter).
+        self.rate_limiter = RateLimiter(clock=trio.current_time)
         # Mirrored copies, owned by ``mirrors.run`` (the sidecar runs it for its life).
         self.mirrors = Mirrors()
         # Spans of the requests this sidecar answers, shipped by the sidecar's ``ship_spans``.

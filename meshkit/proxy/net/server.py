@@ -27,6 +27,7 @@ from meshkit.proxy.flow.h2downstream import (
     serve_http2,
 )
 from meshkit.proxy.flow.l7 import serve_service_request
+from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
 from meshkit.proxy.policy.grpcreply import is_grpc
 from meshkit.proxy.policy.router import (
@@ -213,6 +214,10 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             )
             status, flag, keep = result.status, result.flag, result.keep_alive
             service, upstream = decision.cluster.name, result.upstream
+        elif (limited := await refuse_over_limit(plane, downstream, config, head)) is not None:
+            cluster_label = f"{config.service} (local app)"
+            status, flag, keep = limited.status, limited.flag, limited.keep_alive
+            service = config.service
         else:
             # Inbound: the caller's sidecar applied the rules; straight to the local app.
             cluster_label = f"{config.service} (local app)"

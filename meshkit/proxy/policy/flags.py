@@ -23,6 +23,7 @@ FAULT_DELAY = "DI"
 RETRY_LIMIT_EXCEEDED = "URX"
 CONNECT_FAILURE = "UF"
 NO_ROUTE = "NR"
+RATE_LIMITED = "RL"
 
 FLAG_MEANINGS = MappingProxyType(
     {
@@ -34,6 +35,7 @@ FLAG_MEANINGS = MappingProxyType(
         RETRY_LIMIT_EXCEEDED: "the upstream failed and the retries are exhausted",
         CONNECT_FAILURE: "the upstream could not be reached",
         NO_ROUTE: "no route matches the request",
+        RATE_LIMITED: "refused by a local rate limit of the destination (see retry-after)",
     }
 )
 """Each flag and what it tells a person reading a response."""

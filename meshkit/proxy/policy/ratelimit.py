@@ -108,6 +108,15 @@ def _route_matcher(limit: RateLimit) -> RouteMatcher:
     return RouteMatcher(RouteTable(service=limit.service, rules=(rule,)))
 
 
+def validate_limits(limits: Sequence[RateLimit]) -> None:
+    """``ValueError`` naming the first limit a sidecar cannot apply."""
+    for limit in limits:
+        if limit.max_tokens < 1 or limit.tokens_per_fill < 1 or not limit.fill_interval > 0:
+            raise ValueError(f"rate limit on '{limit.service}' has an empty bucket: {limit}")
+        if limit.match is not None:
+            _route_matcher(limit)
+
+
 def caller_key(limit: RateLimit, identity: str | None) -> str:
     """The bucket of ``identity`` under ``limit``: one per caller, or one for all."""
     if limit.per != "caller":
@@ -130,8 +139,11 @@ class RateLimiter:
 
         ``ValueError`` (naming the pattern) when a limit's route has a bad regex.
         """
+        if limits is self._limits:
+            return  # the snapshot last synced: every request of a config asks again
         limits = tuple(limits)
         if limits == self._limits:
+            self._limits = limits
             return
         matchers = {
             limit: self._matchers.get(limit) or _route_matcher(limit)

@@ -24,7 +24,8 @@ Endpoints (JSON bodies, one request per connection):
   a renewal without a current certificate and proof.  Issued certificates
   (their expiry) and refusals are recorded on the instance for the status.
 * ``POST /v1/faults``, ``GET /v1/faults``, ``DELETE /v1/faults?service=X``,
-  ``DELETE /v1/faults/<id>``: runtime faults (``meshkit.registry.server.faults``;
+  ``DELETE /v1/faults/<id>``, and the same under ``/v1/limits``: runtime faults
+  and rate limits (``meshkit.registry.server.faults``, ``...limits``;
   the control server also runs the task that expires them).
 * ``POST /v1/services/<service>/restart`` -> 200 with the outcome of a rolling
   restart of every instance of the service (``{"applied", "summary", "error",
@@ -56,6 +57,7 @@ from meshkit.proxy.wire import config_to_dict
 from meshkit.registry.faults import UnknownService
 from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.server.faults import FaultControl
+from meshkit.registry.server.limits import LimitControl
 from meshkit.registry.state import GATEWAY_INSTANCE, Registry, RegistryError
 from meshkit.registry.status import status_document, sync_state
 
@@ -118,6 +120,12 @@ class ControlServer:
         self.on_reload = on_reload
         self.on_restart = on_restart
         self.faults = faults if faults is not None else FaultControl(registry, self.changes)
+        self.limits = LimitControl(
+            registry,
+            self.changes,
+            wall_clock=self.faults.wall_clock,
+            sync_timeout=self.faults.sync_timeout,
+        )
         self.on_spans = on_spans
 
     async def serve(
@@ -143,6 +151,7 @@ class ControlServer:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.faults.expire_forever)
+                nursery.start_soon(self.limits.expire_forever)
                 task_status.started()
                 await trio.serve_listeners(
                     self._handle_connection, [listener], handler_nursery=nursery
@@ -200,8 +209,9 @@ class ControlServer:
         if len(route) == 2 and route[0] == "config":
             _expect(method, "GET")
             return await self._long_poll(route[1], parse_qs(url.query))
-        if route[:1] == ["faults"] and len(route) <= 2:
-            return await self._faults(method, route[1:], parse_qs(url.query), body)
+        if route[:1] in (["faults"], ["limits"]) and len(route) <= 2:
+            control = self.faults if route[0] == "faults" else self.limits
+            return await self._runtime(control, method, route[1:], parse_qs(url.query), body)
         if len(route) == 3 and route[0] == "services" and route[2] == "restart":
             _expect(method, "POST")
             return await self._restart(route[1])
@@ -223,21 +233,29 @@ class ControlServer:
         _expect(method, "POST")
         return answers[action](instance_id, _json_object(body))
 
-    async def _faults(
-        self, method: str, rest: list[str], query: dict[str, list[str]], body: bytes
+    async def _runtime(
+        self,
+        control: FaultControl | LimitControl,
+        method: str,
+        rest: list[str],
+        query: dict[str, list[str]],
+        body: bytes,
     ) -> Reply:
+        """``/v1/faults`` and ``/v1/limits``: list, add, clear by service or by id."""
         if rest:
             _expect(method, "DELETE")
-            status, answer = await self.faults.clear_one(rest[0])
+            status, answer = await control.clear_one(rest[0])
         elif method == "GET":
-            status, answer = self.faults.listing()
+            status, answer = control.listing()
         elif method == "POST":
-            status, answer = await self.faults.inject(_json_object(body))
+            status, answer = await control.inject(_json_object(body))
         elif method == "DELETE":
             services = query.get("service")
             if not services:
-                raise BadRequest(400, "say which faults to clear: ?service=<name> or /<id>")
-            status, answer = await self.faults.clear_service(services[0])
+                raise BadRequest(
+                    400, f"say which {control.noun}s to clear: ?service=<name> or /<id>"
+                )
+            status, answer = await control.clear_service(services[0])
         else:
             raise BadRequest(405, f"method {method} not allowed here; use GET, POST or DELETE")
         return Reply(status=status, body=answer)
@@ -360,8 +378,7 @@ def _check_requested_identity(data: dict[str, Any], expected: str, instance_id: 
         raise CertificateRefused(f"unusable CSR: {error}") from None
     if requested != expected:
         raise CertificateRefused(
-            f"instance {instance_id} may only have a certificate for {expected}, "
-            f"not {requested}"
+            f"instance {instance_id} may only have a certificate for {expected}, not {requested}"
         )
 
 

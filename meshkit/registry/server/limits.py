@@ -1,0 +1,55 @@
+"""The control API's runtime rate limits: set, list, clear, and let them expire.
+
+Endpoints (served by ``meshkit.registry.server.api.ControlServer``), shaped
+as the faults' (``meshkit.registry.server.faults``):
+
+* ``POST /v1/limits`` ``{"service", "rate", "burst", "route", "per", "duration"}``
+  -> 200 ``{"id", "expires_at", "version", "synced", "lagging"}``;
+* ``GET /v1/limits`` -> 200 ``{"limits": [...]}`` (``StoredLimit.to_dict``) and
+  ``"declared"``, the Meshfile's limits in force;
+* ``DELETE /v1/limits?service=X`` -> 200 ``{"removed": [ids], "version", "synced"}``,
+  which restores the Meshfile's limits on X;
+* ``DELETE /v1/limits/<id>`` -> the same for one limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from meshkit.api import RateLimit
+from meshkit.proxy.config import ProxyConfig
+from meshkit.registry.expiring import ExpiringStore
+from meshkit.registry.faults import UnknownService
+from meshkit.registry.limits import LimitRequestError, StoredLimit, limit_request
+from meshkit.registry.server.runtime import Answer, RuntimeControl
+
+
+class LimitControl(RuntimeControl[StoredLimit, RateLimit]):
+    """The rate limit endpoints of one registry; ``wall_clock`` is epoch seconds (injectable)."""
+
+    noun = "limit"
+
+    @property
+    def store(self) -> ExpiringStore[StoredLimit]:
+        return self.registry.limits
+
+    def item(self, entry: StoredLimit) -> RateLimit:
+        return entry.limit
+
+    def held(self, config: ProxyConfig) -> Collection[RateLimit]:
+        return config.rate_limits
+
+    def listing(self) -> Answer:
+        now = self.wall_clock()
+        return 200, {"limits": [stored.to_dict(now=now) for stored in self.store.active(now)]}
+
+    async def inject(self, data: dict[str, Any]) -> Answer:
+        try:
+            limit, duration = limit_request(data, known_services=self.known_services())
+        except UnknownService as error:
+            return 404, {"error": str(error)}
+        except LimitRequestError as error:
+            return 400, {"error": f"bad limit: {error}"}
+        stored = self.registry.limits.add(limit, expires_at=self.wall_clock() + duration)
+        return await self.added(stored)
