@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "reload",
     "restart",
     "fault",
+    "limit",
     "routes",
     "check",
     "spec",

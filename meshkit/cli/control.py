@@ -8,6 +8,7 @@ here, no answer in time, or the control plane refused.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,36 @@ def ask(
         )
         return None
     return answer
+
+
+def lagging_note(answer: dict[str, Any]) -> str:
+    """`` (not every sidecar has applied it yet: a-0, b-1)``, or "" once synced."""
+    if answer.get("synced"):
+        return ""
+    if answer.get("lagging"):
+        return f" (not every sidecar has applied it yet: {', '.join(answer['lagging'])})"
+    return " (not every sidecar has applied it yet)"
+
+
+def run_change(
+    command: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    describe: Callable[[dict[str, Any]], str],
+    *,
+    timeout: float,
+) -> int:
+    """Send one runtime change (or listing) and print ``describe(answer)``.
+
+    Exit status 0 once every sidecar applied the change (a listing always), 1
+    when no mesh runs, the control plane refused, or some sidecar lags (named).
+    """
+    answer = ask(method, path, body, command=command, timeout=timeout)
+    if answer is None:
+        return 1
+    if method == "GET" or answer.get("synced"):
+        print(describe(answer))
+        return 0
+    print(f"{command}: {describe(answer)}", file=sys.stderr)
+    return 1

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from meshkit.api import GRPC_STATUS_NAMES
-from meshkit.cli.control import ask
+from meshkit.cli.control import lagging_note, run_change
 from meshkit.cli.status import describe_fault
 from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
 
@@ -158,9 +158,7 @@ def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, An
         if not faults:
             return "meshkit: no faults in force"
         return "\n".join(describe_fault(fault, now=now) for fault in faults)
-    lagging = "" if answer.get("synced") else " (not every sidecar has applied it yet)"
-    if not answer.get("synced") and answer.get("lagging"):
-        lagging = f" (not every sidecar has applied it yet: {', '.join(answer['lagging'])})"
+    lagging = lagging_note(answer)
     if method == "DELETE":
         removed = answer.get("removed") or []
         if not removed:
@@ -181,11 +179,11 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"meshkit fault: {exc}", file=sys.stderr)
         return 2
-    answer = ask(method, path, body, command="meshkit fault", timeout=REQUEST_TIMEOUT)
-    if answer is None:
-        return 1
-    if method == "GET" or answer.get("synced"):
-        print(format_answer(method, body, answer))
-        return 0
-    print(f"meshkit fault: {format_answer(method, body, answer)}", file=sys.stderr)
-    return 1
+    return run_change(
+        "meshkit fault",
+        method,
+        path,
+        body,
+        lambda answer: format_answer(method, body, answer),
+        timeout=REQUEST_TIMEOUT,
+    )

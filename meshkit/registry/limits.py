@@ -51,17 +51,23 @@ class StoredLimit:
 
     def to_dict(self, *, now: float) -> dict[str, Any]:
         """The JSON shape of ``GET /v1/limits``."""
-        limit = self.limit
         return {
             "id": self.id,
-            "service": limit.service,
-            "rate": limit.tokens_per_fill / limit.fill_interval,
-            "burst": limit.max_tokens,
-            "route": None if limit.match is None else limit.match.path,
-            "per": limit.per,
+            **limit_dict(self.limit),
             "expires_at": self.expires_at,
             "expires_in": max(0.0, self.expires_at - now),
         }
+
+
+def limit_dict(limit: RateLimit) -> dict[str, Any]:
+    """A limit for people and scripts: service, rate per second, burst, route, per."""
+    return {
+        "service": limit.service,
+        "rate": limit.rate,
+        "burst": limit.max_tokens,
+        "route": None if limit.match is None else limit.match.path,
+        "per": limit.per,
+    }
 
 
 class LimitStore(ExpiringStore[StoredLimit]):

@@ -10,8 +10,8 @@ A test reaches a service through the mesh, never around it:
   port for that service (see ``meshkit.runtime.ingress``): plaintext from the
   test, mTLS across the mesh, load-balanced over healthy instances.
 
-At runtime a test can also inject faults (``fault``: a context manager, or
-an object with ``clear()``), read the calls a service answered (``calls``,
+At runtime a test can also inject faults and rate limits (``fault``,
+``limit``: a context manager, or an object with ``clear()``), read the calls a service answered (``calls``,
 ``clear_calls``) and restart a service instance by instance (``restart``).
 
 Ports are read from the control plane on every call, so they stay right
@@ -205,17 +205,39 @@ class MeshHandle:
             "headers": headers,
             "duration": duration,
         }
-        answer = self._control("POST", "/v1/faults", body, timeout=FAULT_CALL_TIMEOUT)
-        _require_synced(answer, f"fault {answer.get('id')} on {service}")
+        return self._runtime_change("faults", "fault", body)
 
-        def clear(fault_id: str) -> None:
-            path = f"/v1/faults/{fault_id}"
-            cleared = self._control("DELETE", path, timeout=FAULT_CALL_TIMEOUT)
-            _require_synced(cleared, f"clearing fault {fault_id}")
+    def limit(
+        self,
+        service: str,
+        rate: str,
+        burst: int | None = None,
+        route: str | None = None,
+        per: str = "service",
+        duration: float | str | None = None,
+    ) -> InjectedFault:
+        """Admit at most ``rate`` (``"10/s"``) requests to each instance of ``service``.
+
+        Like ``meshkit limit``: ``burst`` tokens at once, only on paths under
+        ``route`` (a prefix), one bucket per caller with ``per="caller"``; it
+        replaces a Meshfile limit on the same requests.  In force when this
+        returns, until ``clear()``, the end of a ``with`` block or ``duration``.
+        """
+        body = {"service": service, "rate": rate, "burst": burst, "route": route, "per": per}
+        return self._runtime_change("limits", "limit", {**body, "duration": duration})
+
+    def _runtime_change(self, kind: str, noun: str, body: dict[str, Any]) -> InjectedFault:
+        """POST a runtime fault or limit; an ``InjectedFault`` whose ``clear()`` removes it."""
+        answer = self._control("POST", f"/v1/{kind}", body, timeout=FAULT_CALL_TIMEOUT)
+        _require_synced(answer, f"{noun} {answer.get('id')} on {body['service']}")
+
+        def clear(entry_id: str) -> None:
+            cleared = self._control("DELETE", f"/v1/{kind}/{entry_id}", timeout=FAULT_CALL_TIMEOUT)
+            _require_synced(cleared, f"clearing {noun} {entry_id}")
 
         return InjectedFault(
             id=str(answer["id"]),
-            service=service,
+            service=str(body["service"]),
             expires_at=float(answer["expires_at"]),
             clear=clear,
         )
@@ -316,7 +338,9 @@ class MeshHandle:
                 for instance in entry["instances"]
             ]
         return {
-            instance_id: log_tail(self._process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines)
+            instance_id: log_tail(
+                self._process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines
+            )
             for instance_id in ids
         }
 
@@ -401,6 +425,7 @@ class AsyncMeshHandle:
     instances = _in_worker_thread(MeshHandle.instances)
     kill = _in_worker_thread(MeshHandle.kill)
     fault = _injected_when_awaited(MeshHandle.fault)
+    limit = _injected_when_awaited(MeshHandle.limit)
     clear_faults = _in_worker_thread(MeshHandle.clear_faults)
     calls = _in_worker_thread(MeshHandle.calls)
     clear_calls = _in_worker_thread(MeshHandle.clear_calls)

@@ -6,7 +6,7 @@ as the faults' (``meshkit.registry.server.faults``):
 * ``POST /v1/limits`` ``{"service", "rate", "burst", "route", "per", "duration"}``
   -> 200 ``{"id", "expires_at", "version", "synced", "lagging"}``;
 * ``GET /v1/limits`` -> 200 ``{"limits": [...]}`` (``StoredLimit.to_dict``) and
-  ``"declared"``, the Meshfile's limits in force;
+  ``"in_force"``: every limit the sidecars apply, the Meshfile's included;
 * ``DELETE /v1/limits?service=X`` -> 200 ``{"removed": [ids], "version", "synced"}``,
   which restores the Meshfile's limits on X;
 * ``DELETE /v1/limits/<id>`` -> the same for one limit.
@@ -21,7 +21,7 @@ from meshkit.api import RateLimit
 from meshkit.proxy.config import ProxyConfig
 from meshkit.registry.expiring import ExpiringStore
 from meshkit.registry.faults import UnknownService
-from meshkit.registry.limits import LimitRequestError, StoredLimit, limit_request
+from meshkit.registry.limits import LimitRequestError, StoredLimit, limit_dict, limit_request
 from meshkit.registry.server.runtime import Answer, RuntimeControl
 
 
@@ -41,8 +41,23 @@ class LimitControl(RuntimeControl[StoredLimit, RateLimit]):
         return config.rate_limits
 
     def listing(self) -> Answer:
+        """The runtime limits, and every limit a sidecar applies (``in_force``)."""
         now = self.wall_clock()
-        return 200, {"limits": [stored.to_dict(now=now) for stored in self.store.active(now)]}
+        runtime = [stored.to_dict(now=now) for stored in self.store.active(now)]
+        by_name = {entry["id"]: entry for entry in runtime}
+        in_force = []
+        for limit in self._applied_limits():
+            entry = limit_dict(limit)
+            runtime_id = limit.declared_at.removeprefix("meshkit limit ")
+            in_force.append(by_name.get(runtime_id, entry) | {"declared_at": limit.declared_at})
+        return 200, {"limits": runtime, "in_force": in_force}
+
+    def _applied_limits(self) -> tuple[RateLimit, ...]:
+        for record in self._live_sidecars():
+            config = self.registry.config_of(record.id)
+            if config is not None:
+                return config.rate_limits
+        return ()
 
     async def inject(self, data: dict[str, Any]) -> Answer:
         try:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -30,8 +31,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/via/"):
             upstream, _, rest = self.path[len("/via/") :].partition("/")
             base = os.environ[upstream.upper().replace("-", "_") + "_URL"]
-            with NO_PROXY.open(f"{base}/{rest}", timeout=10) as response:
-                answer["upstream"] = json.loads(response.read())
+            try:
+                with NO_PROXY.open(f"{base}/{rest}", timeout=10) as response:
+                    answer["upstream"] = json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                # The upstream (or the mesh for it) refused: say so, as a real answer.
+                error.close()
+                self._reply(502, {**answer, "upstream_status": error.code})
+                return
         self._reply(200, answer)
 
     def _reply(self, status: int, body: object) -> None:

@@ -1,0 +1,158 @@
+"""``meshkit limit``: tune the local rate limits of the running mesh, list them, clear them.
+
+* ``meshkit limit SERVICE RATE [--burst N] [--route PREFIX] [--per caller]
+  [--duration 30m]``: every instance of SERVICE admits at most RATE requests
+  (``100/s``, ``5/m``), ``--burst`` at once (the rate's count by default), on
+  the requests whose path starts with PREFIX (all of them by default), per
+  caller with ``--per caller``.  It replaces a Meshfile limit on the same
+  requests until it expires (``--duration``, default 1 hour) or is cleared.
+  The command returns once every sidecar applied it; when some did not within
+  the control plane's wait, it names them and exits 1.
+* ``meshkit limit SERVICE --clear``: remove the runtime limits on SERVICE (the
+  Meshfile's limits apply again).
+* ``meshkit limit --list`` (or ``meshkit limit`` alone): the limits in force.
+
+Exit status 0 on success, 1 when no mesh runs, the control plane refused, or
+a sidecar did not apply the change in time (named on stderr), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+from meshkit.cli.control import lagging_note, run_change
+from meshkit.cli.status import format_age
+from meshkit.dsl.durations import DURATION_HINT, DurationError, parse_duration
+from meshkit.dsl.rates import RateError, parse_rate
+
+REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags
+
+
+class UsageError(Exception):
+    """Bad arguments; the message names the flag and what it accepts."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "limit",
+        help="set, list or clear local rate limits on a service at runtime",
+        description=(
+            "Limit the requests each instance of SERVICE admits (429 RL over it). "
+            "Without SERVICE (or with --list): show the limits in force."
+        ),
+    )
+    parser.add_argument("service", nargs="?", metavar="SERVICE", help="the limited service")
+    parser.add_argument("rate", nargs="?", metavar="RATE", help="requests per period: 100/s, 5/m")
+    parser.add_argument(
+        "--burst", metavar="N", type=int, help="bucket size (default: RATE's count)"
+    )
+    parser.add_argument("--route", metavar="PREFIX", help="only requests whose path starts so")
+    parser.add_argument(
+        "--per", choices=("service", "caller"), default="service", help="one bucket per caller"
+    )
+    parser.add_argument(
+        "--duration", metavar="DURATION", help="how long the limit lasts (default 1h)"
+    )
+    parser.add_argument("--clear", action="store_true", help="remove the runtime limits on SERVICE")
+    parser.add_argument("--list", action="store_true", help="show the limits in force")
+
+
+def limit_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``POST /v1/limits`` body for ``meshkit limit SERVICE RATE ...``; ``UsageError`` if bad."""
+    if args.rate is None:
+        raise UsageError(
+            f"say how many requests {args.service} admits: a RATE like 100/s or 5/m; "
+            "--clear removes its runtime limits"
+        )
+    try:
+        parse_rate(args.rate)
+    except RateError as error:
+        raise UsageError(f"RATE {error}") from None
+    if args.burst is not None and args.burst < 1:
+        raise UsageError(f"--burst must be at least 1 (got {args.burst})")
+    if args.route is not None and not args.route.startswith("/"):
+        raise UsageError(f"--route {args.route!r}: a path prefix starts with '/' (/items)")
+    duration = None
+    if args.duration is not None:
+        try:
+            duration = parse_duration(args.duration)
+        except DurationError:
+            raise UsageError(
+                f"--duration {args.duration!r} is not a duration ({DURATION_HINT})"
+            ) from None
+        if duration <= 0:
+            raise UsageError(f"--duration must be longer than 0 (got {args.duration!r})")
+    return {
+        "service": args.service,
+        "rate": args.rate,
+        "burst": args.burst,
+        "route": args.route,
+        "per": args.per,
+        "duration": duration,
+    }
+
+
+def plan_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """``(method, path, body)`` of the control API call the arguments ask for."""
+    if args.list or args.service is None:
+        if args.clear:
+            raise UsageError("--clear needs the SERVICE whose limits to remove")
+        return "GET", "/v1/limits", None
+    if args.clear:
+        return "DELETE", f"/v1/limits?service={quote(args.service)}", None
+    return "POST", "/v1/limits", limit_body(args)
+
+
+def describe_limit(limit: dict[str, Any], *, now: float) -> str:
+    """One limit of ``GET /v1/limits``, for people."""
+    rate = float(limit.get("rate") or 0)
+    shown = f"{rate:.4g}/s" if rate >= 1 else f"{rate * 60:.4g}/m"
+    line = f"{limit.get('service')} {shown} burst {limit.get('burst')}"
+    if limit.get("per") == "caller":
+        line += " per caller"
+    if limit.get("route"):
+        line += f" on {limit['route']}*"
+    if limit.get("declared_at"):
+        line += f" ({limit['declared_at']})"
+    if limit.get("id"):
+        line = f"{limit['id']}: {line}"
+    if limit.get("expires_at") is not None:
+        line += f", {format_age(float(limit['expires_at']) - now)} left"
+    return line
+
+
+def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, Any]) -> str:
+    now = time.time()
+    if method == "GET":
+        lines = [describe_limit(limit, now=now) for limit in answer.get("in_force") or []]
+        return "\n".join(lines) or "meshkit: no rate limits in force"
+    if method == "DELETE":
+        removed = answer.get("removed") or []
+        if not removed:
+            return "meshkit: there was no runtime limit to clear"
+        return f"meshkit: cleared {', '.join(removed)}{lagging_note(answer)}"
+    assert body is not None
+    return (
+        f"meshkit: limit {answer.get('id')} on {body['service']}: {body['rate']}"
+        f"{lagging_note(answer)}; clear it with 'meshkit limit {body['service']} --clear'"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        method, path, body = plan_request(args)
+    except UsageError as exc:
+        print(f"meshkit limit: {exc}", file=sys.stderr)
+        return 2
+    return run_change(
+        "meshkit limit",
+        method,
+        path,
+        body,
+        lambda answer: format_answer(method, body, answer),
+        timeout=REQUEST_TIMEOUT,
+    )
