@@ -40,9 +40,12 @@ mesh.rate_limit("catalog", "3/h", per="caller", route=match(path_prefix="/percal
 mesh.rate_limit("rpc", "2/h")
 mesh.gateway(port=0, routes={{"/test.Echo/": "rpc", "/via": "front", "/": "catalog"}})
 """
-LIMITED_LINE = MESHFILE.splitlines().index(
-    'mesh.rate_limit("catalog", "5/h", route=match(path_prefix="/limited"))'
-) + 1
+LIMITED_LINE = (
+    MESHFILE.splitlines().index(
+        'mesh.rate_limit("catalog", "5/h", route=match(path_prefix="/limited"))'
+    )
+    + 1
+)
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,13 @@ def test_a_failing_catalog_breaks_the_page_cleanly(mesh: MeshHandle) -> None:
     assert error.value.code == 502  # the frontend's own error page
     error.value.close()
     assert mesh.calls("catalog") == []  # the mesh answered: catalog never saw it
+
+
+def test_a_rate_limit_set_by_the_test_refuses_the_excess(mesh: MeshHandle) -> None:
+    """``mesh.limit``: reviews' sidecar admits 2 requests, then answers 429 (flag RL) itself."""
+    mesh.clear_calls("reviews")
+    with mesh.limit("reviews", "2/h"):
+        answers = [get(mesh.url("reviews") + "/reviews")[::2] for _ in range(4)]
+        assert answers == [(200, None), (200, None), (429, "RL"), (429, "RL")]
+    assert get(mesh.url("reviews") + "/reviews")[0] == 200
+    assert [call.flag for call in mesh.calls("reviews")] == ["-", "-", "RL", "RL", "-"]
