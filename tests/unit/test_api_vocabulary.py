@@ -109,6 +109,18 @@ SAMPLES: dict[type[Any], Any] = {
         outlier=OUTLIER,
         retry_budget=BUDGET,
     ),
+    api.RateLimit: api.RateLimit(
+        service="catalog",
+        max_tokens=20,
+        tokens_per_fill=5,
+        fill_interval=0.05,
+        per="caller",
+        match=MATCH,
+        declared_at="Meshfile.py:9",
+    ),
+    spec.RateLimitSpec: spec.RateLimitSpec(
+        service="catalog", max_tokens=1, tokens_per_fill=1, fill_interval=60.0, origin=HERE
+    ),
     spec.RetrySpec: spec.RetrySpec(**attrs.asdict(RETRY, recurse=False), origin=HERE),
     spec.FaultSpec: spec.FaultSpec(**attrs.asdict(FAULT, recurse=False), origin=HERE),
     spec.MirrorSpec: spec.MirrorSpec(**attrs.asdict(MIRROR, recurse=False), origin=HERE),

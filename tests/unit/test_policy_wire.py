@@ -68,6 +68,15 @@ EXAMPLES: list[object] = [
     rules.RuntimeFault(
         service="catalog", fault=rules.FaultRule(delay=1.0, delay_percent=100.0), expires_at=1e9
     ),
+    rules.RateLimit(
+        service="catalog",
+        max_tokens=2,
+        tokens_per_fill=1,
+        fill_interval=0.5,
+        per="caller",
+        match=rules.RequestMatch(path_kind="prefix", path="/items"),
+        declared_at="Meshfile.py:3",
+    ),
 ]
 
 
