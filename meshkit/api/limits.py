@@ -16,7 +16,7 @@ minimum), exactly: 100/s fills 5 tokens every 50 ms, 30/s 2 every 66.7 ms.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal, Self
 
 import attrs
 
@@ -39,6 +39,21 @@ class RateLimit:
     per: LimitKey = "service"
     match: RequestMatch | None = None
     declared_at: str = ""
+
+    @classmethod
+    def from_rate(
+        cls, service: str, count: int, period: float, *, burst: int | None = None, **more: Any
+    ) -> Self:
+        """The bucket for ``count`` requests every ``period`` seconds, ``burst`` at once
+        (``count`` by default); ``more`` are the other fields."""
+        tokens, interval = bucket_shape(count, period)
+        return cls(
+            service=service,
+            max_tokens=count if burst is None else burst,
+            tokens_per_fill=tokens,
+            fill_interval=interval,
+            **more,
+        )
 
     @property
     def rate(self) -> float:

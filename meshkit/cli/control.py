@@ -7,6 +7,7 @@ here, no answer in time, or the control plane refused.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,25 +77,60 @@ def lagging_note(answer: dict[str, Any]) -> str:
     return " (not every sidecar has applied it yet)"
 
 
+CHANGE_TIMEOUT = 20.0
+"""Seconds to wait for a runtime change: the control plane answers within ~5 s even if a sidecar lags."""
+
+Plan = tuple[str, str, dict[str, Any] | None]
+"""``(method, path, body)`` of one control API call."""
+
+
+class UsageError(Exception):
+    """Bad arguments; the message names the flag and what it accepts."""
+
+
+def add_runtime_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    noun: str,
+    default_duration: str,
+) -> argparse.ArgumentParser:
+    """The parser of ``meshkit fault``/``meshkit limit``: SERVICE, --duration, --clear, --list."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("service", nargs="?", metavar="SERVICE", help="the destination service")
+    parser.add_argument(
+        "--duration",
+        metavar="DURATION",
+        help=f"how long the {noun} lasts (default {default_duration})",
+    )
+    parser.add_argument("--clear", action="store_true", help=f"remove the {noun}s on SERVICE")
+    parser.add_argument("--list", action="store_true", help=f"show the {noun}s in force")
+    return parser
+
+
 def run_change(
     command: str,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
-    describe: Callable[[dict[str, Any]], str],
-    *,
-    timeout: float,
+    plan: Callable[[], Plan],
+    describe: Callable[[str, dict[str, Any] | None, dict[str, Any]], str],
 ) -> int:
-    """Send one runtime change (or listing) and print ``describe(answer)``.
+    """Send the runtime change (or listing) ``plan`` gives and print ``describe(...)`` of it.
 
     Exit status 0 once every sidecar applied the change (a listing always), 1
-    when no mesh runs, the control plane refused, or some sidecar lags (named).
+    when no mesh runs, the control plane refused, or some sidecar lags (named),
+    2 when ``plan`` raised ``UsageError``.
     """
-    answer = ask(method, path, body, command=command, timeout=timeout)
+    try:
+        method, path, body = plan()
+    except UsageError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    answer = ask(method, path, body, command=command, timeout=CHANGE_TIMEOUT)
     if answer is None:
         return 1
     if method == "GET" or answer.get("synced"):
-        print(describe(answer))
+        print(describe(method, body, answer))
         return 0
-    print(f"{command}: {describe(answer)}", file=sys.stderr)
+    print(f"{command}: {describe(method, body, answer)}", file=sys.stderr)
     return 1

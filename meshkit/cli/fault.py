@@ -17,33 +17,34 @@ a sidecar did not apply the change in time (named on stderr), 2 for bad argument
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
 from meshkit.api import GRPC_STATUS_NAMES
-from meshkit.cli.control import lagging_note, run_change
+from meshkit.cli.control import (
+    Plan,
+    UsageError,
+    add_runtime_parser,
+    lagging_note,
+    run_change,
+)
 from meshkit.cli.status import describe_fault
 from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
 
-REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags
-
-
-class UsageError(Exception):
-    """Bad arguments; the message names the flag and what it accepts."""
-
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_runtime_parser(
+        subparsers,
         "fault",
         help="inject, list or clear runtime faults (abort, delay) on a service",
         description=(
             "Make requests to SERVICE fail or slow down while the mesh runs. "
             "Without SERVICE (or with --list): show the faults in force."
         ),
+        noun="fault",
+        default_duration="5m",
     )
-    parser.add_argument("service", nargs="?", metavar="SERVICE", help="the destination service")
     parser.add_argument(
         "--abort",
         metavar="STATUS",
@@ -66,11 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="only requests carrying this header value (repeatable)",
     )
-    parser.add_argument(
-        "--duration", metavar="DURATION", help="how long the fault lasts (default 5m)"
-    )
-    parser.add_argument("--clear", action="store_true", help="remove every fault on SERVICE")
-    parser.add_argument("--list", action="store_true", help="show the faults in force")
 
 
 def _duration(flag: str, value: str) -> float:
@@ -140,7 +136,7 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def plan_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+def plan_request(args: argparse.Namespace) -> Plan:
     """``(method, path, body)`` of the control API call the arguments ask for."""
     if args.list or args.service is None:
         if args.clear:
@@ -174,16 +170,4 @@ def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, An
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        method, path, body = plan_request(args)
-    except UsageError as exc:
-        print(f"meshkit fault: {exc}", file=sys.stderr)
-        return 2
-    return run_change(
-        "meshkit fault",
-        method,
-        path,
-        body,
-        lambda answer: format_answer(method, body, answer),
-        timeout=REQUEST_TIMEOUT,
-    )
+    return run_change("meshkit fault", lambda: plan_request(args), format_answer)

@@ -12,40 +12,40 @@
   Meshfile's limits apply again).
 * ``meshkit limit --list`` (or ``meshkit limit`` alone): the limits in force.
 
-Exit status 0 on success, 1 when no mesh runs, the control plane refused, or
-a sidecar did not apply the change in time (named on stderr), 2 for bad arguments.
+The exit statuses are ``meshkit fault``'s (``meshkit.cli.control.run_change``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
-from meshkit.cli.control import lagging_note, run_change
+from meshkit.cli.control import (
+    Plan,
+    UsageError,
+    add_runtime_parser,
+    lagging_note,
+    run_change,
+)
 from meshkit.cli.status import format_age
 from meshkit.dsl.durations import DURATION_HINT, DurationError, parse_duration
 from meshkit.dsl.rates import RateError, parse_rate
 
-REQUEST_TIMEOUT = 20.0  # the control plane answers within ~5 s even if a sidecar lags
-
-
-class UsageError(Exception):
-    """Bad arguments; the message names the flag and what it accepts."""
-
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_runtime_parser(
+        subparsers,
         "limit",
         help="set, list or clear local rate limits on a service at runtime",
         description=(
             "Limit the requests each instance of SERVICE admits (429 RL over it). "
             "Without SERVICE (or with --list): show the limits in force."
         ),
+        noun="limit",
+        default_duration="1h",
     )
-    parser.add_argument("service", nargs="?", metavar="SERVICE", help="the limited service")
     parser.add_argument("rate", nargs="?", metavar="RATE", help="requests per period: 100/s, 5/m")
     parser.add_argument(
         "--burst", metavar="N", type=int, help="bucket size (default: RATE's count)"
@@ -54,11 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--per", choices=("service", "caller"), default="service", help="one bucket per caller"
     )
-    parser.add_argument(
-        "--duration", metavar="DURATION", help="how long the limit lasts (default 1h)"
-    )
-    parser.add_argument("--clear", action="store_true", help="remove the runtime limits on SERVICE")
-    parser.add_argument("--list", action="store_true", help="show the limits in force")
 
 
 def limit_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,7 +91,7 @@ def limit_body(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def plan_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+def plan_request(args: argparse.Namespace) -> Plan:
     """``(method, path, body)`` of the control API call the arguments ask for."""
     if args.list or args.service is None:
         if args.clear:
@@ -143,16 +138,4 @@ def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, An
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        method, path, body = plan_request(args)
-    except UsageError as exc:
-        print(f"meshkit limit: {exc}", file=sys.stderr)
-        return 2
-    return run_change(
-        "meshkit limit",
-        method,
-        path,
-        body,
-        lambda answer: format_answer(method, body, answer),
-        timeout=REQUEST_TIMEOUT,
-    )
+    return run_change("meshkit limit", lambda: plan_request(args), format_answer)

@@ -22,12 +22,13 @@ from typing import Any
 
 import attrs
 
-from meshkit.api import LIMIT_KEYS, RateLimit, RequestMatch, bucket_shape
+from meshkit.api import LIMIT_KEYS, RateLimit, RequestMatch
 from meshkit.dsl.durations import DurationError, parse_duration
 from meshkit.dsl.rates import RateError, parse_rate
 from meshkit.dsl.spec import MeshSpec
 from meshkit.registry.expiring import ExpiringStore
 from meshkit.registry.faults import MAX_FAULT_DURATION, UnknownService
+from meshkit.registry.routes import _without_origin
 
 DEFAULT_LIMIT_DURATION = 3600.0
 LIMIT_FIELDS = ("service", "rate", "burst", "route", "per", "duration")
@@ -87,13 +88,8 @@ class LimitStore(ExpiringStore[StoredLimit]):
 def declared_limits(spec: MeshSpec) -> tuple[RateLimit, ...]:
     """The Meshfile's limits in the api's vocabulary, each naming its line."""
     return tuple(
-        RateLimit(
-            service=limit.service,
-            max_tokens=limit.max_tokens,
-            tokens_per_fill=limit.tokens_per_fill,
-            fill_interval=limit.fill_interval,
-            per=limit.per,
-            match=limit.match,
+        attrs.evolve(
+            _without_origin(limit, RateLimit),
             declared_at=f"{os.path.basename(limit.origin.file)}:{limit.origin.line}",
         )
         for limit in spec.rate_limits
@@ -145,14 +141,8 @@ def limit_request(
     per = data.get("per") or "service"
     if per not in LIMIT_KEYS:
         raise LimitRequestError(f"'per' must be 'service' or 'caller' (got {per!r})")
-    tokens, interval = bucket_shape(count, period)
-    limit = RateLimit(
-        service=service,
-        max_tokens=burst,
-        tokens_per_fill=tokens,
-        fill_interval=interval,
-        per=per,
-        match=_route(data.get("route")),
+    limit = RateLimit.from_rate(
+        service, count, period, burst=burst, per=per, match=_route(data.get("route"))
     )
     return limit, _duration(data.get("duration"))
 

@@ -11,7 +11,7 @@ and the route's conditions make sense is decided by ``meshkit.dsl.checks.traffic
 
 from __future__ import annotations
 
-from meshkit.api import LIMIT_KEYS, LimitKey, RequestMatch, bucket_shape
+from meshkit.api import LIMIT_KEYS, LimitKey, RequestMatch
 from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.rates import RateError, parse_rate
 from meshkit.dsl.spec import Origin, RateLimitSpec
@@ -42,14 +42,7 @@ def declare_rate_limit(
         match, problems = route.spec, list(route.problems)
     elif route is not None:
         reader.fail(f"route must be match(...), got {describe_value(route)}")
-    tokens, interval = bucket_shape(count, period)
-    spec = RateLimitSpec(
-        service=service,
-        max_tokens=max_tokens,
-        tokens_per_fill=tokens,
-        fill_interval=interval,
-        per=key,
-        match=match,
-        origin=origin,
+    spec = RateLimitSpec.from_rate(
+        service, count, period, burst=max_tokens, per=key, match=match, origin=origin
     )
     return spec, [*reader.problems, *problems]

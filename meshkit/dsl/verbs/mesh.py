@@ -385,15 +385,9 @@ class Mesh:
         every caller its own, ``route=match(...)`` narrows it to one route.  Over
         the limit a request gets ``429`` (flag ``RL``) with ``retry-after``.
         """
-        origin = caller_origin()
-        name = service.name if isinstance(service, ServiceHandle) else service
+        name = service.name if isinstance(service, ServiceHandle) else str(service)
         spec, problems = declare_rate_limit(
-            origin=origin,
-            service=name if isinstance(name, str) else repr(name),
-            rate=rate,
-            burst=burst,
-            per=per,
-            route=route,
+            origin=caller_origin(), service=name, rate=rate, burst=burst, per=per, route=route
         )
         report(problems)
         self._rate_limits.append(spec)
