@@ -170,7 +170,7 @@ def test_meshkit_limit_takes_effect_at_runtime_and_clear_restores(mesh: MeshProc
     assert cleared.returncode == 0, cleared.stderr
     assert "cleared l" in cleared.stdout
     assert [get(mesh, "/runtime")[0] for _ in range(3)] == [200] * 3
-    assert get(mesh, "/limited/items")[0] == 429  # the Meshfile's limit is still there
+    assert 429 in [get(mesh, "/limited/items")[0] for _ in range(6)]  # the Meshfile limit
 
 
 def test_meshkit_limit_refuses_bad_input(mesh: MeshProcess) -> None:

@@ -78,7 +78,7 @@ def test_example_fault_and_call_suite_passes(
     pytester: pytest.Pytester, mark: str, workers: tuple[str, ...]
 ) -> None:
     result = pytester.runpytest_subprocess(*inner_args(str(EXAMPLE_FAULT_TESTS), *workers))
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 @pytest.mark.e2e

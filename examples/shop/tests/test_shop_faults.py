@@ -1,7 +1,8 @@
 """The shop under faults: what a test can do to a running mesh with meshkit's pytest plugin.
 
 ``mesh.fault`` makes the mesh itself fail or slow down the requests to a
-service (the caller's sidecar answers, flag ``FI``), ``mesh.calls`` shows the
+service (the caller's sidecar answers, flag ``FI``), ``mesh.limit`` rate-limits
+them (the service's sidecar answers 429, flag ``RL``), ``mesh.calls`` shows the
 requests a service answered and who made them, ``mesh.kill`` kills an
 instance (the mesh restarts it).  Run from the repository root:
 ``pytest examples/shop/tests`` (add ``-n 2`` for two workers).
