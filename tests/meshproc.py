@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,24 @@ class MeshProcess:
                 os.kill(pid, signal.SIGKILL)
         if not self._log.closed:
             self._log.close()
+
+
+@contextlib.contextmanager
+def running_mesh(
+    workdir: Path, meshfile: Path, *extra: str, gateway_synced: bool = False
+) -> Iterator[MeshProcess]:
+    """``meshkit up -f MESHFILE`` in ``workdir``, ready, until the block ends (then killed).
+
+    ``gateway_synced`` also waits until the gateway acknowledged its config.
+    """
+    process = MeshProcess(meshfile, workdir, *extra)
+    try:
+        process.wait_ready(timeout=60)
+        if gateway_synced:
+            process.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+        yield process
+    finally:
+        process.kill_everything()
 
 
 def example_meshfile(tmp_path: Path) -> Path:

@@ -5,19 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.meshproc import MeshProcess, example_meshfile
+from tests.meshproc import MeshProcess, example_meshfile, running_mesh
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     """The example shop, running, shared by the tests of one module."""
     workdir = tmp_path_factory.mktemp("shop")
-    mesh = MeshProcess(example_meshfile(workdir), workdir)
-    try:
-        mesh.wait_ready(timeout=60)
+    with running_mesh(workdir, example_meshfile(workdir)) as mesh:
         yield mesh
-    finally:
-        mesh.kill_everything()
 
 
 @pytest.fixture

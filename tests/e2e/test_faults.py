@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from meshkit.testing.calls import clear_calls, read_calls
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,8 @@ mesh.gateway(port=0, routes={{"/": "a"}})
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("faults")
     (workdir / "Meshfile.py").write_text(MESHFILE)
-    running = MeshProcess(workdir / "Meshfile.py", workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, workdir / "Meshfile.py", gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 def cli(mesh: MeshProcess, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +45,8 @@ mesh.service("web", run="{sys.executable} {APPS / 'reload_echo.py'}",
 mesh.gateway(port=0, routes={{"/test.Echo/": "rpc", "/": "web"}})
 """
     )
-    process = MeshProcess(meshfile, workdir)
-    try:
-        process.wait_ready(timeout=60)
+    with running_mesh(workdir, meshfile) as process:
         yield process
-    finally:
-        process.kill_everything()
 
 
 @pytest.fixture(scope="module")

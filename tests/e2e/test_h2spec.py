@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.meshproc import REPO, MeshProcess
+from tests.meshproc import REPO, MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -53,12 +53,8 @@ mesh.service("front", run="{python} {echo}", upstreams=["echo"],
 mesh.gateway(port=0, tls_port=0, routes={{"/": "echo"}})
 """
     )
-    process = MeshProcess(meshfile, workdir)
-    try:
-        process.wait_ready(timeout=60)
+    with running_mesh(workdir, meshfile) as process:
         yield process
-    finally:
-        process.kill_everything()
 
 
 def _run_h2spec(port: int, *, tls: bool) -> None:

@@ -26,7 +26,7 @@ import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -48,12 +48,8 @@ mesh.service("echo", run="{python} {APPS / "versioned_echo.py"}",
 mesh.gateway(port=0, tls_port=0, routes={{"/": "echo"}})
 """
     )
-    process = MeshProcess(meshfile, workdir)
-    try:
-        process.wait_ready(timeout=60)
+    with running_mesh(workdir, meshfile) as process:
         yield process
-    finally:
-        process.kill_everything()
 
 
 class RawH2:

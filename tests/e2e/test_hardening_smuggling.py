@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +49,8 @@ mesh.service("front", run="{python} {echo}", upstreams=["echo"],
 mesh.gateway(port=0, routes={{"/": "echo"}})
 """
     )
-    process = MeshProcess(meshfile, workdir)
-    try:
-        process.wait_ready(timeout=60)
+    with running_mesh(workdir, meshfile) as process:
         yield process
-    finally:
-        process.kill_everything()
 
 
 def _smuggling_request(name: bytes) -> bytes:

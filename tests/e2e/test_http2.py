@@ -30,7 +30,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -66,12 +66,8 @@ mesh.route("flaky", retry=retry(attempts=2, retry_on=["5xx"]))
 mesh.gateway(port=0, routes={{"/bytes": "bulk", "/h2/": "h2app", "/flaky/": "flaky"}})
 """
     )
-    process = MeshProcess(meshfile, workdir)
-    try:
-        process.wait_ready(timeout=60)
+    with running_mesh(workdir, meshfile) as process:
         yield process
-    finally:
-        process.kill_everything()
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from meshkit.ca.exchange import bootstrap_request_body, renewal_request_body
 from meshkit.ca.workload import private_key_pem, renewal_proof
 from meshkit.dsl.spec import GatewayRoute, GatewaySpec, HealthCheck, MeshSpec, ServiceSpec
 from meshkit.runtime.mesh import UpOptions, run_mesh
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +54,8 @@ def write_meshfile(directory: Path, *, mtls: str = "strict", lifetime: str = "4s
 @pytest.fixture(scope="module")
 def secure_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("idshop")
-    mesh = MeshProcess(write_meshfile(workdir), workdir)
-    try:
-        mesh.wait_ready(timeout=60)
+    with running_mesh(workdir, write_meshfile(workdir)) as mesh:
         yield mesh
-    finally:
-        mesh.kill_everything()
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browser import Browser, Tab, chromium_path
-from tests.meshproc import MeshProcess, example_meshfile
+from tests.meshproc import MeshProcess, example_meshfile, running_mesh
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,13 +37,8 @@ EDGES = "[...document.querySelectorAll('#graph .edge')]"
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("dashboard-shop")
-    running = MeshProcess(example_meshfile(workdir), workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, example_meshfile(workdir), gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 @pytest.fixture

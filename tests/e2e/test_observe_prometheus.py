@@ -27,7 +27,7 @@ import pytest
 
 from meshkit.observe.access import TOKEN_FILE
 from meshkit.observe.server import read_address
-from tests.meshproc import MeshProcess, example_meshfile
+from tests.meshproc import MeshProcess, example_meshfile, running_mesh
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,13 +50,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("observe-shop")
-    running = MeshProcess(example_meshfile(workdir), workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, example_meshfile(workdir), gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from meshkit.testing.calls import read_calls
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -52,13 +52,8 @@ LIMITED_LINE = (
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("ratelimit")
     (workdir / "Meshfile.py").write_text(MESHFILE)
-    running = MeshProcess(workdir / "Meshfile.py", workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, workdir / "Meshfile.py", gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 def get(mesh: MeshProcess, path: str) -> tuple[int, dict[str, str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.l7client import APP, concurrently, gateway_port, instances, load_on, request
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -68,13 +68,8 @@ def write(meshfile: Path, text: str) -> float:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("resilience")
     (workdir / "Meshfile.py").write_text(meshfile_text())
-    running = MeshProcess(workdir / "Meshfile.py", workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, workdir / "Meshfile.py", gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 @pytest.fixture(scope="module")

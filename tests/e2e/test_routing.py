@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.l7client import APP, Answer, concurrently, gateway_port, instances, request
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -73,13 +73,8 @@ mesh.gateway(port=0, routes={{"/pool": "pool", "/": "echo"}})
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     workdir = tmp_path_factory.mktemp("routing")
     (workdir / "Meshfile.py").write_text(MESHFILE)
-    running = MeshProcess(workdir / "Meshfile.py", workdir)
-    try:
-        running.wait_ready(timeout=60)
-        running.wait_until(lambda s: s["gateways"] and s["gateways"][0]["sync"] == "SYNCED")
+    with running_mesh(workdir, workdir / "Meshfile.py", gateway_synced=True) as running:
         yield running
-    finally:
-        running.kill_everything()
 
 
 @pytest.fixture(scope="module")

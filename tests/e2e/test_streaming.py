@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.meshproc import MeshProcess
+from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +33,8 @@ def bulk_mesh(tmp_path: Path) -> Iterator[MeshProcess]:
         f"mesh.service('bulk', run='python {APPS / 'bulk.py'}', health=http_get('/healthz'))\n"
         "mesh.gateway(port=0, routes={'/': 'bulk'})\n"
     )
-    mesh = MeshProcess(meshfile, tmp_path)
-    try:
-        mesh.wait_ready(timeout=60)
+    with running_mesh(tmp_path, meshfile) as mesh:
         yield mesh
-    finally:
-        mesh.kill_everything()
 
 
 def test_large_bodies_stream_through_two_sidecars(bulk_mesh: MeshProcess) -> None:
