@@ -5,8 +5,8 @@
 Each round starts the example shop (a temporary copy, ``--gateway-port 0
 --no-watch``), waits for all-ready and ``--settle`` seconds more, and sums
 ``Pss`` and ``Rss`` of ``/proc/PID/smaps_rollup`` over the mesh's processes:
-``meshkit up`` (the control plane), the guardian and every sidecar, the
-gateway's included; the apps and their children are left out.  Then the same
+``meshkit up`` (the control plane), the guardian, the sidecar template and
+every sidecar, the gateway's included; the apps and their children are left out.  Then the same
 mesh with one more replica of catalog v1, and the difference: what one more
 sidecar costs (with PSS, the pages it shares with the others are divided
 among them all, so the difference of the sums is what it adds).

@@ -40,12 +40,11 @@ def start_mesh(
     env: Mapping[str, str],
     flags: Sequence[str] = ("--no-watch",),
 ) -> Server:
+    # ``meshkit up`` refuses --gateway-port for a Meshfile without a gateway.
+    gateway = ["--gateway-port", "0"] if "mesh.gateway(" in meshfile.read_text() else []
     return servers.start(
         name="meshkit up",
-        argv=[
-            sys.executable, "-m", "meshkit.cli", "up", "-f", str(meshfile),
-            "--gateway-port", "0", *flags,
-        ],
+        argv=[sys.executable, "-m", "meshkit.cli", "up", "-f", str(meshfile), *gateway, *flags],
         cwd=meshfile.parent,
         log_path=meshfile.parent / "meshkit-up.log",
         env=env,
