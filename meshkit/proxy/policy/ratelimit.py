@@ -124,6 +124,19 @@ def caller_key(limit: RateLimit, identity: str | None) -> str:
     return identity or UNAUTHENTICATED
 
 
+class _Enforced:
+    """One limit as applied: its route matcher and its buckets (looked up once per config)."""
+
+    __slots__ = ("buckets", "limit", "matcher")
+
+    def __init__(
+        self, limit: RateLimit, matcher: RouteMatcher | None, buckets: OrderedDict[str, TokenBucket]
+    ) -> None:
+        self.limit = limit
+        self.matcher = matcher
+        self.buckets = buckets
+
+
 class RateLimiter:
     """The buckets of one sidecar; ``clock`` is monotonic seconds (injectable)."""
 
@@ -131,8 +144,9 @@ class RateLimiter:
         self._clock = clock
         self._max_keys = max_keys
         self._limits: tuple[RateLimit, ...] = ()
-        self._matchers: dict[RateLimit, RouteMatcher] = {}
-        self._buckets: dict[RateLimit, OrderedDict[str, TokenBucket]] = {}
+        self._enforced: dict[RateLimit, _Enforced] = {}
+        # Per service, so a request looks at its own service's limits only.
+        self._by_service: dict[str, list[_Enforced]] = {}
 
     def sync(self, limits: Sequence[RateLimit]) -> None:
         """Apply a config's limits: buckets of limits kept stay, the others go.
@@ -145,32 +159,35 @@ class RateLimiter:
         if limits == self._limits:
             self._limits = limits
             return
-        matchers = {
-            limit: self._matchers.get(limit) or _route_matcher(limit)
-            for limit in limits
-            if limit.match is not None
-        }
-        self._limits, self._matchers = limits, matchers
-        self._buckets = {limit: self._buckets.get(limit, OrderedDict()) for limit in limits}
+        enforced: dict[RateLimit, _Enforced] = {}
+        by_service: dict[str, list[_Enforced]] = {}
+        for limit in limits:
+            kept = self._enforced.get(limit) or enforced.get(limit)
+            if kept is None:
+                matcher = None if limit.match is None else _route_matcher(limit)
+                kept = _Enforced(limit, matcher, OrderedDict())
+            enforced[limit] = kept
+            by_service.setdefault(limit.service, []).append(kept)
+        self._limits, self._enforced, self._by_service = limits, enforced, by_service
 
     def buckets_held(self, limit: RateLimit) -> int:
         """How many keys ``limit`` keeps a bucket for (bounded by ``max_keys``)."""
-        return len(self._buckets.get(limit, ()))
+        enforced = self._enforced.get(limit)
+        return 0 if enforced is None else len(enforced.buckets)
 
     def check(self, service: str, head: RequestHead, identity: str | None) -> RateLimited | None:
         """Admit one request to ``service`` (taking a token of every limit on it) or refuse it."""
-        if not self._limits:
+        applicable = self._by_service.get(service)
+        if not applicable:
             return None
         now = self._clock()
         taking: list[TokenBucket] = []
-        for limit in self._limits:
-            if limit.service != service:
+        for enforced in applicable:
+            if enforced.matcher is not None and enforced.matcher.first_match(head) is None:
                 continue
-            matcher = self._matchers.get(limit)
-            if matcher is not None and matcher.first_match(head) is None:
-                continue
+            limit = enforced.limit
             key = caller_key(limit, identity)
-            bucket = self._bucket(limit, key, now)
+            bucket = self._bucket(enforced, key, now)
             bucket.refill(limit, now)
             if bucket.tokens < 1:
                 wait = bucket.seconds_to_next_fill(limit, now)
@@ -180,13 +197,13 @@ class RateLimiter:
             bucket.tokens -= 1
         return None
 
-    def _bucket(self, limit: RateLimit, key: str, now: float) -> TokenBucket:
-        buckets = self._buckets[limit]
+    def _bucket(self, enforced: _Enforced, key: str, now: float) -> TokenBucket:
+        buckets = enforced.buckets
         bucket = buckets.get(key)
         if bucket is None:
             if len(buckets) >= self._max_keys:
                 buckets.popitem(last=False)
-            bucket = buckets[key] = TokenBucket(limit, now)
-        else:
+            bucket = buckets[key] = TokenBucket(enforced.limit, now)
+        elif len(buckets) > 1:
             buckets.move_to_end(key)
         return bucket
