@@ -3,7 +3,8 @@
 The objects come in the order ``kubectl apply`` needs and a reader expects:
 the Namespace, then kind by kind (ServiceAccounts, Services, Deployments,
 PeerAuthentication, DestinationRules, VirtualServices, the Gateway and its
-VirtualService), each kind in the Meshfile's declaration order.  The same
+VirtualService, the EnvoyFilters of rate limits), each kind in the
+Meshfile's declaration order.  The same
 spec and options always give the same objects.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from meshkit.dsl.spec import MeshSpec, RouteSpec
 from meshkit.export.gateway import gateway_manifests
+from meshkit.export.limits import rate_limit_filters
 from meshkit.export.model import Export, ExportOptions, Finding, Manifest
 from meshkit.export.policy import destination_rule, peer_authentication
 from meshkit.export.routing import http_rules
@@ -45,6 +47,7 @@ def export_kubernetes(spec: MeshSpec, options: ExportOptions | None = None) -> E
         manifests.append(virtual_service(route, namespace, options, findings))
     if spec.gateway is not None:
         manifests.extend(gateway_manifests(spec, spec.gateway, namespace, options, findings))
+    manifests.extend(rate_limit_filters(spec, namespace, options, findings))
     return Export(manifests=tuple(manifests), findings=tuple(findings))
 
 

@@ -73,6 +73,13 @@ CEL_RULES: dict[str, Callable[[Any], bool]] = {
     ),
     "has(self.portLevelMtls) ? (((has(self.selector) && has(self.selector.matchLabels)) ? "
     "self.selector.matchLabels : {}).size() > 0) : true": _port_level_mtls_needs_selector,
+    # EnvoyFilter: a port number, and ``waypoint`` exactly when the context is WAYPOINT.
+    "0 < self && self <= 65535": lambda value: 0 < value <= 65535,
+    'has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : '
+    "!has(self.waypoint)) : !has(self.waypoint)": lambda value: (
+        value.get("context") == "WAYPOINT"
+    )
+    == ("waypoint" in value),
 }
 
 
