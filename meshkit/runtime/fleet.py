@@ -136,6 +136,7 @@ class Fleet:
             instance_id=instance_id,
             deployment=deployment,
             port=self.registry.get(instance_id).port,
+            ports=self.ports,
         )
         await self.nursery.start(runner.run)
         self.runners[instance_id] = runner

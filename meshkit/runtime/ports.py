@@ -1,8 +1,16 @@
 """Free TCP ports on 127.0.0.1 for apps, never the same one twice in a run; the gateway's.
 
-The operating system picks an ephemeral port (bind to port 0); the allocator
-remembers every port it handed out so two instances of one run never share
-one, even if the first has not bound it yet.
+An app's ``$PORT`` (and a gateway port 0) is chosen here but bound later by
+another process, so it must not be a port the kernel may hand out meanwhile:
+every sidecar binds its inbound, outbound and admin ports with port 0, and
+every outgoing connection takes a local port, all from the kernel's
+ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``).  ``app_port``
+therefore picks a free port from the ``APP_PORT_SPAN`` ports just below that
+range (above it when the range starts too low), so an app port never
+collides with a sidecar's.  The allocator remembers every port it handed out
+so two instances of one run never share one, even if the first has not bound
+it yet.  A port another process took while its app was down is replaced at
+the next start (``InstanceRunner``), not retried forever.
 
 The gateway keeps its address for the whole run: ``GatewayPorts.pin`` turns a
 gateway port 0 (``--gateway-port 0``) into a port chosen once, so a restarted
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,10 +43,49 @@ def ephemeral_port(host: str = LOOPBACK) -> int:
         return port
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+APP_PORT_SPAN = 8192
+LOWEST_APP_PORT = 1024
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range (first, last), Linux's default if unreadable."""
+    try:
+        first, last = (int(field) for field in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return first, last
+
+
+def app_port_range(ephemeral: tuple[int, int]) -> range | None:
+    """Where app ports come from: ``APP_PORT_SPAN`` ports next to the ephemeral range."""
+    first, last = ephemeral
+    if first - APP_PORT_SPAN >= LOWEST_APP_PORT:
+        return range(first - APP_PORT_SPAN, first)
+    if last + APP_PORT_SPAN <= 65535:
+        return range(last + 1, last + 1 + APP_PORT_SPAN)
+    return None
+
+
+def app_port(
+    *, ephemeral: tuple[int, int] | None = None, rng: random.Random | None = None
+) -> int:
+    """A port free on 127.0.0.1 now and outside the ephemeral range (if there is room)."""
+    ports = app_port_range(ephemeral_range() if ephemeral is None else ephemeral)
+    if ports is not None:
+        pick = rng or random
+        for _ in range(100):
+            port = pick.choice(ports)
+            if is_free(LOOPBACK, port):
+                return port
+    return ephemeral_port()
+
+
 class PortAllocator:
     """Hands out distinct free ports; ``probe`` is injectable for tests."""
 
-    def __init__(self, *, probe: Callable[[], int] = ephemeral_port, attempts: int = 100) -> None:
+    def __init__(self, *, probe: Callable[[], int] = app_port, attempts: int = 100) -> None:
         self._probe = probe
         self._attempts = attempts
         self._given: set[int] = set()
@@ -62,7 +110,7 @@ class PortAllocator:
 class GatewayPorts:
     """The gateway ports of one run: a 0 in the spec becomes a port chosen once."""
 
-    def __init__(self, *, probe: Callable[[], int] = ephemeral_port) -> None:
+    def __init__(self, *, probe: Callable[[], int] = app_port) -> None:
         self._probe = probe
         self._chosen: dict[str, int] = {}
 

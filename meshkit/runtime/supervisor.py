@@ -41,7 +41,7 @@ from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.policy.restart import RestartBackoff
-from meshkit.runtime.ports import listening_ports
+from meshkit.runtime.ports import PortAllocator, is_free, listening_ports, port_holder
 from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
     Forker,
@@ -132,11 +132,13 @@ class InstanceRunner:
         instance_id: str,
         deployment: ServiceSpec | None,
         port: int | None,
+        ports: PortAllocator | None = None,
     ) -> None:
         self.ctx = ctx
         self.instance_id = instance_id
         self.deployment = deployment
         self.port = port
+        self._ports = ports  # where a fresh $PORT comes from when another process took this one
         self.sidecar: ManagedProcess | None = None
         self.app: ManagedProcess | None = None
         self._loop_scope = trio.CancelScope()
@@ -354,8 +356,24 @@ class InstanceRunner:
         self.sidecar = None
         raise SidecarFailed(process.returncode if process.returncode is not None else 1)
 
+    def _claim_a_free_port(self) -> None:
+        """A fresh ``$PORT`` when another process listens on this one, which the app
+        would otherwise fail to bind at every restart (``EADDRINUSE``).  The registry
+        holds the new port, so the sidecar's config follows (as any endpoint change)."""
+        if self._ports is None or self.port is None or is_free(LOOPBACK, self.port):
+            return
+        taken, holder = self.port, port_holder(self.port)
+        self.port = self._ports.allocate()
+        self._ports.release(taken)
+        self.registry.update(self.instance_id, port=self.port)
+        self.say(
+            f"port {taken} is held by {holder or 'another process'}; "
+            f"starting on port {self.port} instead"
+        )
+
     async def _start_app(self, deployment: ServiceSpec) -> None:
         assert self._app_log is not None
+        self._claim_a_free_port()
         record = self.registry.get(self.instance_id)
         assert self.port is not None
         env = app_environment(

@@ -9,7 +9,14 @@ from meshkit.dsl.spec import MeshSpec, ServiceSpec
 from meshkit.runtime.guardian import guard, parse_line
 from meshkit.runtime.logs import LogHub, colour_for, format_line
 from meshkit.runtime.policy.plan import PlanError, restrict_spec, startup_order
-from meshkit.runtime.ports import PortAllocator, ephemeral_port
+from meshkit.runtime.ports import (
+    APP_PORT_SPAN,
+    PortAllocator,
+    app_port,
+    app_port_range,
+    ephemeral_port,
+    ephemeral_range,
+)
 from meshkit.runtime.supervisor import app_environment
 
 SPEC = MeshSpec(
@@ -46,6 +53,19 @@ def test_real_ports_are_distinct_and_nonzero() -> None:
     ports = {allocator.allocate() for _ in range(20)}
     assert len(ports) == 20 and 0 not in ports
     assert ephemeral_port() > 0
+
+
+def test_app_ports_lie_next_to_the_ephemeral_range_never_in_it() -> None:
+    """Sidecars bind port 0 (the ephemeral range): an app's $PORT must never be one of those."""
+    assert app_port_range((32768, 60999)) == range(32768 - APP_PORT_SPAN, 32768)
+    assert app_port_range((2000, 40000)) == range(40001, 40001 + APP_PORT_SPAN)
+    assert app_port_range((1024, 65535)) is None
+    first, last = ephemeral_range()
+    assert app_port_range((first, last)) is not None  # this host has room for app ports
+    allocator = PortAllocator()
+    for _ in range(50):
+        assert not first <= app_port() <= last
+        assert not first <= allocator.allocate() <= last
 
 
 def test_startup_order_puts_dependencies_first() -> None:
