@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import string
+from collections.abc import Collection
 
 import attrs
 from cryptography import x509
@@ -214,3 +215,20 @@ def check_validity(cert: x509.Certificate, *, now: float, grace: float = EXPIRY_
             f"the certificate expired at {_utc_text(not_after)}, more than the "
             f"{grace:g}s of grace ago"
         )
+
+
+def mesh_peer_problem(identity: str, *, mesh: str, services: Collection[str]) -> str | None:
+    """Why a verified peer ``identity`` is not a member of ``mesh``, or None.
+
+    A member is of meshkit's trust domain and of the mesh's namespace, and
+    names one of ``services`` (the mesh's services and its gateway).
+    """
+    try:
+        workload = parse_workload_identity(identity)
+    except InvalidSpiffeId as error:
+        return str(error)
+    if workload.mesh != mesh:
+        return f"{identity!r} belongs to mesh {workload.mesh!r}, not {mesh!r}"
+    if workload.service not in services:
+        return f"{identity!r} names no service of mesh {mesh!r}"
+    return None

@@ -28,10 +28,14 @@ from meshkit.api import (
     RetryRule,
     RouteAction,
 )
+from meshkit.api.authz import AuthzAction, AuthzRule
 
 HealthKind = Literal["http", "tcp"]
 RestartMode = Literal["no", "on_failure", "always"]
 MtlsMode = Literal["strict", "permissive"]
+# Who may call whom when no policy says: everyone ("open"), no one ("deny": every
+# service denies what no ALLOW policy allows), or exactly the declared upstreams.
+AuthorizationMode = Literal["open", "deny", "upstreams"]
 # What the app speaks on $PORT: "http2" and "grpc" mean h2c with prior knowledge.
 ServiceProtocol = Literal["http1", "http2", "grpc"]
 
@@ -156,6 +160,8 @@ class MeshSpec:
     routes: tuple[RouteSpec, ...] = ()
     policies: tuple[PolicySpec, ...] = ()
     rate_limits: tuple[RateLimitSpec, ...] = ()
+    authorization: AuthorizationMode = "open"
+    authz: tuple[AuthzSpec, ...] = ()
 
     def service_names(self) -> list[str]:
         """Distinct service names, in declaration order."""
@@ -276,4 +282,22 @@ class PolicySpec:
 class RateLimitSpec(RateLimit):
     """``mesh.rate_limit(...)``: a ``RateLimit`` and where it was declared."""
 
+    origin: Origin = UNKNOWN_ORIGIN
+
+
+# --- Authorization (Istio's AuthorizationPolicy) -----------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AuthzSpec:
+    """``mesh.allow(...)`` / ``mesh.deny(...)``: one policy of one rule on requests to ``service``.
+
+    The rule's ``principals`` are as written: service names of the mesh,
+    ``"gateway"``, or whole SPIFFE IDs (the compile step resolves the names).
+    """
+
+    name: str
+    service: str
+    action: AuthzAction
+    rule: AuthzRule = attrs.field(factory=AuthzRule)
     origin: Origin = UNKNOWN_ORIGIN

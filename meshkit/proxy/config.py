@@ -33,6 +33,7 @@ from typing import Literal
 import attrs
 
 from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
+from meshkit.api.authz import AuthzPolicy
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
@@ -134,6 +135,9 @@ class ProxyConfig:
     # Local rate limits of every service (the Meshfile's, runtime ones in their
     # place); the inbound sidecar enforces those of its own service.
     rate_limits: tuple[RateLimit, ...] = ()
+    # Authorization policies of every service (``meshkit.api.authz``): an inbound
+    # sidecar applies its service's, the gateway the client-address rules.
+    authorization: tuple[AuthzPolicy, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:

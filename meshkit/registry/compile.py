@@ -18,6 +18,8 @@ relies on:
   (``meshkit.registry.routes``), so a route change reaches all of them;
 * a gateway with ``tls_port`` gets a second listener, ``gateway-tls`` (HTTPS,
   same routes);
+* every sidecar gets the authorization policies of every service
+  (``meshkit.registry.authz``), applied like routes;
 * every sidecar gets the runtime faults of the registry that have not expired
   at ``now`` (the wall clock by default), since faults apply on the caller side,
   and the rate limits of every service (``meshkit.registry.limits``).
@@ -34,6 +36,7 @@ import time
 import attrs
 
 from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
+from meshkit.api.authz import AuthzPolicy
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
 from meshkit.proxy.config import (
@@ -44,6 +47,7 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
+from meshkit.registry.authz import authorization_policies
 from meshkit.registry.faults import runtime_faults
 from meshkit.registry.limits import declared_limits, effective_limits
 from meshkit.registry.routes import destination_policies, route_tables
@@ -68,6 +72,7 @@ def compile_configs(
         policies=destination_policies(spec),
         runtime_faults=runtime_faults(registry.faults, now),
         rate_limits=effective_limits(declared_limits(spec), registry.limits, now),
+        authorization=authorization_policies(spec),
     )
     deployments = {svc.key: svc for svc in spec.services}
     configs: dict[str, ProxyConfig] = {}
@@ -93,6 +98,7 @@ class _Rules:
     policies: tuple[DestinationPolicy, ...]
     runtime_faults: tuple[RuntimeFault, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
+    authorization: tuple[AuthzPolicy, ...] = ()
 
 
 def deployment_key(service: str, version: str | None) -> str:
@@ -158,6 +164,7 @@ def _app_config(
         policies=rules.policies,
         runtime_faults=rules.runtime_faults,
         rate_limits=rules.rate_limits,
+        authorization=rules.authorization,
     )
 
 
@@ -199,6 +206,7 @@ def _gateway_config(
         policies=rules.policies,
         runtime_faults=rules.runtime_faults,
         rate_limits=rules.rate_limits,
+        authorization=rules.authorization,
     )
 
 

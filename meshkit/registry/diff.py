@@ -120,7 +120,16 @@ def diff_specs(old: MeshSpec, new: MeshSpec) -> SpecDiff:
             changes.append(DeploymentChange(key=key, service=deployment.name, kind="stop"))
     config = tuple(
         name
-        for name in ("routes", "policies", "rate_limits", "gateway", "mtls", "cert_lifetime")
+        for name in (
+            "routes",
+            "policies",
+            "rate_limits",
+            "authorization",
+            "authz",
+            "gateway",
+            "mtls",
+            "cert_lifetime",
+        )
         if without_origins(getattr(old, name)) != without_origins(getattr(new, name))
     )
     return SpecDiff(deployments=tuple(changes), config=config)

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 
+from meshkit.dsl.checks.authz import authz_problems
 from meshkit.dsl.checks.problems import Problem
 from meshkit.dsl.checks.suggest import did_you_mean
 from meshkit.dsl.checks.traffic import traffic_problems
@@ -98,6 +99,7 @@ def _mesh_problems(
     problems.extend(_cycle_problems(mesh.services))
     problems.extend(_gateway_problems(mesh.gateways, names))
     problems.extend(traffic_problems(mesh))
+    problems.extend(authz_problems(mesh))
     return problems
 
 
@@ -321,4 +323,6 @@ def build_spec(declarations: Declarations) -> MeshSpec:
         routes=mesh.routes,
         policies=mesh.policies,
         rate_limits=mesh.rate_limits,
+        authorization=mesh.authorization,
+        authz=mesh.authz,
     )

@@ -17,6 +17,8 @@ import attrs
 
 from meshkit.dsl.checks.problems import MeshfileError, Problem
 from meshkit.dsl.spec import (
+    AuthorizationMode,
+    AuthzSpec,
     GatewaySpec,
     MtlsMode,
     Origin,
@@ -43,6 +45,8 @@ class MeshDeclaration:
     routes: tuple[RouteSpec, ...] = ()
     policies: tuple[PolicySpec, ...] = ()
     rate_limits: tuple[RateLimitSpec, ...] = ()
+    authorization: AuthorizationMode = "open"
+    authz: tuple[AuthzSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -24,6 +24,8 @@ from meshkit.dsl.checks.problems import describe_value
 from meshkit.dsl.evaluate.userframes import caller_origin
 from meshkit.dsl.spec import (
     UNKNOWN_ORIGIN,
+    AuthorizationMode,
+    AuthzSpec,
     BreakerSpec,
     BudgetSpec,
     FaultSpec,
@@ -44,6 +46,7 @@ from meshkit.dsl.spec import (
     ServiceProtocol,
     ServiceSpec,
 )
+from meshkit.dsl.verbs.authz import AUTHORIZATION_MODES, AuthorizationVerbs, authorization_mode
 from meshkit.dsl.verbs.collect import MeshDeclaration, active_collector, base_directory, report
 from meshkit.dsl.verbs.health import RESTART_MODES, restart_mode
 from meshkit.dsl.verbs.limits import declare_rate_limit
@@ -151,7 +154,9 @@ class _ServiceReader(ArgumentReader):
         if value is None or isinstance(value, HealthCheck):
             return value
         hint = f" (did you mean {field}=http_get({value!r})?)" if isinstance(value, str) else ""
-        self.fail(f"{field} must be http_get(...) or tcp_connect(...), got {describe_value(value)}{hint}")
+        self.fail(
+            f"{field} must be http_get(...) or tcp_connect(...), got {describe_value(value)}{hint}"
+        )
         return None
 
     def restart_policy(self, field: str, value: object) -> RestartPolicy:
@@ -195,7 +200,7 @@ def _subject(name: object, version: object) -> str:
     return subject + (f" version {version!r}" if isinstance(version, str) else "")
 
 
-class Mesh:
+class Mesh(AuthorizationVerbs):
     """A mesh: the services of a Meshfile, their gateway and their policies.
 
     ``Mesh("shop")`` must appear exactly once in a Meshfile; the object is then
@@ -203,10 +208,18 @@ class Mesh:
     ``gateway(...)``.  ``mtls`` is ``"strict"`` (sidecars accept only mTLS) or
     ``"permissive"`` (plaintext is accepted too).  ``cert_lifetime`` is the
     lifetime of each workload certificate (renewed at half of it).
+    ``authorization`` is who may call a service no policy protects: ``"open"``
+    (everyone), ``"deny"`` (no one) or ``"upstreams"`` (exactly the callers
+    whose ``upstreams=`` name it, and the gateway for the services it routes to).
     """
 
     def __init__(
-        self, name: str, *, mtls: MtlsMode = "strict", cert_lifetime: float | str = "24h"
+        self,
+        name: str,
+        *,
+        mtls: MtlsMode = "strict",
+        cert_lifetime: float | str = "24h",
+        authorization: AuthorizationMode = "open",
     ) -> None:
         self._origin = caller_origin()
         reader = _ServiceReader(origin=self._origin, subject="Mesh(...)")
@@ -218,6 +231,10 @@ class Mesh:
         self._routes: list[RouteSpec] = []
         self._policies: list[PolicySpec] = []
         self._rate_limits: list[RateLimitSpec] = []
+        self._authorization = authorization_mode(
+            reader.choice("authorization", authorization, AUTHORIZATION_MODES)
+        )
+        self._authz: list[AuthzSpec] = []
         report(reader.problems)
         collector = active_collector.get()
         if collector is not None:
@@ -404,6 +421,8 @@ class Mesh:
             routes=tuple(self._routes),
             policies=tuple(self._policies),
             rate_limits=tuple(self._rate_limits),
+            authorization=self._authorization,
+            authz=tuple(self._authz),
         )
 
 

@@ -13,6 +13,7 @@ import logging
 
 import trio
 
+from meshkit.ca.spiffe import mesh_peer_problem
 from meshkit.proxy.codec.messages import RequestHead, header_value
 from meshkit.proxy.codec.request_rules import speaks_http1
 from meshkit.proxy.config import Endpoint, Listener, ListenerKind, ProxyConfig
@@ -29,8 +30,11 @@ from meshkit.proxy.flow.h2downstream import (
 from meshkit.proxy.flow.l7 import serve_service_request
 from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
+from meshkit.proxy.policy.authz import GATEWAY_SERVICE, RBAC, Denied, check_request
 from meshkit.proxy.policy.grpcreply import is_grpc
 from meshkit.proxy.policy.router import (
+    Decision,
+    ForwardToApp,
     ForwardToCluster,
     LocalReply,
     ServeAdmin,
@@ -61,6 +65,11 @@ async def _accept_https(plane: DataPlane, raw_stream: trio.abc.Stream) -> trio.a
     return await accept_https(raw_stream, plane.gateway_tls)
 
 
+def _members(config: ProxyConfig) -> set[str]:
+    """The services whose identity may call this sidecar: the mesh's, and its gateway."""
+    return {cluster.name for cluster in config.clusters} | {GATEWAY_SERVICE}
+
+
 async def _handshake(
     plane: DataPlane, config: ProxyConfig, listener: Listener, raw_stream: trio.abc.Stream
 ) -> tuple[trio.abc.Stream, str | None] | None:
@@ -75,7 +84,14 @@ async def _handshake(
     with trio.move_on_after(timeout):
         try:
             if listener.kind == "inbound":
-                return await accept_inbound(raw_stream, tls=plane.tls, mode=config.mtls)
+                return await accept_inbound(
+                    raw_stream,
+                    tls=plane.tls,
+                    mode=config.mtls,
+                    member_problem=lambda identity: mesh_peer_problem(
+                        identity, mesh=config.mesh, services=_members(config)
+                    ),
+                )
             return await _accept_https(plane, raw_stream), None
         except InboundRefused as refused:
             peer = _peer_address(raw_stream) or "?"
@@ -183,7 +199,15 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             kind: SpanKind = "server" if listener.kind == "inbound" else "client"
             span, head = plane.tracer.begin(head, kind=kind)
         decision = route_request(config, listener, head)
-        if isinstance(decision, LocalReply):
+        denied = _denied(config, listener, downstream, head, decision)
+        if denied is not None:
+            status, flag = 403, RBAC
+            keep = await downstream.reply(
+                status, (denied.reason + "\n").encode(), reason=denied.reason, flag=flag
+            )
+            if isinstance(decision, ForwardToApp):
+                service = config.service
+        elif isinstance(decision, LocalReply):
             status, flag = decision.status, decision.flag
             keep = await downstream.reply(
                 status, (decision.reason + "\n").encode(), reason=decision.reason, flag=flag
@@ -267,6 +291,32 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
             head, status=status, started=started, flag=flag, caller=downstream.identity
         )
     return keep
+
+
+def _denied(
+    config: ProxyConfig,
+    listener: Listener,
+    downstream: Downstream,
+    head: RequestHead,
+    decision: Decision,
+) -> Denied | None:
+    """The authorization refusal of a request to the local app, or through the gateway."""
+    if isinstance(decision, ForwardToApp):
+        service, at_gateway = config.service, False
+    elif isinstance(decision, ForwardToCluster) and listener.kind == "gateway":
+        service, at_gateway = decision.cluster.name, True
+    else:
+        return None
+    return check_request(
+        config,
+        service=service,
+        at_gateway=at_gateway,
+        method=head.method,
+        target=decision.target,
+        headers=head.headers,
+        identity=downstream.identity,
+        client_address=downstream.peer_address,
+    )
 
 
 def _record_telemetry(

@@ -24,6 +24,7 @@ never lands on an HTTP/2 server and a multiplexed HTTP/2 one always does.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Literal
 
 import trio
@@ -159,12 +160,17 @@ async def _server_handshake(
 
 
 async def accept_inbound(
-    stream: trio.abc.Stream, *, tls: MeshTlsContexts | None, mode: MtlsMode
+    stream: trio.abc.Stream,
+    *,
+    tls: MeshTlsContexts | None,
+    mode: MtlsMode,
+    member_problem: Callable[[str], str | None] = lambda identity: None,
 ) -> tuple[trio.abc.Stream, str | None]:
     """The stream to read requests from and the caller's verified SPIFFE ID (or None).
 
     Raises ``InboundRefused``: strict mode and no valid mesh client certificate
-    (or no TLS at all), a failed handshake.  The caller bounds the wait.
+    (or no TLS at all), a failed handshake, a peer ``member_problem`` finds
+    fault with (not of the mesh).  The caller bounds the wait.
     """
     if mode == "permissive":
         first = await _peek_first_byte(stream)
@@ -177,6 +183,9 @@ async def accept_inbound(
         identity = verify_peer_identity(tls_stream, None)
     except PeerIdentityMismatch as mismatch:
         raise InboundRefused(str(mismatch)) from None
+    problem = member_problem(identity)
+    if problem is not None:
+        raise InboundRefused(f"the peer is not of this mesh: {problem}")
     return tls_stream, identity
 
 

@@ -1,0 +1,202 @@
+"""The Meshfile's authorization verbs: ``mesh.allow(...)`` and ``mesh.deny(...)``.
+
+They read like Istio's AuthorizationPolicy with one rule: ``source`` is
+Istio's ``principals`` (a service name of the mesh, ``"gateway"``, or a whole
+SPIFFE ID), ``namespaces`` are mesh names, ``methods``, ``paths`` (``/items``
+exact, ``/api/*`` prefix, ``*.js`` suffix, ``*`` any), ``headers`` (name ->
+pattern or patterns), ``ip_blocks`` (the client address the gateway sees), each
+with a ``not_`` form.  Type mistakes become problems at the caller's line;
+whether the values make sense is ``meshkit.dsl.checks.authz``'s to say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from meshkit.api.authz import AuthzAction, AuthzRule, HeaderCondition
+from meshkit.dsl.checks.problems import Problem, describe_value
+from meshkit.dsl.evaluate.userframes import caller_origin
+from meshkit.dsl.spec import AuthorizationMode, AuthzSpec, Origin
+from meshkit.dsl.verbs.collect import report
+from meshkit.dsl.verbs.reader import ArgumentReader
+
+Names = str | Iterable[str] | None
+AUTHORIZATION_MODES: tuple[AuthorizationMode, ...] = ("open", "deny", "upstreams")
+
+
+def authorization_mode(choice: str | None) -> AuthorizationMode:
+    """``Mesh(authorization=...)`` as read (``"open"`` when it was not one of the modes)."""
+    for mode in AUTHORIZATION_MODES:
+        if choice == mode:
+            return mode
+    return "open"
+
+
+class _AuthzReader(ArgumentReader):
+    def strings(self, field: str, value: object) -> tuple[str, ...]:
+        """Names or patterns: a string, what ``mesh.service`` returned, or a list of them."""
+        if value is None:
+            return ()
+        single = isinstance(value, str) or isinstance(getattr(value, "name", None), str)
+        if not single and not (
+            isinstance(value, Iterable) and not isinstance(value, bytes | Mapping)
+        ):
+            self.fail(f"{field} must be a string or a list of strings, got {describe_value(value)}")
+            return ()
+        items: Iterable[object] = (value,) if single or not isinstance(value, Iterable) else value
+        found: list[str] = []
+        for item in items:
+            text = item if isinstance(item, str) else getattr(item, "name", None)
+            if isinstance(text, str):
+                found.append(text)
+            else:
+                self.fail(f"{field} entries must be strings, got {describe_value(item)}")
+        return tuple(dict.fromkeys(found))
+
+    def headers(self, values: object, not_values: object) -> tuple[HeaderCondition, ...]:
+        conditions: dict[str, HeaderCondition] = {}
+        for field, given, negated in (
+            ("headers", values, False),
+            ("not_headers", not_values, True),
+        ):
+            if given is None:
+                continue
+            if not isinstance(given, Mapping):
+                self.fail(
+                    f"{field} must be a dict of header -> pattern(s), got {describe_value(given)}"
+                )
+                continue
+            for name, patterns in given.items():
+                if not isinstance(name, str):
+                    self.fail(
+                        f"{field}: a header name must be a string, got {describe_value(name)}"
+                    )
+                    continue
+                key = name.lower()
+                found = conditions.get(key, HeaderCondition(name=key))
+                read = self.names(f"{field} {name!r}", patterns)
+                conditions[key] = (
+                    HeaderCondition(name=key, values=found.values, not_values=read)
+                    if negated
+                    else HeaderCondition(name=key, values=read, not_values=found.not_values)
+                )
+        return tuple(conditions.values())
+
+
+def declare_authz(
+    action: AuthzAction,
+    *,
+    origin: Origin,
+    index: int,
+    to: object,
+    name: object,
+    arguments: Mapping[str, object],
+) -> tuple[list[AuthzSpec], list[Problem]]:
+    """The policies of one ``mesh.allow``/``mesh.deny`` call (one per service in ``to``)."""
+    verb = "allow" if action == "ALLOW" else "deny"
+    reader = _AuthzReader(origin=origin, subject=f"mesh.{verb}(...)")
+    services = reader.strings("to", to)
+    if not services:
+        reader.fail("to= must name the service the policy protects")
+    rule = AuthzRule(
+        principals=reader.strings("source", arguments["source"]),
+        not_principals=reader.strings("not_source", arguments["not_source"]),
+        namespaces=reader.strings("namespaces", arguments["namespaces"]),
+        not_namespaces=reader.strings("not_namespaces", arguments["not_namespaces"]),
+        ip_blocks=reader.strings("ip_blocks", arguments["ip_blocks"]),
+        not_ip_blocks=reader.strings("not_ip_blocks", arguments["not_ip_blocks"]),
+        methods=reader.strings("methods", arguments["methods"]),
+        not_methods=reader.strings("not_methods", arguments["not_methods"]),
+        paths=reader.strings("paths", arguments["paths"]),
+        not_paths=reader.strings("not_paths", arguments["not_paths"]),
+        headers=reader.headers(arguments["headers"], arguments["not_headers"]),
+    )
+    given_name = reader.optional_text("name", name)
+    specs = [
+        AuthzSpec(
+            name=given_name or f"{verb}-{service}-{index}",
+            service=service,
+            action=action,
+            rule=rule,
+            origin=origin,
+        )
+        for service in services
+    ]
+    return specs, reader.problems
+
+
+class AuthorizationVerbs:
+    """``mesh.allow`` and ``mesh.deny``, part of ``Mesh``."""
+
+    _authz: list[AuthzSpec]
+
+    def _declare(self, action: AuthzAction, to: object, name: object, **arguments: object) -> None:
+        origin = caller_origin()
+        index = 1 + sum(1 for spec in self._authz if spec.action == action)
+        specs, problems = declare_authz(
+            action, origin=origin, index=index, to=to, name=name, arguments=arguments
+        )
+        report(problems)
+        self._authz.extend(specs)
+
+    def allow(
+        self,
+        to: object,
+        *,
+        source: Names = None,
+        not_source: Names = None,
+        namespaces: Names = None,
+        not_namespaces: Names = None,
+        methods: Names = None,
+        not_methods: Names = None,
+        paths: Names = None,
+        not_paths: Names = None,
+        headers: Mapping[str, str | Iterable[str]] | None = None,
+        not_headers: Mapping[str, str | Iterable[str]] | None = None,
+        ip_blocks: Names = None,
+        not_ip_blocks: Names = None,
+        name: str | None = None,
+    ) -> None:
+        """Allow the requests to ``to`` that every given condition matches (Istio's ALLOW).
+
+        Once a service has an ALLOW policy, requests no ALLOW policy matches are
+        denied (403, flag ``RBAC``).  ``source`` names callers: services of the
+        mesh, ``"gateway"``, or whole SPIFFE IDs; ``ip_blocks`` (CIDRs) match the
+        client address of requests through the gateway.
+        """
+        self._declare(
+            "ALLOW", to, name, source=source, not_source=not_source, namespaces=namespaces,
+            not_namespaces=not_namespaces, methods=methods, not_methods=not_methods,
+            paths=paths, not_paths=not_paths, headers=headers, not_headers=not_headers,
+            ip_blocks=ip_blocks, not_ip_blocks=not_ip_blocks,
+        )  # fmt: skip
+
+    def deny(
+        self,
+        to: object,
+        *,
+        source: Names = None,
+        not_source: Names = None,
+        namespaces: Names = None,
+        not_namespaces: Names = None,
+        methods: Names = None,
+        not_methods: Names = None,
+        paths: Names = None,
+        not_paths: Names = None,
+        headers: Mapping[str, str | Iterable[str]] | None = None,
+        not_headers: Mapping[str, str | Iterable[str]] | None = None,
+        ip_blocks: Names = None,
+        not_ip_blocks: Names = None,
+        name: str | None = None,
+    ) -> None:
+        """Deny the requests to ``to`` that every given condition matches (Istio's DENY).
+
+        DENY policies are decided before ALLOW ones; the conditions are
+        ``allow``'s.
+        """
+        self._declare(
+            "DENY", to, name, source=source, not_source=not_source, namespaces=namespaces,
+            not_namespaces=not_namespaces, methods=methods, not_methods=not_methods,
+            paths=paths, not_paths=not_paths, headers=headers, not_headers=not_headers,
+            ip_blocks=ip_blocks, not_ip_blocks=not_ip_blocks,
+        )  # fmt: skip

@@ -1,0 +1,187 @@
+"""Whether a request may reach a service: Istio's AuthorizationPolicy decision, pure.
+
+``decide(facts, policies)`` applies the policies of the called service
+(``meshkit.api.authz``): DENY first, then ALLOW; a service without ALLOW
+policies allows what no DENY policy matches.  The facts come from the
+verified peer certificate (``principal``), never from a header.
+
+Client-address conditions (``ip_blocks``) are the gateway's: only the gateway
+sees the client.  The gateway decides with ``client_address`` set; an inbound
+sidecar called by the gateway (``behind_gateway``) takes those conditions as
+the gateway already settled them (an ALLOW rule's hold, a DENY rule's do not
+match: the gateway refused those requests); for any other caller they do not
+hold, since its requests did not come through the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from meshkit.api.authz import AuthzPolicy, AuthzRule, HeaderCondition, address_in, pattern_matches
+from meshkit.ca.errors import InvalidSpiffeId
+from meshkit.ca.spiffe import parse_workload_identity, spiffe_id
+from meshkit.proxy.codec.messages import Headers
+from meshkit.proxy.config import ProxyConfig
+from meshkit.proxy.policy.matching import joined_header
+
+RBAC = "RBAC"
+"""Envoy's response flag for a request refused by authorization."""
+GATEWAY_SERVICE = "gateway"
+"""The service name in the gateway's SPIFFE ID."""
+
+
+@attrs.frozen(kw_only=True)
+class RequestFacts:
+    """What a decision may look at: the request, and who sent it (verified)."""
+
+    method: str
+    path: str  # normalised, without the query
+    headers: Headers = attrs.field(factory=list)
+    principal: str | None = None  # the peer's SPIFFE ID; None: no certificate
+    client_address: str | None = None  # the gateway's client (set only at the gateway)
+    behind_gateway: bool = False  # an inbound sidecar called by the gateway
+
+    @property
+    def namespace(self) -> str | None:
+        if self.principal is None:
+            return None
+        try:
+            return parse_workload_identity(self.principal).mesh
+        except InvalidSpiffeId:
+            return None
+
+
+@attrs.frozen(kw_only=True)
+class Allowed:
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class Denied:
+    """A refusal: the policy that decided, its ``FILE:LINE``, and a sentence for people."""
+
+    policy: str
+    origin: str
+    reason: str
+
+
+Decision = Allowed | Denied
+ALLOWED = Allowed()
+
+
+def _field(
+    values: Sequence[str], not_values: Sequence[str], matches: Callable[[str], bool]
+) -> bool:
+    """A condition and its ``not_`` form: some of ``values`` (if any), none of ``not_values``."""
+    if values and not any(matches(value) for value in values):
+        return False
+    return not any(matches(value) for value in not_values)
+
+
+def _header_holds(condition: HeaderCondition, headers: Headers) -> bool:
+    value = joined_header(headers, condition.name.encode("latin-1"))
+    if value is None:
+        return not condition.values and bool(condition.not_values)
+    return _field(condition.values, condition.not_values, lambda p: pattern_matches(p, value))
+
+
+def _address_holds(rule: AuthzRule, facts: RequestFacts, action: str) -> bool:
+    if not rule.speaks_of_client_address:
+        return True
+    address = facts.client_address
+    if address is None:
+        return facts.behind_gateway and action == "ALLOW"
+    return _field(rule.ip_blocks, rule.not_ip_blocks, lambda block: address_in(address, block))
+
+
+def rule_matches(rule: AuthzRule, facts: RequestFacts, action: str = "ALLOW") -> bool:
+    """Whether every condition of ``rule`` holds for ``facts``."""
+    principal, namespace = facts.principal or "", facts.namespace or ""
+    return (
+        _field(rule.principals, rule.not_principals, lambda p: p == principal)
+        and _field(rule.namespaces, rule.not_namespaces, lambda n: n == namespace)
+        and _field(rule.methods, rule.not_methods, lambda m: m == facts.method)
+        and _field(rule.paths, rule.not_paths, lambda p: pattern_matches(p, facts.path))
+        and all(_header_holds(condition, facts.headers) for condition in rule.headers)
+        and _address_holds(rule, facts, action)
+    )
+
+
+def policy_matches(policy: AuthzPolicy, facts: RequestFacts) -> bool:
+    return any(rule_matches(rule, facts, policy.action) for rule in policy.rules)
+
+
+def caller_of(facts: RequestFacts) -> str:
+    """The caller as a reason names it."""
+    if facts.principal is None:
+        return "a caller without a mesh certificate"
+    try:
+        return repr(parse_workload_identity(facts.principal).service)
+    except InvalidSpiffeId:
+        return facts.principal
+
+
+def decide(facts: RequestFacts, policies: Sequence[AuthzPolicy]) -> Decision:
+    """Allow or deny one request to the service these ``policies`` protect."""
+    what = f"{facts.method} {facts.path}"
+    for policy in policies:
+        if policy.action == "DENY" and policy_matches(policy, facts):
+            reason = f"{what} from {caller_of(facts)} denied by policy '{policy.name}'"
+            return Denied(
+                policy=policy.name, origin=policy.origin, reason=f"{reason} ({policy.origin})"
+            )
+    allows = [policy for policy in policies if policy.action == "ALLOW"]
+    if not allows or any(policy_matches(policy, facts) for policy in allows):
+        return ALLOWED
+    first = allows[0]
+    names = ", ".join(f"'{policy.name}' ({policy.origin})" for policy in allows)
+    return Denied(
+        policy=first.name,
+        origin=first.origin,
+        reason=f"{what} from {caller_of(facts)} matches no ALLOW policy: {names}",
+    )
+
+
+def policies_of(policies: Sequence[AuthzPolicy], service: str) -> tuple[AuthzPolicy, ...]:
+    """The policies that protect ``service``."""
+    return tuple(policy for policy in policies if policy.service == service)
+
+
+def gateway_decides(policies: Sequence[AuthzPolicy]) -> bool:
+    """Whether the gateway must decide (some rule speaks of the client address)."""
+    return any(rule.speaks_of_client_address for policy in policies for rule in policy.rules)
+
+
+def check_request(
+    config: ProxyConfig,
+    *,
+    service: str,
+    at_gateway: bool,
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    identity: str | None,
+    client_address: str | None,
+) -> Denied | None:
+    """The refusal of one request to ``service`` by its policies, or None to let it pass.
+
+    An inbound sidecar decides on every request (``identity``: the verified
+    peer); the gateway (``at_gateway``) only when a rule of the service speaks
+    of the client address, which only it sees.
+    """
+    policies = policies_of(config.authorization, service)
+    if not policies or (at_gateway and not gateway_decides(policies)):
+        return None
+    gateway = spiffe_id(config.mesh, GATEWAY_SERVICE)
+    facts = RequestFacts(
+        method=method.decode("latin-1"),
+        path=target.partition(b"?")[0].decode("latin-1"),
+        headers=headers,
+        principal=gateway if at_gateway else identity,
+        client_address=client_address if at_gateway else None,
+        behind_gateway=not at_gateway and identity == gateway,
+    )
+    decision = decide(facts, policies)
+    return decision if isinstance(decision, Denied) else None
