@@ -9,6 +9,8 @@ the called service decides from the verified certificate alone.
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from meshkit.ca import Issuer, RootCA, generate_key, make_csr
+from meshkit.ca.workload import private_key_pem
 from meshkit.testing.calls import read_calls
 from tests.meshproc import MeshProcess
 
@@ -212,3 +216,57 @@ def test_denials_show_in_the_calls(mesh: MeshProcess) -> None:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def _tls_client(mesh: MeshProcess, identity: str, directory: Path) -> ssl.SSLContext:
+    """A client context with a certificate for ``identity`` signed by the mesh's own root."""
+    root_dir = mesh.workdir / ".meshkit" / "ca"
+    issuer = Issuer(root=RootCA.load(root_dir))
+    key = generate_key()
+    cert = issuer.sign_csr(make_csr(key, identity), issuer.tokens.issue(identity, ttl=60))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cert.pem").write_bytes(cert)
+    (directory / "key.pem").write_bytes(private_key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(root_dir / "root.pem")
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+def _exchange(port: int, context: ssl.SSLContext) -> bytes:
+    """What the inbound port answers a GET with (b"" when it closes without a byte)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"GET /items HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n")
+                while chunk := tls.recv(65536):
+                    received += chunk
+        except (ssl.SSLError, ConnectionError):
+            pass
+    return received
+
+
+@pytest.mark.parametrize(
+    ("identity", "why"),
+    [
+        ("spiffe://evil.example/ns/authz/sa/frontend", "trust domain 'evil.example'"),
+        ("spiffe://meshkit.local/ns/othermesh/sa/frontend", "belongs to mesh 'othermesh'"),
+        ("spiffe://meshkit.local/ns/authz/sa/ghost", "names no service of mesh 'authz'"),
+    ],
+)
+def test_a_peer_outside_the_mesh_is_refused_before_any_http_byte(
+    mesh: MeshProcess, tmp_path: Path, identity: str, why: str
+) -> None:
+    port = mesh.instance("catalog-0")["inbound_port"]
+    assert _exchange(port, _tls_client(mesh, identity, tmp_path / "bad")) == b""
+    log = mesh.workdir / ".meshkit" / "logs" / "catalog-0.proxy.log"
+    deadline = time.monotonic() + 30
+    while not any("not of this mesh" in line and why in line for line in _lines(log)):
+        assert time.monotonic() < deadline, "no refusal logged"
+        time.sleep(0.2)
+    # The same root, a member's identity: served (the check refuses only strangers).
+    member = "spiffe://meshkit.local/ns/authz/sa/frontend"
+    answer = _exchange(port, _tls_client(mesh, member, tmp_path / "good"))
+    assert answer.startswith(b"HTTP/1.1 200"), answer

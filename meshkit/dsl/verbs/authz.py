@@ -12,6 +12,7 @@ whether the values make sense is ``meshkit.dsl.checks.authz``'s to say.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypedDict, Unpack
 
 from meshkit.api.authz import AuthzAction, AuthzRule, HeaderCondition
 from meshkit.dsl.checks.problems import Problem, describe_value
@@ -125,78 +126,62 @@ def declare_authz(
     return specs, reader.problems
 
 
+class Conditions(TypedDict, total=False):
+    """The keyword arguments of ``mesh.allow`` and ``mesh.deny``."""
+
+    source: Names
+    not_source: Names
+    namespaces: Names
+    not_namespaces: Names
+    methods: Names
+    not_methods: Names
+    paths: Names
+    not_paths: Names
+    headers: Mapping[str, str | Iterable[str]] | None
+    not_headers: Mapping[str, str | Iterable[str]] | None
+    ip_blocks: Names
+    not_ip_blocks: Names
+    name: str | None
+
+
+_CONDITIONS = tuple(name for name in Conditions.__annotations__ if name != "name")
+
+
 class AuthorizationVerbs:
     """``mesh.allow`` and ``mesh.deny``, part of ``Mesh``."""
 
     _authz: list[AuthzSpec]
 
-    def _declare(self, action: AuthzAction, to: object, name: object, **arguments: object) -> None:
+    def _declare(self, action: AuthzAction, to: object, conditions: Mapping[str, object]) -> None:
         origin = caller_origin()
         index = 1 + sum(1 for spec in self._authz if spec.action == action)
+        reader = _AuthzReader(origin=origin, subject=f"mesh.{action.lower()}(...)")
+        unknown = sorted(set(conditions) - {*_CONDITIONS, "name"})
+        for field in unknown:
+            reader.fail(f"unknown argument {field}={conditions[field]!r}")
+        arguments = {field: conditions.get(field) for field in _CONDITIONS}
         specs, problems = declare_authz(
-            action, origin=origin, index=index, to=to, name=name, arguments=arguments
-        )
-        report(problems)
+            action, origin=origin, index=index, to=to, name=conditions.get("name"),
+            arguments=arguments,
+        )  # fmt: skip
+        report([*reader.problems, *problems])
         self._authz.extend(specs)
 
-    def allow(
-        self,
-        to: object,
-        *,
-        source: Names = None,
-        not_source: Names = None,
-        namespaces: Names = None,
-        not_namespaces: Names = None,
-        methods: Names = None,
-        not_methods: Names = None,
-        paths: Names = None,
-        not_paths: Names = None,
-        headers: Mapping[str, str | Iterable[str]] | None = None,
-        not_headers: Mapping[str, str | Iterable[str]] | None = None,
-        ip_blocks: Names = None,
-        not_ip_blocks: Names = None,
-        name: str | None = None,
-    ) -> None:
+    def allow(self, to: object, **conditions: Unpack[Conditions]) -> None:
         """Allow the requests to ``to`` that every given condition matches (Istio's ALLOW).
 
         Once a service has an ALLOW policy, requests no ALLOW policy matches are
-        denied (403, flag ``RBAC``).  ``source`` names callers: services of the
-        mesh, ``"gateway"``, or whole SPIFFE IDs; ``ip_blocks`` (CIDRs) match the
-        client address of requests through the gateway.
+        denied (403, flag ``RBAC``).  Conditions (each also as ``not_...``):
+        ``source`` (services of the mesh, ``"gateway"``, or whole SPIFFE IDs),
+        ``namespaces``, ``methods``, ``paths``, ``headers`` (name -> patterns),
+        ``ip_blocks`` (CIDRs of the client of the gateway); ``name`` names the
+        policy (default ``allow-<service>-<n>``).
         """
-        self._declare(
-            "ALLOW", to, name, source=source, not_source=not_source, namespaces=namespaces,
-            not_namespaces=not_namespaces, methods=methods, not_methods=not_methods,
-            paths=paths, not_paths=not_paths, headers=headers, not_headers=not_headers,
-            ip_blocks=ip_blocks, not_ip_blocks=not_ip_blocks,
-        )  # fmt: skip
+        self._declare("ALLOW", to, conditions)
 
-    def deny(
-        self,
-        to: object,
-        *,
-        source: Names = None,
-        not_source: Names = None,
-        namespaces: Names = None,
-        not_namespaces: Names = None,
-        methods: Names = None,
-        not_methods: Names = None,
-        paths: Names = None,
-        not_paths: Names = None,
-        headers: Mapping[str, str | Iterable[str]] | None = None,
-        not_headers: Mapping[str, str | Iterable[str]] | None = None,
-        ip_blocks: Names = None,
-        not_ip_blocks: Names = None,
-        name: str | None = None,
-    ) -> None:
+    def deny(self, to: object, **conditions: Unpack[Conditions]) -> None:
         """Deny the requests to ``to`` that every given condition matches (Istio's DENY).
 
-        DENY policies are decided before ALLOW ones; the conditions are
-        ``allow``'s.
+        DENY policies are decided before ALLOW ones; the conditions are ``allow``'s.
         """
-        self._declare(
-            "DENY", to, name, source=source, not_source=not_source, namespaces=namespaces,
-            not_namespaces=not_namespaces, methods=methods, not_methods=not_methods,
-            paths=paths, not_paths=not_paths, headers=headers, not_headers=not_headers,
-            ip_blocks=ip_blocks, not_ip_blocks=not_ip_blocks,
-        )  # fmt: skip
+        self._declare("DENY", to, conditions)
