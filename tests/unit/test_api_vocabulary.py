@@ -22,6 +22,7 @@ import pytest
 
 import meshkit
 import meshkit.api as api
+from meshkit.api import authz
 from meshkit.api import converter as api_converter
 from meshkit.dsl import convert, spec
 from meshkit.dsl.spec import Origin
@@ -74,6 +75,20 @@ RULE = api.RouteRule(
     request_headers=OPS,
     response_headers=OPS,
 )
+HEADER_CONDITION = authz.HeaderCondition(name="x-env", values=("dev",), not_values=("prod*",))
+AUTHZ_RULE = authz.AuthzRule(
+    principals=("spiffe://meshkit.local/ns/shop/sa/frontend",),
+    not_principals=("spiffe://meshkit.local/ns/shop/sa/reviews",),
+    namespaces=("shop",),
+    not_namespaces=("other",),
+    ip_blocks=("10.0.0.0/8",),
+    not_ip_blocks=("10.1.0.0/16",),
+    methods=("GET",),
+    not_methods=("DELETE",),
+    paths=("/api/*",),
+    not_paths=("*.js",),
+    headers=(HEADER_CONDITION,),
+)
 BREAKER = api.BreakerLimits(max_connections=1, max_pending=2, max_requests=3, max_retries=4)
 OUTLIER = api.OutlierSettings(
     consecutive_errors=2, base_ejection=1.0, max_ejection=9.0, max_ejection_percent=100.0
@@ -120,6 +135,15 @@ SAMPLES: dict[type[Any], Any] = {
     ),
     spec.RateLimitSpec: spec.RateLimitSpec(
         service="catalog", max_tokens=1, tokens_per_fill=1, fill_interval=60.0, origin=HERE
+    ),
+    authz.HeaderCondition: HEADER_CONDITION,
+    authz.AuthzRule: AUTHZ_RULE,
+    authz.AuthzPolicy: authz.AuthzPolicy(
+        name="no-reviews",
+        service="catalog",
+        action="DENY",
+        rules=(AUTHZ_RULE, authz.AuthzRule()),
+        origin="Meshfile.py:9",
     ),
     spec.RetrySpec: spec.RetrySpec(**attrs.asdict(RETRY, recurse=False), origin=HERE),
     spec.FaultSpec: spec.FaultSpec(**attrs.asdict(FAULT, recurse=False), origin=HERE),

@@ -13,6 +13,7 @@ from meshkit.api.authz import (
     pattern_matches,
     pattern_problem,
 )
+from meshkit.ca.spiffe import mesh_peer_problem
 from meshkit.proxy.policy.authz import (
     Allowed,
     Denied,
@@ -208,3 +209,19 @@ def test_a_caller_without_a_certificate_is_named_so() -> None:
     denied = decide(facts(None), [allow(AuthzRule(principals=(FRONTEND,)))])
     assert isinstance(denied, Denied)
     assert "without a mesh certificate" in denied.reason
+
+
+@pytest.mark.parametrize(
+    ("identity", "problem"),
+    [
+        (FRONTEND, None),
+        (GATEWAY, None),
+        ("spiffe://evil.example/ns/shop/sa/frontend", "trust domain 'evil.example'"),
+        (OTHER_MESH, "belongs to mesh 'other', not 'shop'"),
+        ("spiffe://meshkit.local/ns/shop/sa/ghost", "names no service of mesh 'shop'"),
+        ("spiffe://meshkit.local/elsewhere", "not a meshkit workload identity"),
+    ],
+)
+def test_only_members_of_the_mesh_may_connect(identity: str, problem: str | None) -> None:
+    found = mesh_peer_problem(identity, mesh="shop", services={"frontend", "catalog", "gateway"})
+    assert found is None if problem is None else problem in (found or "")

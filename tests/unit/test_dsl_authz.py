@@ -116,7 +116,10 @@ def test_every_mistake_is_reported_at_its_line(in_tmp: pathlib.Path) -> None:
         "Meshfile.py:11: allow 'catalog': source 'spiffe://Bad Domain/x' is not a SPIFFE ID" in text
     )
     assert "Meshfile.py:11: allow 'catalog': namespaces 'Shop' is not a mesh name" in text
-    assert "Meshfile.py:12: mesh.allow(...): source must be a string or a list of strings, got 42" in text
+    assert (
+        "Meshfile.py:12: mesh.allow(...): source must be a string or a list of strings, got 42"
+        in text
+    )
 
 
 def test_two_policies_of_one_name_on_one_service(in_tmp: pathlib.Path) -> None:

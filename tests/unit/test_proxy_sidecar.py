@@ -60,7 +60,8 @@ def catalog_config(app_port: int, *, mtls: MtlsMode = "permissive") -> ProxyConf
         service="catalog",
         app=AppTarget(port=app_port),
         listeners=(Listener(name="inbound", kind="inbound"), Listener(name="admin", kind="admin")),
-        clusters=(Cluster(name="catalog"),),
+        # Every service of the mesh, as compiled configs have: its callers must be members.
+        clusters=(Cluster(name="catalog"), Cluster(name="frontend")),
         identity=CATALOG if mtls == "strict" else "",
         mtls=mtls,
     )
