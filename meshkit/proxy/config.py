@@ -104,6 +104,11 @@ class Limits:
     idle_timeout: float = 300.0
     connect_timeout: float = 5.0
     max_body_bytes: int | None = None  # None: unbounded (streamed, never buffered)
+    # Until the response starts, a request body may make us wait at most
+    # body_timeout at a time, and body_timeout + 1 s per min_body_rate bytes in
+    # all (policy/pace; Apache's body=20,MinRate=500); else 408.
+    body_timeout: float = 30.0
+    min_body_rate: float = 500.0
     # HTTP/2 streams in flight on one listener, all connections together (policy/admission).
     max_streams_per_listener: int = 1000
     pool_idle_per_endpoint: int = 64

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from meshkit.proxy.codec.headers import rewrite_request_headers
-from meshkit.proxy.codec.messages import RequestHead, ResponseHead
+from meshkit.proxy.codec.messages import ClientRefusal, ProtocolRefusal, RequestHead, ResponseHead
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.exchange import Downstream
@@ -159,3 +159,17 @@ class Attempt:
             return await self.fail(OVERFLOW, 503, breaker.overflow_reason("connections"))
         self.plane.metrics.record_connect_failure(cluster=self.cluster_name)
         return await self.fail("UF", 503, f"upstream connect error: {error.reason}")
+
+    async def refused(self, refusal: ProtocolRefusal) -> Outcome:
+        """What the client sent was refused (413, 408, malformed: never blamed on the
+        endpoint), or the endpoint's response was malformed (``UPE``)."""
+        downstream = self.downstream
+        if downstream.response_started:
+            downstream.abort_response()
+            return Outcome(status=0, flag="DC", keep_alive=False)
+        if refusal.status == 413 or isinstance(refusal, ClientRefusal):
+            await downstream.refuse(refusal.status, refusal.reason)
+            return Outcome(status=refusal.status, flag="-", keep_alive=False)
+        reason = f"{self.what}: {refusal.reason}"
+        await downstream.refuse(refusal.status, reason, flag="UPE")
+        return Outcome(status=refusal.status, flag="UPE", keep_alive=False)

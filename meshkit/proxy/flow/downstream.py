@@ -101,6 +101,7 @@ class Http1Downstream(DownstreamOf[trio.abc.Stream]):
                     event = self.codec.next_event()
                     if isinstance(event, RequestHead):
                         self._accepts_trailers = accepts_trailers(event.headers)
+                        self._begin_request()
                         return event
                     if isinstance(event, Closed):
                         return None
@@ -169,6 +170,7 @@ class Http1Downstream(DownstreamOf[trio.abc.Stream]):
         return reusable
 
     def _head_bytes(self, head: ResponseHead) -> bytes:
+        self.response_started = True
         if self.plane.draining:
             head = attrs.evolve(head, headers=[*head.headers, (b"connection", b"close")])
         return self.codec.send_head(head)

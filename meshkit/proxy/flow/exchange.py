@@ -6,8 +6,11 @@ time) and ``H2Downstream`` (one HTTP/2 stream) both implement it, so the
 forwarding code (``forward``, ``h2forward``) and the local replies (``l7``)
 never ask which one they hold.
 
-The request half counts the body against ``Limits.max_body_bytes`` and bounds
-each wait by ``idle_timeout``; a subclass says how to take an already
+The request half counts the body against ``Limits.max_body_bytes`` and, until
+the response starts, paces it (``policy.pace``: a body that stalls for
+``body_timeout`` or trickles below ``min_body_rate`` is ``408``); once the
+response streams (full duplex, bidirectional gRPC) each wait is bounded by
+``idle_timeout`` only.  A subclass says how to take an already
 received piece (``poll_body_event``) and how to wait for more
 (``_wait_for_body``).  The response half streams a response (head, body,
 trailers), sends a complete one in one write, answers locally
@@ -24,6 +27,7 @@ from h2.errors import ErrorCodes
 
 from meshkit.proxy.codec.messages import (
     Body,
+    ClientRefusal,
     EndOfBody,
     Headers,
     NeedData,
@@ -32,6 +36,7 @@ from meshkit.proxy.codec.messages import (
 )
 from meshkit.proxy.config import Limits
 from meshkit.proxy.policy.grpcreply import for_client
+from meshkit.proxy.policy.pace import BodyPace
 from meshkit.proxy.policy.router import FLAG_HEADER, REASON_HEADER
 
 if TYPE_CHECKING:
@@ -88,7 +93,16 @@ class DownstreamOf(ABC, Generic[StreamT]):
         self.body_bytes = 0
         # Response bytes sent (HTTP/1.1: as framed; HTTP/2: body only), for the metrics.
         self.sent_bytes = 0
+        self.response_started = False
+        self._pace: BodyPace | None = None
+        self._pace_from = 0  # body_bytes when the current request began
         self._open()
+
+    def _begin_request(self) -> None:
+        """A new request on this downstream (HTTP/1.1 keep-alive): a fresh body pace."""
+        self.response_started = False
+        self._pace = None
+        self._pace_from = self.body_bytes
 
     def _open(self) -> None:
         """Set up the protocol's own state (a subclass's constructor)."""
@@ -117,11 +131,25 @@ class DownstreamOf(ABC, Generic[StreamT]):
             raise ProtocolRefusal(413, f"request body over {limit} bytes")
 
     async def receive_body_bytes(self) -> None:
-        """Wait for more of the request body (at most ``idle_timeout``)."""
-        with trio.move_on_after(self.limits.idle_timeout) as scope:
+        """Wait for more of the request body: ``408`` (``ClientRefusal``) when it stalls or
+        trickles before the response starts, ``DownstreamGone`` after ``idle_timeout``."""
+        if self.response_started:
+            with trio.move_on_after(self.limits.idle_timeout) as scope:
+                await self._wait_for_body()
+            if scope.cancelled_caught:
+                raise DownstreamGone("request body stalled")
+            return
+        if self._pace is None:
+            limits = self.limits
+            self._pace = BodyPace(timeout=limits.body_timeout, min_rate=limits.min_body_rate)
+        received = self.body_bytes - self._pace_from
+        wait = self._pace.next_wait(received)
+        started = trio.current_time()
+        with trio.move_on_after(wait) as scope:
             await self._wait_for_body()
+        self._pace.waited_for(trio.current_time() - started)
         if scope.cancelled_caught:
-            raise DownstreamGone("request body stalled")
+            raise ClientRefusal(408, self._pace.describe(received, wait))
 
     async def next_body_event(self) -> Body | EndOfBody:
         """The next piece of the request body, waiting for it if needed."""

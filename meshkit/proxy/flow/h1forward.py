@@ -26,7 +26,6 @@ import trio
 from meshkit.proxy.codec.headers import is_chunked, rewrite_response_headers
 from meshkit.proxy.codec.messages import (
     Body,
-    ClientRefusal,
     EndOfBody,
     NeedData,
     ProtocolRefusal,
@@ -96,7 +95,7 @@ async def forward_http1(attempt: Attempt) -> Outcome:
             first = source.poll_body_event()
         except ProtocolRefusal as refusal:
             await pool.discard(upstream)
-            return await _answer_refusal(attempt, refusal)
+            return await attempt.refused(refusal)
         except BaseException:
             await pool.discard(upstream)
             raise
@@ -109,16 +108,6 @@ async def _answer_broken(attempt: Attempt, broken: _UpstreamBroken) -> Outcome:
         return Outcome(status=0, flag="UC", keep_alive=False)
     status, flag = (504, "UT") if broken.timed_out else (502, "UC")
     return await attempt.fail(flag, status, f"{attempt.what} {broken.reason}")
-
-
-async def _answer_refusal(attempt: Attempt, refusal: ProtocolRefusal) -> Outcome:
-    """The request body over the limit (413) or malformed, or a malformed response (``UPE``)."""
-    if refusal.status == 413 or isinstance(refusal, ClientRefusal):
-        await attempt.downstream.refuse(refusal.status, refusal.reason)
-        return Outcome(status=refusal.status, flag="-", keep_alive=False)
-    reason = f"{attempt.what}: {refusal.reason}"
-    await attempt.downstream.refuse(refusal.status, reason, flag="UPE")
-    return Outcome(status=refusal.status, flag="UPE", keep_alive=False)
 
 
 async def _send_request(

@@ -51,9 +51,6 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 class H2Downstream(DownstreamOf[Http2Stream]):
     """One HTTP/2 request stream, seen as the client side of one exchange."""
 
-    def _open(self) -> None:
-        self.response_started = False
-
     # ------------------------------------------------------------ the request body
 
     @property

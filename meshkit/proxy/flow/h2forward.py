@@ -48,7 +48,6 @@ from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.flow.attempt import Attempt, Outcome, held_back
 from meshkit.proxy.flow.exchange import BodyEvent, Downstream, DownstreamGone, accepts_trailers
 from meshkit.proxy.flow.h2downstream import H2Downstream
-from meshkit.proxy.flow.replay import RequestBodySource
 from meshkit.proxy.net.h2conn import Http2Stream, StreamError
 from meshkit.proxy.net.transport import ConnectFailure
 from meshkit.proxy.policy.breaker import ConnectionLimitReached
@@ -157,8 +156,9 @@ async def _exchange(attempt: Attempt, stream: Http2Stream, first: BodyEvent) -> 
         relay_error: Exception | None = None
         answered = False
         status = 0
+        refusals: list[ProtocolRefusal] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump_request, stream, first, attempt.source, attempt.downstream)
+            nursery.start_soon(_pump_request, stream, first, attempt, refusals, nursery.cancel_scope)
             try:
                 status, answered = await _relay_response(attempt, stream)
             except (_Failed, _ResponseBroken, DownstreamGone) as error:
@@ -167,6 +167,9 @@ async def _exchange(attempt: Attempt, stream: Http2Stream, first: BodyEvent) -> 
                 nursery.cancel_scope.cancel()
         if relay_error is not None:
             raise relay_error
+        if refusals:
+            stream.reset(ErrorCodes.CANCEL)
+            return await attempt.refused(refusals[0])
     except _ResponseBroken as broken:
         stream.reset(ErrorCodes.CANCEL)
         attempt.downstream.abort_response(broken.error_code)
@@ -181,11 +184,20 @@ async def _exchange(attempt: Attempt, stream: Http2Stream, first: BodyEvent) -> 
 
 
 async def _pump_request(
-    stream: Http2Stream, first: BodyEvent, source: RequestBodySource, downstream: Downstream
+    stream: Http2Stream,
+    first: BodyEvent,
+    attempt: Attempt,
+    refusals: list[ProtocolRefusal],
+    exchange: trio.CancelScope,
 ) -> None:
-    """Send the request body (and trailers) upstream as the upstream's window allows."""
+    """Send the request body (and trailers) upstream as the upstream's window allows.
+
+    A body refused (413, or 408 when it stalls) ends the exchange: ``refusals``
+    says why, for the caller to answer.
+    """
     if isinstance(first, EndOfBody):
         return  # END_STREAM went with the head
+    source, downstream = attempt.source, attempt.downstream
     event: BodyEvent = first
     try:
         await source.send_continue_if_expected()
@@ -200,9 +212,12 @@ async def _pump_request(
             await stream.send_trailers(trailers)
         else:
             await stream.end()
-    except (DownstreamGone, ProtocolRefusal):
+    except DownstreamGone:
         stream.reset(ErrorCodes.CANCEL)
         downstream.abort_response(ErrorCodes.CANCEL)
+    except ProtocolRefusal as refusal:
+        refusals.append(refusal)
+        exchange.cancel()
     except StreamError:
         return
 
