@@ -40,7 +40,9 @@ from meshkit.proxy.telemetry.accesslog import FORMAT_VARIABLE as ACCESS_LOG_FORM
 from meshkit.runtime.ingress import IngressError, with_test_ingress
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.policy.plan import PlanError, restrict_spec
+from meshkit.runtime.process import Owners
 from meshkit.runtime.reload import SpecTransformError
+from meshkit.runtime.template import StartedTemplate, start_template
 
 STATE_DIRECTORY = ".meshkit"
 
@@ -188,6 +190,18 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"meshkit: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    # The sidecar template imports while the Meshfile is evaluated.
+    template = start_template(Owners())
+    try:
+        return _evaluate_and_run(args, meshfile, template)
+    finally:
+        if template is not None:
+            template.abandon()
+
+
+def _evaluate_and_run(
+    args: argparse.Namespace, meshfile: Path, template: StartedTemplate | None
+) -> int:
     result = evaluate(meshfile)
     if not result.ok or result.spec is None:
         for problem in result.problems:
@@ -211,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         observe_port=args.observe_port,
         otlp_url=args.otlp,
         show_access=args.access_log,
+        template=template,
     )
     os.environ[ACCESS_LOG_FORMAT_VARIABLE] = args.access_log_format
     runner = _run_mesh_with_parent if args.exit_with_parent else run_mesh

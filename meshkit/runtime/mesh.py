@@ -64,7 +64,7 @@ from meshkit.runtime.reload import (
     identity_transform,
 )
 from meshkit.runtime.supervisor import SupervisorContext
-from meshkit.runtime.template import TEMPLATE_LOG, SidecarTemplate
+from meshkit.runtime.template import SidecarTemplate, StartedTemplate
 from meshkit.runtime.watch import watch_and_reload
 
 EXIT_DOWN = 0
@@ -133,6 +133,9 @@ class UpOptions:
     otlp_url: str | None = None
     # Show the sidecars' access-log lines on the terminal too (always in the log files).
     show_access: bool = False
+    # The sidecar template, started before the Meshfile was evaluated (None: spawn
+    # every sidecar); run_mesh supervises it, or closes it if it cannot use it.
+    template: StartedTemplate | None = None
 
 
 class StopRequest:
@@ -215,22 +218,19 @@ async def run_mesh(spec: MeshSpec, options: UpOptions) -> int:
     logs = LogHub(paths.logs_dir, terminal=terminal, show_access=options.show_access)
     guard: GroupGuard = NoGuard()
     guardian: GuardianLink | None = None
-    owners = Owners()
+    started = options.template
+    owners = Owners() if started is None else started.owners
     # Sidecars forked from the template are adopted by this process (a subreaper).
-    forks = become_subreaper()
+    if not become_subreaper() and started is not None:
+        started.abandon()
+        started = None
     template: SidecarTemplate | None = None
     try:
         if options.use_guardian:
             guardian = await GuardianLink.start(owners)
             guard = guardian
-        if forks:
-            template = await SidecarTemplate.start(
-                guard=guard,
-                owners=owners,
-                cwd=os.fspath(options.base_dir),
-                log_path=paths.logs_dir / TEMPLATE_LOG,
-                say=logs.announce,
-            )
+        if started is not None:
+            template = await SidecarTemplate.adopt(started, guard=guard, say=logs.announce)
         # Every reloaded spec gets the same transform, gateway ports pinned included.
         options = attrs.evolve(options, spec_transform=transform)
         issuer = Issuer(root=root)

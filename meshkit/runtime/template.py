@@ -1,8 +1,10 @@
 """The control plane's side of the sidecar template (``meshkit.proxy.template``).
 
-``SidecarTemplate.start`` spawns the template (a spawn like any other: its
-own session, an owner tag, registered with the guardian) with one end of a
-socket pair; ``fork`` asks it for one sidecar (``meshkit.api.template``) and
+``start_template`` starts the template (its own session, an owner tag, one end
+of a socket pair) as early as ``meshkit up`` can, before the Meshfile is
+evaluated, so that its imports overlap the control plane's;
+``SidecarTemplate.adopt`` then registers its group with the guardian and
+waits for it like any spawn.  ``fork`` asks it for one sidecar (``meshkit.api.template``) and
 gives back a ``ForkedProcess``: the sidecar's pid, adopted by this process
 (a child subreaper), waited for through a pidfd, so that its exit status is
 the kernel's, whatever becomes of the template.
@@ -19,8 +21,8 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+import attrs
 import trio
 
 from meshkit.api.template import (
@@ -30,6 +32,7 @@ from meshkit.api.template import (
     TemplateProtocolError,
     encode,
     fork_answer,
+    padded_owner,
 )
 from meshkit.runtime import lineage
 from meshkit.runtime.process import (
@@ -37,13 +40,10 @@ from meshkit.runtime.process import (
     ManagedProcess,
     Owners,
     ProcessSpec,
-    ProcessStartError,
-    spawn,
 )
 
 SIDECAR_PREFIX: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
 TEMPLATE_ARGV: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy.template")
-TEMPLATE_LOG = "sidecar-template.log"
 # A fork is milliseconds; on a loaded machine give it much longer before spawning instead.
 FORK_TIMEOUT = 10.0
 RECEIVE_SIZE = 4096
@@ -78,8 +78,59 @@ class ForkedProcess:
         self._pidfd = None
 
 
+@attrs.frozen(kw_only=True)
+class StartedTemplate:
+    """A template process just started, not yet supervised: its pid, owner tag and socket."""
+
+    pid: int
+    tag: str
+    owners: Owners
+    link: socket.socket
+
+    def abandon(self) -> None:
+        """Close its socket: the template exits at the end of it (nobody supervised it)."""
+        self.link.close()
+
+
+def start_template(owners: Owners) -> StartedTemplate | None:
+    """Start the template at once, without an event loop (so that its imports overlap the
+    control plane's own start); None where it cannot start.
+
+    Its own session, an owner tag from ``owners`` with room after it, stderr on
+    this process's; ``SidecarTemplate.adopt`` supervises it.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    tag = owners.next_tag()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        TEMPLATE_FD_ENV: str(theirs.fileno()),
+        lineage.OWNER_ENV: padded_owner(tag),
+    }
+    try:
+        os.set_inheritable(theirs.fileno(), True)
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            pid = os.posix_spawn(
+                TEMPLATE_ARGV[0],
+                list(TEMPLATE_ARGV),
+                env,
+                file_actions=[(os.POSIX_SPAWN_DUP2, null, 0)],
+                setsid=True,
+            )
+        finally:
+            os.close(null)
+    except OSError as exc:
+        ours.close()
+        sys.stderr.write(f"meshkit: no sidecar template ({exc}); sidecars start by spawn\n")
+        return None
+    finally:
+        theirs.close()
+    return StartedTemplate(pid=pid, tag=tag, owners=owners, link=ours)
+
+
 class SidecarTemplate:
-    """A running template and the socket to it.  Start with ``SidecarTemplate.start``."""
+    """A supervised template and the socket to it: ``start_template``, then ``adopt``."""
 
     def __init__(
         self, managed: ManagedProcess, link: trio.socket.SocketType, say: Callable[[str], None]
@@ -92,34 +143,16 @@ class SidecarTemplate:
         self.broken: str | None = None
 
     @classmethod
-    async def start(
-        cls,
-        *,
-        guard: GroupGuard,
-        owners: Owners,
-        cwd: str,
-        log_path: Path,
-        say: Callable[[str], None],
-    ) -> SidecarTemplate | None:
-        """Spawn the template; None (and a line said) where it cannot run."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            spec = ProcessSpec(
-                name="sidecar template",
-                argv=TEMPLATE_ARGV,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", TEMPLATE_FD_ENV: str(theirs.fileno())},
-                cwd=cwd,
-                pass_fds=(theirs.fileno(),),
-                log_path=log_path,
-            )
-            managed = await spawn(spec, guard=guard, owners=owners, pad_owner=True)
-        except ProcessStartError as exc:
-            ours.close()
-            say(f"meshkit: no sidecar template ({exc}); sidecars start by spawn")
-            return None
-        finally:
-            theirs.close()
-        return cls(managed, trio.socket.from_stdlib_socket(ours), say)
+    async def adopt(
+        cls, started: StartedTemplate, *, guard: GroupGuard, say: Callable[[str], None]
+    ) -> SidecarTemplate:
+        """Supervise a template ``start_template`` started: guard its group, wait for it."""
+        spec = ProcessSpec(name="sidecar template", argv=TEMPLATE_ARGV)
+        process = ForkedProcess(started.pid)
+        managed = ManagedProcess(spec=spec, process=process, guard=guard, tag=started.tag)
+        with trio.CancelScope(shield=True):
+            await guard.register(managed.pgid)
+        return cls(managed, trio.socket.from_stdlib_socket(started.link), say)
 
     def serves(self, argv: Sequence[str]) -> bool:
         return self.broken is None and tuple(argv[: len(SIDECAR_PREFIX)]) == SIDECAR_PREFIX
