@@ -22,7 +22,7 @@ import pytest
 
 import meshkit
 import meshkit.api as api
-from meshkit.api import authz
+from meshkit.api import authz, template
 from meshkit.api import converter as api_converter
 from meshkit.dsl import convert, spec
 from meshkit.dsl.spec import Origin
@@ -97,6 +97,14 @@ BUDGET = api.BudgetSettings(percent=50.0, min_per_second=1.0, window=3.0)
 HERE = Origin(file="Meshfile.py", line=7)
 
 SAMPLES: dict[type[Any], Any] = {
+    template.ForkRequest: template.ForkRequest(
+        args=("--config-fd", "3"),
+        env={"PATH": "/usr/bin"},
+        cwd="/srv",
+        fds=(3, 4),
+        output=True,
+        owner=("MESHKIT_OWNER", "run-1"),
+    ),
     api.HeaderMatch: HEADER,
     api.QueryMatch: api.QueryMatch(name="q", kind="regex", value="[a-z]+"),
     api.RequestMatch: MATCH,
