@@ -23,8 +23,10 @@ from meshkit.proxy.policy.router import (
     ForwardToApp,
     ForwardToCluster,
     LocalReply,
+    OpenTunnel,
     ServeAdmin,
     hostname,
+    route_connect,
     route_request,
     split_target,
 )
@@ -138,10 +140,28 @@ def test_gateway_without_a_matching_prefix_is_404_nr() -> None:
     )
 
 
-def test_connect_is_refused() -> None:
+def test_connect_as_a_request_is_refused() -> None:
+    # HTTP/1.1 CONNECT is taken by the connection (route_connect), never routed as a request.
     listener = Listener(name="outbound", kind="outbound")
     decision = route_request(CONFIG, listener, request(b"catalog:443", method=b"CONNECT"))
     assert isinstance(decision, LocalReply) and decision.status == 501
+
+
+def test_connect_tunnels_to_a_mesh_service_on_the_outbound_listener_only() -> None:
+    outbound = Listener(name="outbound", kind="outbound")
+    connect = request(b"catalog:50051", method=b"CONNECT")
+    assert route_connect(CONFIG, outbound, connect) == OpenTunnel(service="catalog")
+    refused = route_connect(CONFIG, outbound, request(b"example.com:443", method=b"CONNECT"))
+    assert refused == LocalReply(
+        status=403,
+        reason="CONNECT to 'example.com:443' refused: only services of mesh 'shop' are tunnelled",
+        flag="NR",
+    )
+    no_port = route_connect(CONFIG, outbound, request(b"catalog", method=b"CONNECT"))
+    assert isinstance(no_port, LocalReply) and no_port.status == 400
+    elsewhere = route_connect(CONFIG, GATEWAY, connect)
+    assert isinstance(elsewhere, LocalReply) and elsewhere.status == 501
+    assert "only on the outbound listener" in elsewhere.reason
 
 
 def test_hop_by_hop_headers_and_those_named_in_connection_are_stripped() -> None:

@@ -114,6 +114,13 @@ class Http1ServerCodec(_H11Sender):
     def expects_continue(self) -> bool:
         return self._conn is not None and bool(self._conn.they_are_waiting_for_100_continue)
 
+    def take_tunnel_bytes(self) -> bytes:
+        """After a CONNECT head: the bytes that followed it (the tunnel's first bytes)."""
+        pending = self._buffer if self._conn is None else self._conn.trailing_data[0]
+        data = bytes(pending)
+        self._buffer = bytearray()
+        return data
+
     @property
     def request_complete(self) -> bool:
         return self._conn is not None and self._conn.their_state is h11.DONE

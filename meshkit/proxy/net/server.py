@@ -16,7 +16,7 @@ import trio
 from meshkit.ca.spiffe import mesh_peer_problem
 from meshkit.proxy.codec.messages import RequestHead, header_value
 from meshkit.proxy.codec.request_rules import speaks_http1
-from meshkit.proxy.config import Endpoint, Listener, ListenerKind, ProxyConfig
+from meshkit.proxy.config import Endpoint, Limits, Listener, ListenerKind, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
 from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
@@ -37,7 +37,9 @@ from meshkit.proxy.policy.router import (
     ForwardToApp,
     ForwardToCluster,
     LocalReply,
+    OpenTunnel,
     ServeAdmin,
+    route_connect,
     route_request,
 )
 from meshkit.proxy.telemetry.admin import answer_admin
@@ -114,42 +116,91 @@ async def handle_connection(
         await trio.aclose_forcefully(raw_stream)
         return
     stream, identity = secured
-    limits = config.limits
     plane.metrics.connection_opened(listener_name)
     try:
         async with stream:
-            first_bytes = b""
-            if _selected_alpn(stream) != "h2":
-                with trio.move_on_after(limits.header_timeout) as sniffing:
-                    first_bytes = await read_preface(stream)
-                if not first_bytes and not sniffing.cancelled_caught:
-                    return
-                if not is_http2(first_bytes) and not speaks_http1(first_bytes):
-                    return  # h2spec 3.5/2: an invalid preface ends the connection
-            if _selected_alpn(stream) == "h2" or is_http2(first_bytes):
-                await serve_http2(
-                    plane,
-                    transport=ReplayedStream(stream, first_bytes),
-                    limits=limits,
-                    listener_name=listener_name,
-                    peer_address=_peer_address(raw_stream),
-                    identity=identity,
-                    handle_request=handle_request,
-                )
-                return
-            downstream = Http1Downstream(
-                stream=stream,
-                plane=plane,
-                limits=limits,
-                listener_name=listener_name,
+            await _serve_stream(
+                plane,
+                listener_name,
+                stream,
+                limits=config.limits,
                 peer_address=_peer_address(raw_stream),
                 identity=identity,
             )
-            await _serve_http1(plane, downstream, first_bytes)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     finally:
         plane.metrics.connection_closed(listener_name)
+
+
+async def _serve_stream(
+    plane: DataPlane,
+    listener_name: str,
+    stream: trio.abc.Stream,
+    *,
+    limits: Limits,
+    peer_address: str | None,
+    identity: str | None,
+) -> None:
+    """HTTP/2 or HTTP/1.1, whichever the client's first bytes speak, on ``stream``."""
+    first_bytes = b""
+    if _selected_alpn(stream) != "h2":
+        with trio.move_on_after(limits.header_timeout) as sniffing:
+            first_bytes = await read_preface(stream)
+        if not first_bytes and not sniffing.cancelled_caught:
+            return
+        if not is_http2(first_bytes) and not speaks_http1(first_bytes):
+            return  # h2spec 3.5/2: an invalid preface ends the connection
+    if _selected_alpn(stream) == "h2" or is_http2(first_bytes):
+        await serve_http2(
+            plane,
+            transport=ReplayedStream(stream, first_bytes),
+            limits=limits,
+            listener_name=listener_name,
+            peer_address=peer_address,
+            identity=identity,
+            handle_request=handle_request,
+        )
+        return
+    downstream = Http1Downstream(
+        stream=stream,
+        plane=plane,
+        limits=limits,
+        listener_name=listener_name,
+        peer_address=peer_address,
+        identity=identity,
+    )
+    await _serve_http1(plane, downstream, first_bytes)
+
+
+async def _serve_tunnel(plane: DataPlane, downstream: Http1Downstream, head: RequestHead) -> None:
+    """CONNECT: to a mesh service on the outbound listener, ``200`` and then the tunnel's
+    bytes served as a connection of that listener (HTTP/1.1 or h2c inside, every mesh
+    rule applied to each request); anything else refused, and the connection closed."""
+    started = trio.current_time()
+    config = plane.config
+    listener = None if config is None else plane.listener(config, downstream.listener_name)
+    if config is None or listener is None:
+        decision: OpenTunnel | LocalReply = LocalReply(
+            status=503, reason="the listener was removed by a config update", flag="NR"
+        )
+    else:
+        decision = route_connect(config, listener, head)
+    if isinstance(decision, LocalReply):
+        await downstream.refuse(decision.status, decision.reason, flag=decision.flag)
+        plane.log_access(head, status=decision.status, started=started, flag=decision.flag)
+        return
+    prefix = downstream.codec.take_tunnel_bytes()
+    await downstream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    plane.log_access(head, status=200, started=started, flag="-", upstream=decision.service)
+    await _serve_stream(
+        plane,
+        downstream.listener_name,
+        ReplayedStream(downstream.stream, prefix),
+        limits=downstream.limits,
+        peer_address=downstream.peer_address,
+        identity=downstream.identity,
+    )
 
 
 async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_bytes: bytes) -> None:
@@ -165,6 +216,9 @@ async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_byte
         if head is None:
             return
         first = False
+        if head.method == b"CONNECT":
+            await _serve_tunnel(plane, downstream, head)
+            return
         try:
             keep_alive = await handle_request(plane, downstream, head)
         except DownstreamGone:

@@ -44,6 +44,13 @@ class LocalReply:
     flag: str = "-"
 
 
+@attrs.frozen(kw_only=True)
+class OpenTunnel:
+    """CONNECT to a mesh service: the tunnel is served as a connection of the listener."""
+
+    service: str
+
+
 Decision = ForwardToApp | ForwardToCluster | ServeAdmin | LocalReply
 
 
@@ -93,10 +100,33 @@ def longest_prefix_cluster(listener: Listener, path: bytes) -> str | None:
     return None if best is None else best[1]
 
 
+def route_connect(
+    config: ProxyConfig, listener: Listener, head: RequestHead
+) -> OpenTunnel | LocalReply:
+    """``CONNECT host:port`` (a client honouring ``HTTP_PROXY``, as grpcio does): a tunnel
+    on the outbound listener when ``host`` is a service of the mesh, else refused."""
+    if listener.kind != "outbound":
+        reason = "CONNECT is served only on the outbound listener (the apps' HTTP_PROXY)"
+        return LocalReply(status=501, reason=reason, flag="NR")
+    authority = head.target.decode("ascii", "replace")
+    host, colon, port = authority.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        reason = f"CONNECT target '{authority}' is not host:port"
+        return LocalReply(status=400, reason=reason, flag="NR")
+    service = hostname(head.target)
+    if config.cluster(service) is None:
+        reason = (
+            f"CONNECT to '{authority}' refused: only services of mesh '{config.mesh}' are tunnelled"
+        )
+        return LocalReply(status=403, reason=reason, flag="NR")
+    return OpenTunnel(service=service)
+
+
 def route_request(config: ProxyConfig, listener: Listener, head: RequestHead) -> Decision:
     """Decide where ``head``, received on ``listener``, goes under ``config``."""
     if head.method == b"CONNECT":
-        return LocalReply(status=501, reason="CONNECT tunnelling is not supported", flag="NR")
+        reason = "CONNECT is served only as HTTP/1.1 on the outbound listener"
+        return LocalReply(status=501, reason=reason, flag="NR")
     authority, target = split_target(head.target)
     kind = listener.kind
     if kind == "admin":
