@@ -38,7 +38,7 @@ import attrs
 from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
 from meshkit.api.authz import AuthzPolicy
 from meshkit.ca.spiffe import spiffe_id
-from meshkit.dsl.spec import GatewaySpec, MeshSpec, ServiceSpec
+from meshkit.dsl.spec import GatewaySpec, MeshSpec, MtlsMode, ServiceSpec
 from meshkit.proxy.config import (
     AppTarget,
     Cluster,
@@ -65,9 +65,11 @@ def compile_configs(
     ``now`` (epoch seconds, default the wall clock) decides which runtime
     faults have expired.
     """
-    clusters = _clusters(spec, registry)
     now = time.time() if now is None else now
-    rules = _Rules(
+    shared = _Shared(
+        mesh=spec.name,
+        mtls=spec.mtls,
+        clusters=_clusters(spec, registry),
         routes=route_tables(spec),
         policies=destination_policies(spec),
         runtime_faults=runtime_faults(registry.faults, now),
@@ -80,25 +82,56 @@ def compile_configs(
         if record.kind == "gateway":
             if spec.gateway is None:
                 continue
-            fresh = _gateway_config(spec, spec.gateway, clusters, rules)
+            fresh = _gateway_config(spec.gateway, shared)
         else:
             deployment = _deployment_of(record, deployments)
             if deployment is None:
                 continue
-            fresh = _app_config(spec, deployment, record, clusters, rules)
+            fresh = _app_config(deployment, record, shared)
         configs[record.id] = _versioned(fresh, registry.config_of(record.id))
     return configs
 
 
 @attrs.frozen(kw_only=True)
-class _Rules:
-    """The route tables and destination policies every sidecar of the mesh gets."""
+class _Shared:
+    """What every sidecar of the mesh gets alike: clusters, route tables, policies, ..."""
 
+    mesh: str
+    mtls: MtlsMode
+    clusters: tuple[Cluster, ...]
     routes: tuple[RouteTable, ...]
     policies: tuple[DestinationPolicy, ...]
     runtime_faults: tuple[RuntimeFault, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     authorization: tuple[AuthzPolicy, ...] = ()
+
+    def config(
+        self,
+        *,
+        instance: str,
+        service: str,
+        service_version: str | None = None,
+        app: AppTarget | None,
+        listeners: list[Listener],
+    ) -> ProxyConfig:
+        """The config of one instance's sidecar (version 0: ``_versioned`` numbers it)."""
+        return ProxyConfig(
+            version=0,
+            mesh=self.mesh,
+            instance=instance,
+            service=service,
+            service_version=service_version,
+            app=app,
+            listeners=tuple(listeners),
+            clusters=self.clusters,
+            identity=spiffe_id(self.mesh, service),
+            mtls=self.mtls,
+            routes=self.routes,
+            policies=self.policies,
+            runtime_faults=self.runtime_faults,
+            rate_limits=self.rate_limits,
+            authorization=self.authorization,
+        )
 
 
 def deployment_key(service: str, version: str | None) -> str:
@@ -129,13 +162,7 @@ def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
     return tuple(clusters)
 
 
-def _app_config(
-    spec: MeshSpec,
-    deployment: ServiceSpec,
-    record: InstanceRecord,
-    clusters: tuple[Cluster, ...],
-    rules: _Rules,
-) -> ProxyConfig:
+def _app_config(deployment: ServiceSpec, record: InstanceRecord, shared: _Shared) -> ProxyConfig:
     listeners = [
         Listener(name="inbound", kind="inbound"),
         Listener(name="outbound", kind="outbound"),
@@ -145,9 +172,7 @@ def _app_config(
         ),
         Listener(name="admin", kind="admin"),
     ]
-    return ProxyConfig(
-        version=0,
-        mesh=spec.name,
+    return shared.config(
         instance=record.id,
         service=record.service,
         service_version=record.version,
@@ -156,21 +181,11 @@ def _app_config(
             port=record.port or 0,
             protocol="http1" if deployment.protocol == "http1" else "http2",
         ),
-        listeners=tuple(listeners),
-        clusters=clusters,
-        identity=spiffe_id(spec.name, record.service),
-        mtls=spec.mtls,
-        routes=rules.routes,
-        policies=rules.policies,
-        runtime_faults=rules.runtime_faults,
-        rate_limits=rules.rate_limits,
-        authorization=rules.authorization,
+        listeners=listeners,
     )
 
 
-def _gateway_config(
-    spec: MeshSpec, gateway: GatewaySpec, clusters: tuple[Cluster, ...], rules: _Rules
-) -> ProxyConfig:
+def _gateway_config(gateway: GatewaySpec, shared: _Shared) -> ProxyConfig:
     routes = tuple(
         PrefixRoute(prefix=route.prefix, cluster=route.service)
         for route in sorted(gateway.routes, key=lambda r: len(r.prefix), reverse=True)
@@ -192,21 +207,8 @@ def _gateway_config(
             )
         )
     listeners.append(Listener(name="admin", kind="admin"))
-    return ProxyConfig(
-        version=0,
-        mesh=spec.name,
-        instance=GATEWAY_INSTANCE,
-        service=GATEWAY_INSTANCE,
-        app=None,
-        listeners=tuple(listeners),
-        clusters=clusters,
-        identity=spiffe_id(spec.name, GATEWAY_INSTANCE),
-        mtls=spec.mtls,
-        routes=rules.routes,
-        policies=rules.policies,
-        runtime_faults=rules.runtime_faults,
-        rate_limits=rules.rate_limits,
-        authorization=rules.authorization,
+    return shared.config(
+        instance=GATEWAY_INSTANCE, service=GATEWAY_INSTANCE, app=None, listeners=listeners
     )
 
 
