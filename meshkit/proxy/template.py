@@ -20,7 +20,9 @@ sidecar, as ever: nothing secret exists in the template, OpenSSL reseeds its
 generators in a forked child, and the child mixes fresh ``os.urandom`` bytes
 into the ``ssl`` module's generator besides.
 
-The template exits when the control plane closes the socket.
+What a sidecar's modules read from the environment when they are imported
+(``MESHKIT_SIDECAR_PROTOCOL``) is the template's, that is the control plane's
+when it started.  The template exits when the control plane closes the socket.
 """
 
 from __future__ import annotations
