@@ -1,8 +1,8 @@
 """``python -m meshkit.proxy.template``: the process sidecars are forked from.
 
 Started by the control plane with one end of a Unix stream socket
-(``MESHKIT_TEMPLATE_FD``).  It imports everything a sidecar runs, compiles
-nothing more after that, freezes the garbage collector's view of those objects
+(``MESHKIT_TEMPLATE_FD``).  It imports everything a sidecar runs, generates
+the config converter's functions (``meshkit.proxy.wire.prepare_hooks``), freezes the garbage collector's view of those objects
 (``gc.freeze``: the collector no longer writes to their pages, so the forks
 keep sharing them), and then serves fork requests one at a time
 (``meshkit.api.template``), blocking on its socket: no event loop and no
@@ -47,6 +47,7 @@ from meshkit.api.template import (
     owner_overwrite,
 )
 from meshkit.proxy import __main__ as sidecar_main
+from meshkit.proxy.wire import prepare_hooks
 
 MAX_FDS = 8
 RECEIVE_SIZE = 65536
@@ -66,6 +67,7 @@ def main() -> int:
     if threads != 1:
         sys.stderr.write(f"meshkit template: {threads} threads run here; refusing to fork\n")
         return 1
+    prepare_hooks()
     gc.collect()
     gc.freeze()
     with socket.socket(fileno=fd) as link:

@@ -19,3 +19,13 @@ def config_from_dict(data: Any) -> ProxyConfig:
     Raises ``cattrs`` errors (``ClassValidationError`` and friends) on bad input.
     """
     return converter.structure(data, ProxyConfig)
+
+
+def prepare_hooks() -> None:
+    """Generate the converter's ProxyConfig functions now, not at the first config.
+
+    The sidecar template calls this before it forks, so that every sidecar
+    shares those functions instead of generating and compiling its own.
+    """
+    converter.get_structure_hook(ProxyConfig)
+    converter.get_unstructure_hook(ProxyConfig)
