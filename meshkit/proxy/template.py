@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import importlib
 import os
 import signal
 import socket
@@ -50,6 +51,9 @@ from meshkit.proxy import __main__ as sidecar_main
 from meshkit.proxy.wire import prepare_hooks
 
 MAX_FDS = 8
+# What a sidecar imports only once it runs (cryptography's backend, loading its
+# key and certificates; the IDNA codec, for host names): imported here instead.
+RUN_TIME_IMPORTS = ("cryptography.hazmat.backends.openssl.backend", "encodings.idna")
 RECEIVE_SIZE = 65536
 # Field numbers of env_start / env_end in /proc/<pid>/stat, counted after the
 # command name's closing parenthesis (field 3 is the first).
@@ -67,6 +71,8 @@ def main() -> int:
     if threads != 1:
         sys.stderr.write(f"meshkit template: {threads} threads run here; refusing to fork\n")
         return 1
+    for name in RUN_TIME_IMPORTS:
+        importlib.import_module(name)
     prepare_hooks()
     gc.collect()
     gc.freeze()
