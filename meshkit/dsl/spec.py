@@ -36,6 +36,8 @@ MtlsMode = Literal["strict", "permissive"]
 # Who may call whom when no policy says: everyone ("open"), no one ("deny": every
 # service denies what no ALLOW policy allows), or exactly the declared upstreams.
 AuthorizationMode = Literal["open", "deny", "upstreams"]
+GATEWAY_CALLER = "gateway"
+"""How a policy's ``source`` names the gateway (its SPIFFE ID ends in ``/sa/gateway``)."""
 # What the app speaks on $PORT: "http2" and "grpc" mean h2c with prior knowledge.
 ServiceProtocol = Literal["http1", "http2", "grpc"]
 
@@ -173,6 +175,14 @@ class MeshSpec:
     def deployments_of(self, name: str) -> list[ServiceSpec]:
         """Every version of the service called ``name``."""
         return [svc for svc in self.services if svc.name == name]
+
+    def callers_of(self, name: str) -> list[str]:
+        """The callers the Meshfile declares for ``name``: the services whose
+        ``upstreams=`` name it, then ``"gateway"`` if the gateway routes to it."""
+        callers = [svc.name for svc in self.services if name in svc.upstreams]
+        if self.gateway is not None and any(r.service == name for r in self.gateway.routes):
+            callers.append(GATEWAY_CALLER)
+        return list(dict.fromkeys(callers))
 
 
 # --- L7 traffic management: routes (Istio's VirtualService) -----------------

@@ -3,7 +3,7 @@
 The objects come in the order ``kubectl apply`` needs and a reader expects:
 the Namespace, then kind by kind (ServiceAccounts, Services, Deployments,
 PeerAuthentication, DestinationRules, VirtualServices, the Gateway and its
-VirtualService, the EnvoyFilters of rate limits), each kind in the
+VirtualService, the EnvoyFilters of rate limits, the AuthorizationPolicies), each kind in the
 Meshfile's declaration order.  The same
 spec and options always give the same objects.
 """
@@ -11,6 +11,7 @@ spec and options always give the same objects.
 from __future__ import annotations
 
 from meshkit.dsl.spec import MeshSpec, RouteSpec
+from meshkit.export.authz import authorization_policies
 from meshkit.export.gateway import gateway_manifests
 from meshkit.export.limits import rate_limit_filters
 from meshkit.export.model import Export, ExportOptions, Finding, Manifest
@@ -48,6 +49,7 @@ def export_kubernetes(spec: MeshSpec, options: ExportOptions | None = None) -> E
     if spec.gateway is not None:
         manifests.extend(gateway_manifests(spec, spec.gateway, namespace, options, findings))
     manifests.extend(rate_limit_filters(spec, namespace, options, findings))
+    manifests.extend(authorization_policies(spec, namespace, options, findings))
     return Export(manifests=tuple(manifests), findings=tuple(findings))
 
 

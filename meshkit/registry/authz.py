@@ -23,7 +23,6 @@ import attrs
 from meshkit.api.authz import AuthzPolicy, AuthzRule
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import MeshSpec, Origin
-from meshkit.registry.state import GATEWAY_INSTANCE
 
 DEFAULT_DENY_POLICY = "default-deny"
 UPSTREAMS_POLICY = "declared-upstreams"
@@ -46,15 +45,6 @@ def _resolved(spec: MeshSpec, rule: AuthzRule) -> AuthzRule:
     )
 
 
-def callers_of(spec: MeshSpec, service: str) -> list[str]:
-    """The callers the Meshfile declares for ``service``: upstreams, then the gateway."""
-    callers = [svc.name for svc in spec.services if service in svc.upstreams]
-    gateway = spec.gateway
-    if gateway is not None and any(route.service == service for route in gateway.routes):
-        callers.append(GATEWAY_INSTANCE)
-    return list(dict.fromkeys(callers))
-
-
 def _mode_policies(spec: MeshSpec) -> list[AuthzPolicy]:
     if spec.authorization == "open":
         return []
@@ -64,7 +54,7 @@ def _mode_policies(spec: MeshSpec) -> list[AuthzPolicy]:
         if spec.authorization == "deny":
             policies.append(AuthzPolicy(name=DEFAULT_DENY_POLICY, service=service, origin=origin))
             continue
-        callers = callers_of(spec, service)
+        callers = spec.callers_of(service)
         rules = (
             (AuthzRule(principals=tuple(spiffe_id(spec.name, caller) for caller in callers)),)
             if callers

@@ -13,10 +13,9 @@ import re
 from meshkit.api.authz import AuthzRule, cidr_problem, path_pattern_problem, pattern_problem
 from meshkit.dsl.checks.problems import Problem
 from meshkit.dsl.checks.suggest import did_you_mean
-from meshkit.dsl.spec import AuthzSpec
+from meshkit.dsl.spec import GATEWAY_CALLER, AuthzSpec
 from meshkit.dsl.verbs.collect import MeshDeclaration
 
-GATEWAY_SOURCE = "gateway"
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
 _SPIFFE = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
@@ -61,7 +60,7 @@ def _spec_problems(spec: AuthzSpec, services: list[str]) -> list[str]:
 
 def _source_problems(rule: AuthzRule, services: list[str]) -> list[str]:
     found: list[str] = []
-    callers = [*services, GATEWAY_SOURCE]
+    callers = [*services, GATEWAY_CALLER]
     for field, values in (("source", rule.principals), ("not_source", rule.not_principals)):
         for value in values:
             if value.startswith("spiffe://"):
