@@ -3,22 +3,20 @@
 A test reaches a service through the mesh, never around it:
 
 * ``url(service)``: the gateway's URL and the service's route prefix when the
-  Meshfile routes the service there (``/b`` for ``routes={"/b": "b"}``, so
-  ``url("b") + "/items"`` asks the gateway for ``/b/items``), otherwise
-  ``ingress_url(service)``;
+  Meshfile routes the service there (``url("b") + "/items"`` asks the gateway
+  for ``/b/items`` under ``routes={"/b": "b"}``), otherwise ``ingress_url``;
 * ``ingress_url(service)`` / ``addr(service)``: the test ingress's loopback
-  port for that service (see ``meshkit.runtime.ingress``): plaintext from the
-  test, mTLS across the mesh, load-balanced over healthy instances.
+  port for that service (``meshkit.runtime.ingress``), mTLS across the mesh;
+* ``proxy_url(caller)``: ``caller``'s own ``HTTP_PROXY``, to call *as* it.
 
-At runtime a test can also inject faults and rate limits (``fault``,
-``limit``: a context manager, or an object with ``clear()``), read the calls a service answered (``calls``,
-``clear_calls``) and restart a service instance by instance (``restart``).
+At runtime a test can also inject faults and rate limits (``fault``, ``limit``:
+a context manager, or an object with ``clear()``), read the calls a service
+answered (``calls``, ``clear_calls``) and restart a service (``restart``).
 
-Ports are read from the control plane on every call, so they stay right
-when a sidecar restarts.  ``AsyncMeshHandle`` is the thin awaitable face of
-``MeshHandle``: each of its methods runs the blocking method of the same name
-in a worker thread (``anyio.to_thread``), so it works under pytest-trio and
-under anyio on either backend without blocking the event loop; only
+Ports are read from the control plane on every call.  ``AsyncMeshHandle`` is
+the thin awaitable face of ``MeshHandle``: each of its methods runs the
+blocking method of the same name in a worker thread (``anyio.to_thread``), so
+it works under pytest-trio and anyio without blocking the event loop; only
 ``wait_healthy`` sleeps on the event loop between its polls.
 """
 
@@ -57,6 +55,7 @@ from meshkit.testing.status import (
     instances_of,
     is_healthy,
     log_tail,
+    outbound_port,
     pick_instance,
     service_names,
 )
@@ -138,6 +137,10 @@ class MeshHandle:
         if service in self._gateway_routes and url is not None:
             return url + self._gateway_routes[service].rstrip("/")
         return f"http://127.0.0.1:{ingress_port(status, service)}"
+
+    def proxy_url(self, service: str) -> str:
+        """``service``'s ``HTTP_PROXY``: a request sent through it is a call *by* ``service``."""
+        return f"http://127.0.0.1:{outbound_port(self.status(), service)}"
 
     def instances(self, service: str) -> list[str]:
         """The ids of ``service``'s instances (every version), in order."""
@@ -420,6 +423,7 @@ class AsyncMeshHandle:
     services = _in_worker_thread(MeshHandle.services)
     url = _in_worker_thread(MeshHandle.url)
     ingress_url = _in_worker_thread(MeshHandle.ingress_url)
+    proxy_url = _in_worker_thread(MeshHandle.proxy_url)
     addr = _in_worker_thread(MeshHandle.addr)
     gateway_url = _in_worker_thread(MeshHandle.gateway_url)
     instances = _in_worker_thread(MeshHandle.instances)

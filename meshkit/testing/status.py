@@ -74,6 +74,14 @@ def ingress_port(status: StatusDocument, service: str) -> int:
     )
 
 
+def outbound_port(status: StatusDocument, service: str) -> int:
+    """The outbound (``HTTP_PROXY``) port of a healthy instance of ``service``."""
+    for instance in instances_of(status, service):
+        if instance.get("state") == "healthy" and instance.get("outbound_port") is not None:
+            return int(instance["outbound_port"])
+    raise LookupError(f"no healthy instance of {service!r} has an outbound port right now")
+
+
 def gateway_url(status: StatusDocument) -> str | None:
     gateways = status.get("gateways", [])
     return str(gateways[0]["url"]) if gateways else None

@@ -168,6 +168,54 @@ def test_failure_reports_and_async_operations(pytester: pytest.Pytester, mark: s
 
 
 @pytest.mark.e2e
+def test_a_test_shows_that_reviews_cannot_call_catalog(
+    pytester: pytest.Pytester, mark: str
+) -> None:
+    """Policy asserted through the real plugin: ``mesh.proxy_url`` calls *as* a service."""
+    echo = f"{sys.executable} {REPO / 'tests' / 'e2e' / 'apps' / 'reload_echo.py'}"
+    pytester.makefile(
+        ".py",
+        Meshfile=f"""
+        from meshkit import Mesh, http_get
+
+        mesh = Mesh("policed", authorization="upstreams")
+        mesh.service("catalog", run="{echo}", health=http_get("/healthz", period="100ms"))
+        mesh.service("reviews", run="{echo}", health=http_get("/healthz", period="100ms"))
+        mesh.service("frontend", run="{echo}", health=http_get("/healthz", period="100ms"),
+                     upstreams=["catalog", "reviews"])
+        """,
+    )
+    pytester.makeini(f"[pytest]\nmeshkit_file = {pytester.path / 'Meshfile.py'}\n")
+    pytester.makepyfile(
+        test_policy="""
+        import urllib.error
+        import urllib.request
+
+        import pytest
+
+        def call_as(mesh, caller, url):
+            proxy = urllib.request.ProxyHandler({"http": mesh.proxy_url(caller)})
+            return urllib.request.build_opener(proxy).open(url, timeout=10)
+
+        def test_reviews_cannot_call_catalog(mesh):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                call_as(mesh, "reviews", "http://catalog/items")
+            assert refused.value.code == 403
+            assert refused.value.headers["x-meshkit-flag"] == "RBAC"
+            assert [(c.caller, c.status, c.flag) for c in mesh.calls("catalog")] == [
+                ("reviews", 403, "RBAC")
+            ]
+
+        def test_frontend_may(mesh):
+            with call_as(mesh, "frontend", "http://catalog/items") as answer:
+                assert answer.status == 200
+        """
+    )
+    result = pytester.runpytest_subprocess(*inner_args("-p", "no:xdist"))
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.e2e
 def test_a_broken_meshfile_is_an_error_naming_its_line(
     pytester: pytest.Pytester, mark: str
 ) -> None:
@@ -281,7 +329,10 @@ STATUS = {
     "ready": False,
     "gateways": [{"url": "http://127.0.0.1:1234"}],
     "services": [
-        {"name": "catalog", "instances": [_instance("catalog-0"), _instance("catalog-1", "crashed")]},
+        {
+            "name": "catalog",
+            "instances": [_instance("catalog-0"), _instance("catalog-1", "crashed")],
+        },
         {
             "name": INGRESS_SERVICE,
             "instances": [_instance("meshkit-ingress-0", upstream_ports={"catalog": 4321})],
