@@ -151,3 +151,22 @@ def test_upstreams_mode_allows_exactly_the_declared_callers(in_tmp: pathlib.Path
         "frontend": (AuthzRule(principals=(GATEWAY,)),),
         "reviews": (),
     }
+
+
+def test_meshkit_check_and_spec(in_tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from meshkit.cli import main
+
+    (in_tmp / "Meshfile.py").write_text(header() + "mesh.deny('catalog', paths=['/a*b'])\n")
+    assert main(["check", "-f", "Meshfile.py"]) == 1
+    assert (
+        "Meshfile.py:6: deny 'catalog': paths '/a*b' is not a path pattern"
+        in capsys.readouterr().err
+    )
+    (in_tmp / "Meshfile.py").write_text(header("deny") + "mesh.deny('catalog', paths=['/a*'])\n")
+    assert main(["check", "-f", "Meshfile.py"]) == 0
+    capsys.readouterr()
+    assert main(["spec", "-f", "Meshfile.py"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["authorization"] == "deny"
+    assert shown["authz"][0]["name"] == "deny-catalog-1"
+    assert shown["authz"][0]["rule"]["paths"] == ["/a*"]
