@@ -270,3 +270,13 @@ def test_a_peer_outside_the_mesh_is_refused_before_any_http_byte(
     member = "spiffe://meshkit.local/ns/authz/sa/frontend"
     answer = _exchange(port, _tls_client(mesh, member, tmp_path / "good"))
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+def test_http2_from_a_service_through_its_upstream_port(mesh: MeshProcess) -> None:
+    port = mesh.instance("frontend-0")["upstream_ports"]["catalog"]
+    for path, expected in (("/items", "200"), ("/items/7", "403"), ("/api/secret", "403")):
+        answer = curl(
+            "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+            f"http://127.0.0.1:{port}{path}",
+        )  # fmt: skip
+        assert answer.stdout == f"2 {expected}", (path, answer.stdout, answer.stderr)

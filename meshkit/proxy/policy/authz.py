@@ -15,6 +15,7 @@ hold, since its requests did not come through the gateway.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -30,6 +31,15 @@ RBAC = "RBAC"
 """Envoy's response flag for a request refused by authorization."""
 GATEWAY_SERVICE = "gateway"
 """The service name in the gateway's SPIFFE ID."""
+_MESHKIT_NS = "spiffe://meshkit.local/ns/"
+
+
+def namespace_of(principal: str | None) -> str | None:
+    """The mesh (namespace) of a meshkit identity, or None for any other SPIFFE ID."""
+    if principal is None or not principal.startswith(_MESHKIT_NS):
+        return None
+    namespace, _, rest = principal[len(_MESHKIT_NS) :].partition("/")
+    return namespace if rest.startswith("sa/") else None
 
 
 @attrs.frozen(kw_only=True)
@@ -42,15 +52,9 @@ class RequestFacts:
     principal: str | None = None  # the peer's SPIFFE ID; None: no certificate
     client_address: str | None = None  # the gateway's client (set only at the gateway)
     behind_gateway: bool = False  # an inbound sidecar called by the gateway
-
-    @property
-    def namespace(self) -> str | None:
-        if self.principal is None:
-            return None
-        try:
-            return parse_workload_identity(self.principal).mesh
-        except InvalidSpiffeId:
-            return None
+    namespace: str | None = attrs.field(
+        default=attrs.Factory(lambda facts: namespace_of(facts.principal), takes_self=True)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +79,8 @@ def _field(
     values: Sequence[str], not_values: Sequence[str], matches: Callable[[str], bool]
 ) -> bool:
     """A condition and its ``not_`` form: some of ``values`` (if any), none of ``not_values``."""
+    if not values and not not_values:
+        return True
     if values and not any(matches(value) for value in values):
         return False
     return not any(matches(value) for value in not_values)
@@ -171,10 +177,10 @@ def check_request(
     peer); the gateway (``at_gateway``) only when a rule of the service speaks
     of the client address, which only it sees.
     """
-    policies = policies_of(config.authorization, service)
+    policies = _policies_of(config.authorization, service)
     if not policies or (at_gateway and not gateway_decides(policies)):
         return None
-    gateway = spiffe_id(config.mesh, GATEWAY_SERVICE)
+    gateway = _gateway_identity(config.mesh)
     facts = RequestFacts(
         method=method.decode("latin-1"),
         path=target.partition(b"?")[0].decode("latin-1"),
@@ -185,3 +191,23 @@ def check_request(
     )
     decision = decide(facts, policies)
     return decision if isinstance(decision, Denied) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _gateway_identity(mesh: str) -> str:
+    return spiffe_id(mesh, GATEWAY_SERVICE)
+
+
+_by_service: dict[str, tuple[AuthzPolicy, ...]] = {}
+_indexed: list[tuple[AuthzPolicy, ...]] = [()]
+
+
+def _policies_of(policies: tuple[AuthzPolicy, ...], service: str) -> tuple[AuthzPolicy, ...]:
+    """``policies_of``, indexed once per config's policies (a sidecar serves one at a time)."""
+    if policies is not _indexed[0]:
+        _indexed[0] = policies
+        _by_service.clear()
+    found = _by_service.get(service)
+    if found is None:
+        found = _by_service[service] = policies_of(policies, service)
+    return found
