@@ -1,12 +1,14 @@
 """One attempt over a pooled HTTP/1.1 connection, for an HTTP/1.1 or HTTP/2 client.
 
-A sequential flow per request, no extra tasks: send the head, stream the
-request body chunk by chunk, then stream the response back chunk by chunk.
-Nothing is buffered beyond one received chunk.  (An endpoint that answers
-before reading the whole request body works only while the body fits in the
-socket buffers; full-duplex streaming is what ``h2forward`` does.)  A body of
-unknown length (an HTTP/2 client's) goes chunked; request trailers are
-dropped, and an HTTP/1.1 endpoint sends no response trailers here.
+The head and the body received so far leave in one write; a request whose
+body is all here (most) then simply relays the response, with no extra task.
+One whose body is still coming goes full duplex (``_full_duplex``): a task
+pumps the rest of the body up while the response streams back, so an endpoint
+that answers before reading the whole body (an early 413, an echo that
+streams) works whatever the body's size, and nothing is buffered beyond one
+received chunk either way.  A body of unknown length (an HTTP/2 client's)
+goes chunked; request trailers are dropped, and an HTTP/1.1 endpoint sends
+no response trailers here.
 
 Failures are answered, never dropped: a connect failure is ``503 UF``, an
 endpoint that breaks before its response head is ``502 UC``, one that is
@@ -21,10 +23,13 @@ answered ``503 UO`` at once, without connecting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from meshkit.proxy.codec.headers import is_chunked, rewrite_response_headers
 from meshkit.proxy.codec.messages import (
+    NEED_DATA,
     Body,
     EndOfBody,
     NeedData,
@@ -80,8 +85,10 @@ async def forward_http1(attempt: Attempt) -> Outcome:
         if not upstream.reused or try_number == 2:
             recording.stop()
         try:
-            await _send_request(upstream, upstream_head, first, source)
-            return await _relay_response(attempt, upstream)
+            sent = await _send_request(upstream, upstream_head, first, source)
+            if isinstance(sent, EndOfBody):
+                return await _relay_response(attempt, upstream)
+            return await _full_duplex(attempt, upstream, source)
         except DownstreamGone:
             await pool.discard(upstream)
             return Outcome(status=0, flag="DC", keep_alive=False)
@@ -112,25 +119,84 @@ async def _answer_broken(attempt: Attempt, broken: _UpstreamBroken) -> Outcome:
 
 async def _send_request(
     upstream: UpstreamConnection, head: RequestHead, first: BodyEvent, source: RequestBodySource
-) -> None:
-    """The head and the body; writes are coalesced up to ``FLUSH_SIZE`` or a wait."""
-    codec = upstream.codec
-    pending = bytearray(codec.send_head(head))
+) -> BodyEvent:
+    """The head and the body received so far, in one write: ``EndOfBody`` when that was
+    all of it, ``NeedData`` when more is to come (``_full_duplex``)."""
+    pending = bytearray(upstream.codec.send_head(head))
     await source.send_continue_if_expected()
-    event = first
-    while not isinstance(event, EndOfBody):
-        if isinstance(event, NeedData):
-            await _send_to(upstream, pending)
-            pending.clear()
-            await source.receive_body_bytes()
-        else:
-            pending += codec.send_body(event.data)
-            if len(pending) >= FLUSH_SIZE:
-                await _send_to(upstream, pending)
-                pending.clear()
-        event = source.poll_body_event()
-    pending += codec.send_end()
+    event = _encode_available(upstream, first, source, pending)
     await _send_to(upstream, pending)
+    return event
+
+
+def _encode_available(
+    upstream: UpstreamConnection, event: BodyEvent, source: RequestBodySource, out: bytearray
+) -> BodyEvent:
+    """Add the body bytes already received (and the end, if it came) to ``out``."""
+    codec = upstream.codec
+    while isinstance(event, Body):
+        out += codec.send_body(event.data)
+        event = source.poll_body_event()
+    if isinstance(event, EndOfBody):
+        out += codec.send_end()
+    return event
+
+
+class _Pump:
+    """The rest of a request body, sent as it comes while the response is relayed."""
+
+    def __init__(self, upstream: UpstreamConnection, source: RequestBodySource) -> None:
+        self.upstream = upstream
+        self.source = source
+        self.sending = True
+        self.failure: DownstreamGone | ProtocolRefusal | None = None
+
+    async def run(self, exchange: trio.CancelScope, limits: Limits) -> None:
+        try:
+            event: BodyEvent = NEED_DATA
+            while not isinstance(event, EndOfBody):
+                await self.source.receive_body_bytes()
+                pending = bytearray()
+                event = _encode_available(
+                    self.upstream, self.source.poll_body_event(), self.source, pending
+                )
+                with trio.move_on_after(limits.idle_timeout) as blocked:
+                    await _send_to(self.upstream, pending)
+                if blocked.cancelled_caught:
+                    return  # the endpoint stopped reading: its response (or silence) tells
+        except _UpstreamBroken:
+            return  # the endpoint closed: its response, if any, is still to be read
+        except (DownstreamGone, ProtocolRefusal) as failure:
+            self.failure = failure
+            exchange.cancel()
+        finally:
+            self.sending = False
+
+
+async def _full_duplex(
+    attempt: Attempt, upstream: UpstreamConnection, source: RequestBodySource
+) -> Outcome:
+    """Full duplex: the body streams upstream while the response comes back, so an
+    endpoint may answer (even finish) before it has read the whole body.  Such an
+    early answer ends the exchange; neither connection is reused after it."""
+    pump = _Pump(upstream, source)
+    outcome: Outcome | None = None
+    # Errors leave the nursery as themselves, not wrapped in an ExceptionGroup.
+    relay_error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump.run, nursery.cancel_scope, attempt.limits)
+        try:
+            outcome = await _relay_response(attempt, upstream, sending=lambda: pump.sending)
+        except Exception as error:
+            relay_error = error
+        finally:
+            nursery.cancel_scope.cancel()
+    if pump.failure is not None:
+        raise pump.failure
+    if relay_error is not None:
+        raise relay_error
+    assert outcome is not None
+    return outcome
 
 
 class _HeldResponse:
@@ -171,8 +237,14 @@ class _HeldResponse:
             await downstream.end_response()
 
 
-async def _relay_response(attempt: Attempt, upstream: UpstreamConnection) -> Outcome:
-    """Stream the response to the client; releases ``upstream`` to the pool when done."""
+async def _relay_response(
+    attempt: Attempt, upstream: UpstreamConnection, *, sending: Callable[[], bool] = lambda: False
+) -> Outcome:
+    """Stream the response to the client; releases ``upstream`` to the pool when done.
+
+    While ``sending()`` (the request body still streams up) the endpoint's
+    silence is no timeout.
+    """
     held = _HeldResponse(attempt.downstream)
     status = 0
     try:
@@ -180,7 +252,7 @@ async def _relay_response(attempt: Attempt, upstream: UpstreamConnection) -> Out
             event = _next_response_event(upstream, got_head=status != 0)
             if isinstance(event, NeedData):
                 await held.flush()
-                await _receive_from(upstream, attempt.limits, got_head=status != 0)
+                await _receive_from(upstream, attempt.limits, got_head=status != 0, sending=sending)
             elif isinstance(event, ResponseHead):
                 status = event.status
                 head = attempt.commit(
@@ -218,14 +290,23 @@ def _next_response_event(upstream: UpstreamConnection, *, got_head: bool) -> Res
         raise _UpstreamBroken(refusal.reason, before_response=False) from None
 
 
-async def _receive_from(upstream: UpstreamConnection, limits: Limits, *, got_head: bool) -> None:
-    with trio.move_on_after(limits.idle_timeout) as scope:
-        try:
-            data = await receive_some(upstream.stream, RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-            raise _UpstreamBroken(
-                f"connection lost: {error}", before_response=not got_head
-            ) from None
+async def _receive_from(
+    upstream: UpstreamConnection,
+    limits: Limits,
+    *,
+    got_head: bool,
+    sending: Callable[[], bool] = lambda: False,
+) -> None:
+    while True:
+        with trio.move_on_after(limits.idle_timeout) as scope:
+            try:
+                data = await receive_some(upstream.stream, RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                raise _UpstreamBroken(
+                    f"connection lost: {error}", before_response=not got_head
+                ) from None
+        if not (scope.cancelled_caught and sending()):
+            break
     if scope.cancelled_caught:
         raise _UpstreamBroken(
             f"sent nothing for {limits.idle_timeout:g}s",
