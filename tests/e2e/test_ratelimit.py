@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import grpc
 import pytest
 
 from meshkit.testing.calls import read_calls
+from meshkit.testing.status import instances_of
 from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
@@ -92,6 +95,19 @@ def test_a_burst_over_the_limit_gets_429_rl_with_retry_after(mesh: MeshProcess) 
     refusals = [c for c in read_calls(mesh.status(), "catalog") if c.path == "/limited/items"]
     assert [call.flag for call in refusals].count("RL") == 3
     assert [call.status for call in refusals if call.flag == "RL"] == [429] * 3
+    [catalog] = instances_of(mesh.status(), "catalog")
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{catalog['admin_port']}/metrics").read()
+    counted = re.findall(
+        rb'istio_requests_total\{[^}]*response_code="429"[^}]*response_flags="RL"[^}]*\} (\d+)',
+        metrics,
+    )
+    assert sum(map(int, counted)) >= 3, metrics.decode()
+    log = mesh.workdir / ".meshkit" / "logs" / f"{catalog['id']}.proxy.log"
+    deadline = time.monotonic() + 30
+    while log.read_text().count("access GET /limited/items 429") < 3:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
+    assert " RL " in log.read_text().split("access GET /limited/items 429")[-1].splitlines()[0]
 
 
 def test_http2_clients_get_the_same_refusal(mesh: MeshProcess) -> None:
@@ -166,6 +182,21 @@ def test_meshkit_limit_takes_effect_at_runtime_and_clear_restores(mesh: MeshProc
     assert "cleared l" in cleared.stdout
     assert [get(mesh, "/runtime")[0] for _ in range(3)] == [200] * 3
     assert 429 in [get(mesh, "/limited/items")[0] for _ in range(6)]  # the Meshfile limit
+
+
+def test_a_meshfile_edit_reloads_limits_like_routes(mesh: MeshProcess) -> None:
+    meshfile = mesh.workdir / "Meshfile.py"
+    meshfile.write_text(
+        MESHFILE + 'mesh.rate_limit("catalog", "1/h", route=match(path_prefix="/reloaded"))\n'
+    )
+    try:
+        reloaded = cli(mesh, "reload")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        assert [get(mesh, "/reloaded")[0] for _ in range(3)] == [200, 429, 429]
+    finally:
+        meshfile.write_text(MESHFILE)
+        assert cli(mesh, "reload").returncode == 0
+    assert [get(mesh, "/reloaded")[0] for _ in range(3)] == [200] * 3
 
 
 def test_meshkit_limit_refuses_bad_input(mesh: MeshProcess) -> None:
