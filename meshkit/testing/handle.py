@@ -400,14 +400,15 @@ def _in_worker_thread(
 def _injected_when_awaited(
     method: Callable[Concatenate[MeshHandle, P], InjectedFault],
 ) -> Callable[Concatenate[AsyncMeshHandle, P], AsyncFaultRequest]:
-    """``MeshHandle.fault`` for async tests: awaited, or used with ``async with``."""
+    """``MeshHandle.fault`` (or ``limit``) for async tests: awaited, or used with ``async with``."""
 
     @functools.wraps(method)
     def request(self: AsyncMeshHandle, /, *args: P.args, **kwargs: P.kwargs) -> AsyncFaultRequest:
         return AsyncFaultRequest(functools.partial(method, self._handle, *args, **kwargs))
 
+    name = method.__name__
     request.__doc__ = (
-        "``fault = await mesh.aio.fault(...)`` or ``async with mesh.aio.fault(...):``.\n\n"
+        f"``{name} = await mesh.aio.{name}(...)`` or ``async with mesh.aio.{name}(...):``.\n\n"
         f"{method.__doc__}"
     )
     return request

@@ -126,6 +126,12 @@ def test_failure_reports_and_async_operations(pytester: pytest.Pytester, mark: s
                 assert reply.startswith(b"HTTP/1.1 503")
             fault = await mesh.aio.fault("reviews", delay="10ms")
             await fault.clear()
+            async with mesh.aio.limit("reviews", "1/h"):
+                await fetch(await mesh.aio.addr("reviews"), "/reviews")
+                reply = await fetch(await mesh.aio.addr("reviews"), "/reviews")
+                assert reply.startswith(b"HTTP/1.1 429")
+            reply = await fetch(await mesh.aio.addr("reviews"), "/reviews")
+            assert reply.startswith(b"HTTP/1.1 200")
             calls = await mesh.aio.calls("reviews")
             assert [call.status for call in calls][-1:] == [200]
         """,
