@@ -400,17 +400,15 @@ def _in_worker_thread(
 def _injected_when_awaited(
     method: Callable[Concatenate[MeshHandle, P], InjectedFault],
 ) -> Callable[Concatenate[AsyncMeshHandle, P], AsyncFaultRequest]:
-    """``MeshHandle.fault`` (or ``limit``) for async tests: awaited, or used with ``async with``."""
+    """``MeshHandle.fault`` or ``limit`` for async tests: awaited, or used with ``async with``."""
 
     @functools.wraps(method)
     def request(self: AsyncMeshHandle, /, *args: P.args, **kwargs: P.kwargs) -> AsyncFaultRequest:
         return AsyncFaultRequest(functools.partial(method, self._handle, *args, **kwargs))
 
     name = method.__name__
-    request.__doc__ = (
-        f"``{name} = await mesh.aio.{name}(...)`` or ``async with mesh.aio.{name}(...):``.\n\n"
-        f"{method.__doc__}"
-    )
+    usage = f"``{name} = await mesh.aio.{name}(...)`` or ``async with mesh.aio.{name}(...):``."
+    request.__doc__ = f"{usage}\n\n{method.__doc__}"
     return request
 
 
