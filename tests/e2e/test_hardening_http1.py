@@ -99,6 +99,10 @@ MALFORMED = {
     "LF-only chunk lines": (
         b"POST /up HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n"
     ),
+    "bare LF in a chunked trailer": (
+        b"POST /up HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-T: 1\n\r\n"
+    ),
 }
 
 

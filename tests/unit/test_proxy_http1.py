@@ -278,3 +278,31 @@ def test_well_formed_headers_pass_unchanged(headers: list[tuple[bytes, bytes]]) 
     head = events(raw)[0]
     assert isinstance(head, RequestHead)
     assert head.headers == [(b"host", b"a"), *headers]
+
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "body", [b"0\r\nX-T: 1\n\r\n", b"0\r\nX-T: 1\r\n\n", b"0\r\n\n", b"3\r\nabc\r\n0\r\nX-T: 1\n\n"]
+)
+def test_a_bare_lf_in_a_chunked_trailer_section_is_400(body: bytes) -> None:
+    refused = refusal(CHUNKED_HEAD + body)
+    assert refused.status == 400 and "trailer line ends with a bare LF" in refused.reason
+
+
+def test_trailers_and_lf_in_chunk_data_are_fine_however_the_bytes_arrive() -> None:
+    raw = CHUNKED_HEAD + b"5\r\nab\ncd\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"
+    for size in (1, 3, len(raw)):
+        codec = Http1ServerCodec(LIMITS)
+        data, seen = b"", []
+        for start in range(0, len(raw), size):
+            codec.receive_data(raw[start : start + size])
+            while not isinstance(event := codec.next_event(), NeedData):
+                seen.append(event)
+                if isinstance(event, EndOfBody):
+                    break
+            if seen and isinstance(seen[-1], EndOfBody):
+                break
+        data = b"".join(event.data for event in seen if isinstance(event, Body))
+        assert data == b"ab\ncd" and isinstance(seen[-1], EndOfBody), size

@@ -41,6 +41,8 @@ from meshkit.proxy.codec.translate import reason_phrase
 from meshkit.proxy.config import Limits
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LAST_CHUNK = re.compile(rb"0+(?:[ \t]*;[^\r\n]*)?\r\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 # Room for the request line and framing above the header limit, so the header
 # limit (431) is what a peer hits first, not h11's own (which would answer 400).
@@ -140,6 +142,8 @@ class Http1ServerCodec(_H11Sender):
             event = self._next_head()
             if event is not None:
                 return event
+        if self._conn.their_state is h11.SEND_BODY:
+            self._refuse_bare_lf_in_trailers()
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as error:
@@ -181,6 +185,29 @@ class Http1ServerCodec(_H11Sender):
         line_feed = pending.find(b"\n")
         if line_feed >= 0 and pending[line_feed - 1 : line_feed] != b"\r":
             raise ClientRefusal(400, "malformed request: a chunk line ends with a bare LF")
+
+    def _refuse_bare_lf_in_trailers(self) -> None:
+        """400 for a trailer section with a bare LF, before h11 (which takes LF alone
+        as a line end) reads it: the last chunk and its trailers may come in one call."""
+        reader = self._conn._reader
+        if not isinstance(getattr(reader, "_reading_trailer", None), bool):
+            return  # not chunked
+        pending = bytes(self._conn._receive_buffer)
+        start = 0
+        if not reader._reading_trailer:
+            if reader._bytes_in_chunk:
+                return  # chunk data comes first; this call stops after it
+            discard = reader._bytes_to_discard
+            if not pending.startswith(discard):
+                return  # h11 refuses a bad chunk footer itself
+            last = _LAST_CHUNK.match(pending, len(discard))
+            if last is None:
+                return
+            start = last.end()
+        end = pending.find(b"\r\n\r\n", start)
+        stop = start + 2 if pending.startswith(b"\r\n", start) else end + 4 if end >= 0 else None
+        if _BARE_LF.search(pending, start, len(pending) if stop is None else stop):
+            raise ClientRefusal(400, "malformed request: a trailer line ends with a bare LF")
 
     def _next_head(self) -> RequestEvent | None:
         # RFC 9112 2.2: ignore at least one empty line before the request line.
