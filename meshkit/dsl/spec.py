@@ -145,6 +145,8 @@ class GatewaySpec:
     port: int = 8080
     tls_port: int | None = None
     routes: tuple[GatewayRoute, ...] = ()
+    # Names the gateway answers as Host besides loopback (DNS rebinding guard).
+    hosts: tuple[str, ...] = ()
     origin: Origin = UNKNOWN_ORIGIN
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import attrs
 
-from meshkit.observe.access import read_token
+from meshkit.api.access import read_token
 from meshkit.observe.server import read_address
 
 RUN_DIR = Path(".meshkit") / "run"

@@ -17,6 +17,8 @@ import attrs
 import h11
 import trio
 
+from meshkit.api.access import bearer_header
+
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_TIMEOUT = 10.0
@@ -141,9 +143,16 @@ async def serve_http(
         await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
 
-async def get(port: int, path: str, *, timeout: float = 2.0) -> bytes | None:
-    """The body of ``GET path`` on 127.0.0.1:``port`` if it answers 200 in time, else None."""
+async def get(
+    port: int, path: str, *, token: str | None = None, timeout: float = 2.0
+) -> bytes | None:
+    """The body of ``GET path`` on 127.0.0.1:``port`` if it answers 200 in time, else None.
+
+    ``token`` is sent as ``Authorization: Bearer`` (a sidecar's admin listener needs it).
+    """
     headers = [("Host", "127.0.0.1"), ("Connection", "close")]
+    if token is not None:
+        headers.append(bearer_header(token))
     request = h11.Request(method="GET", target=path, headers=headers)
     return await _exchange("127.0.0.1", port, request, b"", _read_body, timeout=timeout)
 

@@ -1,7 +1,7 @@
 """The control plane's observe server: the mesh's Prometheus endpoint, the dashboard and its API.
 
 Served on 127.0.0.1 (a free port unless one is asked for); every answer
-needs the token of ``meshkit.observe.access``.  At start the server writes
+needs the token of ``meshkit.api.access``.  At start the server writes
 ``.meshkit/run/observe.json`` (``{"url", "port"}``) for ``meshkit dashboard``
 and the tests.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 
-from meshkit.observe import access
+from meshkit.api import access
 from meshkit.observe.federate import Scrape, federate
 from meshkit.observe.graph import GraphTracker
 from meshkit.observe.http import Request, Response, get, serve_http
@@ -51,13 +51,18 @@ def _text(status: int, text: str) -> Response:
     )
 
 
-async def scrape_sidecars(registry: Registry, *, timeout: float = SCRAPE_TIMEOUT) -> list[Scrape]:
-    """Every ready sidecar's ``/metrics``, read concurrently (None for one that did not answer)."""
+async def scrape_sidecars(
+    registry: Registry, *, token: str, timeout: float = SCRAPE_TIMEOUT
+) -> list[Scrape]:
+    """Every ready sidecar's ``/metrics``, read concurrently (None for one that did not answer).
+
+    ``token`` is the mesh's, which the sidecars' admin listeners ask for.
+    """
     targets = [(record.id, record.admin_port) for record in registry.instances()]
     pages: dict[str, bytes | None] = {}
 
     async def read(instance: str, port: int) -> None:
-        pages[instance] = await get(port, "/metrics", timeout=timeout)
+        pages[instance] = await get(port, "/metrics", token=token, timeout=timeout)
 
     async with trio.open_nursery() as nursery:
         for instance, port in targets:
@@ -133,11 +138,11 @@ class ObserveServer:
         if request.path == "/metrics":
             return Response(
                 status=200,
-                body=federate(await scrape_sidecars(self.registry)).encode(),
+                body=federate(await scrape_sidecars(self.registry, token=self.token)).encode(),
                 content_type=PROMETHEUS_TEXT,
             )
         if request.path == "/api/graph":
-            scrape = federate(await scrape_sidecars(self.registry))
+            scrape = federate(await scrape_sidecars(self.registry, token=self.token))
             return _json(200, self.graph.graph(scrape))
         if request.path == "/api/traces":
             return _json(200, {"traces": self.spans.recent_traces()})

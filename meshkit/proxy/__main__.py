@@ -4,7 +4,9 @@ Started by the supervisor with ``MESHKIT_BOOTSTRAP_FD`` (an inherited pipe
 holding a one-time token) and ``MESHKIT_IDENTITY`` (the SPIFFE ID to ask
 for): the sidecar gets its certificate first, then subscribes to its config.
 Without them it runs without identity (plaintext; only for configs without
-identities, as in tests of the proxy alone).  Exit status: 0 after SIGTERM or
+identities, as in tests of the proxy alone).  The admin listener answers only
+requests with the mesh's token, read from ``observe.token`` beside the control
+socket (``meshkit.api.access``).  Exit status: 0 after SIGTERM or
 SIGINT and the drain, 1 when it cannot get or keep its certificate.
 """
 
@@ -15,9 +17,11 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import trio
 
+from meshkit.api.access import TOKEN_FILE, read_token
 from meshkit.api.control import ControlClient
 from meshkit.proxy.identity import (
     IDENTITY_ENV,
@@ -69,7 +73,17 @@ async def run_sidecar(
                 if bootstrap_scope.cancelled_caught:
                     nursery.cancel_scope.cancel()
                     return 0
-            sidecar = Sidecar(instance=instance, control=control, identity=identity)
+            admin_token = read_token(Path(control_socket).parent)
+            if admin_token is None:
+                log.warning(
+                    "%s: no %s beside %s: the admin listener answers no request",
+                    instance,
+                    TOKEN_FILE,
+                    control_socket,
+                )
+            sidecar = Sidecar(
+                instance=instance, control=control, identity=identity, admin_token=admin_token
+            )
 
             async def stop_on_signal() -> None:
                 await stop_requested.wait()

@@ -143,6 +143,10 @@ class ProxyConfig:
     # Authorization policies of every service (``meshkit.api.authz``): an inbound
     # sidecar applies its service's, the gateway the client-address rules.
     authorization: tuple[AuthzPolicy, ...] = ()
+    # Names besides loopback that the gateway, upstream and admin listeners
+    # answer as Host (``meshkit.proxy.policy.admission``): the mesh's service
+    # names and the gateway's declared hosts.
+    allowed_hosts: tuple[str, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         for cluster in self.clusters:

@@ -149,6 +149,7 @@ class Sidecar:
         plane: DataPlane | None = None,
         grace_period: float = GRACE_PERIOD,
         identity: SidecarIdentity | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.instance = instance
         self.control = control
@@ -158,6 +159,8 @@ class Sidecar:
         self.exit_status = 0
         if identity is not None:
             self.plane.tls = identity.contexts
+        if admin_token is not None:
+            self.plane.admin_token = admin_token
         self.applied_version = 0
         self.ready_reported = False
         self._bound: dict[str, _BoundListener] = {}

@@ -75,6 +75,7 @@ def compile_configs(
         runtime_faults=runtime_faults(registry.faults, now),
         rate_limits=effective_limits(declared_limits(spec), registry.limits, now),
         authorization=authorization_policies(spec),
+        allowed_hosts=_allowed_hosts(spec),
     )
     deployments = {svc.key: svc for svc in spec.services}
     configs: dict[str, ProxyConfig] = {}
@@ -104,6 +105,7 @@ class _Shared:
     runtime_faults: tuple[RuntimeFault, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     authorization: tuple[AuthzPolicy, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     def config(
         self,
@@ -131,7 +133,14 @@ class _Shared:
             runtime_faults=self.runtime_faults,
             rate_limits=self.rate_limits,
             authorization=self.authorization,
+            allowed_hosts=self.allowed_hosts,
         )
+
+
+def _allowed_hosts(spec: MeshSpec) -> tuple[str, ...]:
+    """The Host names besides loopback the mesh answers: its services, the gateway's hosts."""
+    declared = () if spec.gateway is None else spec.gateway.hosts
+    return tuple(dict.fromkeys((*spec.service_names(), *declared)))
 
 
 def deployment_key(service: str, version: str | None) -> str:

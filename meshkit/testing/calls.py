@@ -15,12 +15,14 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Callable, Generator, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio.to_thread
 import attrs
 
+from meshkit.api.access import TOKEN_FILE, bearer_header, read_token
 from meshkit.testing.status import StatusDocument, instances_of
 
 SPIFFE_SERVICE_MARK = "/sa/"
@@ -78,11 +80,11 @@ def call_from_record(record: dict[str, Any], *, instance: str) -> Call:
     )
 
 
-def admin_request(port: int, method: str, path: str) -> dict[str, Any]:
-    """One call to a sidecar's admin listener on 127.0.0.1; its JSON answer."""
+def admin_request(port: int, method: str, path: str, *, token: str) -> dict[str, Any]:
+    """One call to a sidecar's admin listener on 127.0.0.1 with the mesh's token; its JSON."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=ADMIN_TIMEOUT)
     try:
-        connection.request(method, path)
+        connection.request(method, path, headers=dict([bearer_header(token)]))
         response = connection.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -99,6 +101,14 @@ def admin_request(port: int, method: str, path: str) -> dict[str, Any]:
     return answer
 
 
+def admin_token(run_dir: Path) -> str:
+    """The mesh's token, which the sidecars' admin listeners ask for (``CallsUnavailable``)."""
+    token = read_token(run_dir)
+    if token is None:
+        raise CallsUnavailable(f"no {TOKEN_FILE} in {run_dir}: the sidecars' admin pages need it")
+    return token
+
+
 def _admin_ports(status: StatusDocument, service: str) -> Iterable[tuple[str, int]]:
     for instance in instances_of(status, service):
         port = instance.get("admin_port")
@@ -106,24 +116,27 @@ def _admin_ports(status: StatusDocument, service: str) -> Iterable[tuple[str, in
             yield str(instance["id"]), int(port)
 
 
-def read_calls(status: StatusDocument, service: str, *, since: float | None = None) -> list[Call]:
+def read_calls(
+    status: StatusDocument, service: str, *, token: str, since: float | None = None
+) -> list[Call]:
     """Every call the current instances of ``service`` logged, oldest first.
 
-    ``since`` (epoch seconds) leaves out the calls answered before it.
+    ``token`` is the mesh's (``meshkit.api.access``); ``since`` (epoch seconds)
+    leaves out the calls answered before it.
     """
     calls: list[Call] = []
     for instance_id, port in _admin_ports(status, service):
-        answer = admin_request(port, "GET", "/calls")
+        answer = admin_request(port, "GET", "/calls", token=token)
         calls.extend(call_from_record(record, instance=instance_id) for record in answer["calls"])
     if since is not None:
         calls = [call for call in calls if call.time >= since]
     return sorted(calls, key=lambda call: (call.time, call.instance, call.seq))
 
 
-def clear_calls(status: StatusDocument, service: str) -> None:
+def clear_calls(status: StatusDocument, service: str, *, token: str) -> None:
     """Forget the calls every current instance of ``service`` logged."""
     for _, port in _admin_ports(status, service):
-        admin_request(port, "DELETE", "/calls")
+        admin_request(port, "DELETE", "/calls", token=token)
 
 
 class InjectedFault:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.observe.access import TOKEN_FILE
+from meshkit.api.access import TOKEN_FILE
 from meshkit.observe.server import read_address
 from tests.meshproc import MeshProcess, example_meshfile, running_mesh
 

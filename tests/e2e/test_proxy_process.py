@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from meshkit.api.access import write_token
 from meshkit.proxy.config import AppTarget, Cluster, Endpoint, Listener, ProxyConfig
 from tests.unit.test_proxy_harness import Backend, StubControlPlane
 
@@ -51,6 +52,8 @@ async def curl(*args: str) -> tuple[int, str]:
 
 async def test_sidecar_process_serves_through_curl_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     control = StubControlPlane(tmp_path / "control.sock")
+    token = "the-mesh-token"
+    write_token(tmp_path, token)
     backend = Backend("catalog")
     log_path = tmp_path / "sidecar.log"
     async with trio.open_nursery() as nursery:
@@ -102,7 +105,20 @@ async def test_sidecar_process_serves_through_curl_and_exits_0_on_sigterm(tmp_pa
 
             control_scope.cancel()
             await trio.sleep(0.2)
-            status, body = await curl(f"http://127.0.0.1:{ports['admin']}/metrics")
+            admin = f"http://127.0.0.1:{ports['admin']}/metrics"
+            status, body = await curl(admin)
+            assert status == 401 and "needs the mesh's token" in body
+            status, body = await curl("-H", "Authorization: Bearer wrong", admin)
+            assert status == 401
+            bearer = f"Authorization: Bearer {token}"
+            status, body = await curl("-H", bearer, "-H", "Host: evil.example", admin)
+            assert status == 403 and "Host 'evil.example' is not loopback" in body
+            h2 = ("-H", bearer, "--http2-prior-knowledge")
+            status, body = await curl(*h2, "-H", "Host: evil.example", admin)  # as :authority
+            assert status == 403 and "Host 'evil.example'" in body
+            status, body = await curl(*h2, admin.replace("127.0.0.1", "localhost"))
+            assert status == 200
+            status, body = await curl("-H", bearer, admin)
             assert status == 200 and 'cluster="catalog",status_class="2xx"} 1' in body
 
             slow_result: list[tuple[int, str]] = []

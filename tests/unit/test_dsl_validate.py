@@ -305,3 +305,33 @@ def test_too_short_cert_lifetime_is_a_problem(tmp_path: pathlib.Path) -> None:
             " Mesh(...): cert_lifetime 0.5s is too short (at least 2s; certificates are renewed at half their lifetime)",
         ]
     ]
+
+
+def test_gateway_hosts_must_be_dns_names(in_tmp: pathlib.Path) -> None:
+    body = (
+        "mesh.service('frontend', run='f')\n"
+        "mesh.gateway(hosts=['shop.test', 'http://x.test', '*.test', '10.0.0.1', 'a:80', 3])\n"
+    )
+    hint = "(write a DNS name such as 'shop.test', without a scheme, port or wildcard; loopback is always allowed)"
+    assert problems_of(in_tmp, body) == [
+        "Meshfile.py:4: gateway: hosts entries must be strings, got 3 (a int)",
+        f"Meshfile.py:4: gateway: hosts: 'http://x.test' is not a host name {hint}",
+        f"Meshfile.py:4: gateway: hosts: '*.test' is not a host name {hint}",
+        f"Meshfile.py:4: gateway: hosts: '10.0.0.1' is not a host name {hint}",
+        f"Meshfile.py:4: gateway: hosts: 'a:80' is not a host name {hint}",
+    ]
+
+
+def test_gateway_hosts_reach_every_config_with_the_service_names(in_tmp: pathlib.Path) -> None:
+    from meshkit.registry.compile import compile_configs
+    from meshkit.runtime.mesh import build_registry
+    from meshkit.runtime.ports import PortAllocator
+
+    (in_tmp / "Meshfile.py").write_text(
+        HEADER + "mesh.service('frontend', run='f')\nmesh.gateway(hosts=['Shop.Test', 'shop.test.'])\n"
+    )
+    result = evaluate_in_process("Meshfile.py")
+    assert result.spec is not None and result.spec.gateway is not None
+    assert result.spec.gateway.hosts == ("shop.test",)
+    configs = compile_configs(result.spec, build_registry(result.spec, PortAllocator()))
+    assert {config.allowed_hosts for config in configs.values()} == {("frontend", "shop.test")}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.observe import access
+from meshkit.api import access
 from meshkit.observe.federate import Scrape, federate, with_label
 
 PAGE_A = """\

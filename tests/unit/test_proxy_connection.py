@@ -25,6 +25,7 @@ def ready_plane() -> DataPlane:
     plane = DataPlane()
     plane.apply(CONFIG)
     plane.ready = True
+    plane.admin_token = "t"
     return plane
 
 
@@ -80,7 +81,7 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
     client, server = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle_connection, ready_plane(), "admin", server)
-        await client.send_all(b"GET /ready HTTP/1.1\r\nHost: a\r\n\r\n")
+        await client.send_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n")
         answer = await read_one_response(client)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ready\n")
         started = trio.current_time()
@@ -95,7 +96,7 @@ async def test_draining_closes_idle_connections_at_once(
     plane = ready_plane()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle_connection, plane, "admin", server)
-        await client.send_all(b"GET /ready HTTP/1.1\r\nHost: a\r\n\r\n")
+        await client.send_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n")
         await read_one_response(client)
         await trio.sleep(1)
         started = trio.current_time()

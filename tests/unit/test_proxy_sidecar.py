@@ -32,17 +32,27 @@ from tests.unit.test_identity_transport import CATALOG, FRONTEND, mesh_identitie
 from tests.unit.test_proxy_harness import (
     Backend,
     Client,
+    Response,
     StubControlPlane,
     one_request,
     pattern_bytes,
     raw_exchange,
 )
 
+ADMIN_TOKEN = "the-mesh-token"
 
 def plane_with(contexts: MeshTlsContexts) -> DataPlane:
     plane = DataPlane()
     plane.tls = contexts
+    plane.admin_token = ADMIN_TOKEN
     return plane
+
+
+async def admin_request(port: int, target: str) -> Response:
+    """An admin page, asked for as the mesh's own clients do (loopback Host, the token)."""
+    return await one_request(
+        port, "GET", target, host=f"127.0.0.1:{port}", headers=[("authorization", f"Bearer {ADMIN_TOKEN}")]
+    )
 
 
 def closed_port() -> int:
@@ -98,6 +108,7 @@ def frontend_config(catalog_port: int, refused_port: int) -> ProxyConfig:
             ),
         ),
         identity=FRONTEND,
+        allowed_hosts=("catalog", "reviews", "example"),
     )
 
 
@@ -274,7 +285,7 @@ async def test_refusing_endpoint_is_503_uf_and_the_client_connection_survives(me
         assert again.status == 200
     finally:
         await client.aclose()
-    metrics = await one_request(mesh.ports["admin"], "GET", "/metrics")
+    metrics = await admin_request(mesh.ports["admin"], "/metrics")
     assert b'meshkit_upstream_connect_failures_total{cluster="refused"} 1' in metrics.body
 
 
@@ -294,7 +305,7 @@ async def test_config_update_applies_while_a_keep_alive_connection_stays_open(me
     finally:
         await client.aclose()
     assert mesh.frontend.ports == ports_before
-    config = (await one_request(mesh.ports["admin"], "GET", "/config")).json()
+    config = (await admin_request(mesh.ports["admin"], "/config")).json()
     assert config["version"] == version
 
 
@@ -308,7 +319,7 @@ async def test_malformed_config_is_nacked_and_the_previous_one_keeps_serving(mes
         mesh.ports["outbound"], "GET", "http://catalog/info", host="catalog"
     )
     assert response.status == 200
-    config = (await one_request(mesh.ports["admin"], "GET", "/config")).json()
+    config = (await admin_request(mesh.ports["admin"], "/config")).json()
     assert config["version"] == 1
 
 
@@ -321,9 +332,9 @@ async def test_config_for_another_instance_is_nacked(mesh: Mesh) -> None:
 
 async def test_admin_ready_config_and_metrics(mesh: Mesh) -> None:
     await one_request(mesh.ports["outbound"], "GET", "http://catalog/info", host="catalog")
-    ready = await one_request(mesh.ports["admin"], "GET", "/ready")
+    ready = await admin_request(mesh.ports["admin"], "/ready")
     assert (ready.status, ready.body) == (200, b"ready\n")
-    metrics = await one_request(mesh.ports["admin"], "GET", "/metrics")
+    metrics = await admin_request(mesh.ports["admin"], "/metrics")
     assert (
         metrics.header(
             "content-type",
@@ -335,7 +346,7 @@ async def test_admin_ready_config_and_metrics(mesh: Mesh) -> None:
         in metrics.body
     )
     assert b'meshkit_active_connections{listener="admin"} 1' in metrics.body
-    missing = await one_request(mesh.ports["admin"], "GET", "/nope")
+    missing = await admin_request(mesh.ports["admin"], "/nope")
     assert missing.status == 404
 
 

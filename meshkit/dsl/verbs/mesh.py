@@ -12,6 +12,7 @@ ranges, cycles) is decided afterwards by ``meshkit.dsl.checks``.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -74,6 +75,17 @@ class ServiceHandle:
 
 
 ServiceRef: TypeAlias = str | ServiceHandle
+HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def is_host_name(name: str) -> bool:
+    """A DNS name of letters, digits and hyphens (not an IP address), at most 253 characters."""
+    labels = name.removesuffix(".").split(".")
+    return (
+        0 < len(name) <= 253
+        and all(HOST_LABEL.fullmatch(label) for label in labels)
+        and not all(label.isdigit() for label in labels)
+    )
 
 
 class _ServiceReader(ArgumentReader):
@@ -164,6 +176,19 @@ class _ServiceReader(ArgumentReader):
             return value
         mode = self.choice(field, value, RESTART_MODES)
         return RestartPolicy() if mode is None else restart_mode(mode)
+
+    def host_names(self, field: str, value: object) -> tuple[str, ...]:
+        """DNS names (``shop.test``, lower-cased); no ports, schemes or wildcards."""
+        found: list[str] = []
+        for name in self.names(field, value):
+            if not is_host_name(name):
+                self.fail(
+                    f"{field}: {name!r} is not a host name (write a DNS name such as "
+                    "'shop.test', without a scheme, port or wildcard; loopback is always allowed)"
+                )
+            else:
+                found.append(name.lower().rstrip("."))
+        return tuple(dict.fromkeys(found))
 
     def gateway_routes(
         self, field: str, value: object, *, origin: Origin
@@ -307,11 +332,14 @@ class Mesh(AuthorizationVerbs):
         host: str = "127.0.0.1",
         routes: Mapping[str, ServiceRef] = DEFAULT_GATEWAY_ROUTES,
         tls_port: int | None = None,
+        hosts: Iterable[str] = (),
     ) -> None:
         """Declare the mesh's edge: HTTP on ``host:port``, path prefix -> service.
 
         The longest matching prefix wins; ``port=0`` lets the system choose.
         ``tls_port`` adds HTTPS with a certificate from the mesh's local CA.
+        ``hosts`` are the names besides loopback that requests may carry as
+        ``Host`` (others are refused with 403, against DNS rebinding).
         """
         origin = caller_origin()
         reader = _ServiceReader(origin=origin, subject="gateway")
@@ -323,6 +351,7 @@ class Mesh(AuthorizationVerbs):
                 if tls_port is None
                 else reader.integer("tls_port", tls_port, fallback=0),
                 routes=reader.gateway_routes("routes", routes, origin=origin),
+                hosts=reader.host_names("hosts", hosts),
                 origin=origin,
             )
         )

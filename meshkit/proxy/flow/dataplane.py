@@ -64,6 +64,8 @@ class DataPlane:
         # connections take the current value, open ones keep what they used.
         self.tls: MeshTlsContexts | None = None
         self.gateway_tls: ssl.SSLContext | None = None
+        # The mesh's token (``meshkit.api.access``): None answers no admin request.
+        self.admin_token: str | None = None
 
     @property
     def local_identity(self) -> str | None:

@@ -32,6 +32,7 @@ from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
 from meshkit.proxy.policy.authz import GATEWAY_SERVICE, RBAC, Denied, check_request
 from meshkit.proxy.policy.grpcreply import is_grpc
+from meshkit.proxy.policy.local_access import admit
 from meshkit.proxy.policy.router import (
     Decision,
     ForwardToApp,
@@ -252,7 +253,9 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
         if listener.kind != "admin":
             kind: SpanKind = "server" if listener.kind == "inbound" else "client"
             span, head = plane.tracer.begin(head, kind=kind)
-        decision = route_request(config, listener, head)
+        decision = admit(config, listener, head, admin_token=plane.admin_token) or route_request(
+            config, listener, head
+        )
         denied = _denied(config, listener, downstream, head, decision)
         if denied is not None:
             status, flag = 403, RBAC

@@ -1,8 +1,12 @@
-"""Who may read the dashboard and the mesh's metrics: the mesh's own user (pure, plus one file).
+"""Who may read the dashboard, the mesh's metrics and the sidecars' admin pages: the mesh's
+own user (pure, plus one file).
 
 The control plane makes a random token at start and writes it to
 ``.meshkit/run/observe.token`` (mode 0600, in the 0700 run directory), so only
-the user who runs the mesh can read it.  A request is let in when it carries
+the user who runs the mesh can read it; every sidecar reads it at start
+(beside the control socket) and answers its admin listener only to requests
+that send it as ``Authorization: Bearer`` (``bearer_header``).
+A request to the observe server is let in when it carries
 the token as ``?token=`` (the address ``meshkit up`` prints; the answer sets
 it as an HttpOnly, SameSite=Strict cookie and sends the browser on to the
 same page without it), as that cookie, or as ``Authorization: Bearer``
@@ -52,13 +56,24 @@ def token_in_query(query: str) -> str | None:
     return values[0] if values else None
 
 
+def bearer_header(token: str) -> tuple[str, str]:
+    """The header a client of the admin listeners and the observe server sends."""
+    return ("Authorization", f"Bearer {token}")
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` value is ``Bearer <token>`` (constant-time)."""
+    if authorization is None or not authorization.startswith("Bearer "):
+        return False
+    return _same(authorization[7:].strip(), token)
+
+
 def allowed(token: str, *, query: str, headers: dict[str, str]) -> bool:
     """Whether a request with this query string and (lower-cased) headers may be answered."""
     given = token_in_query(query)
     if given is not None and _same(given, token):
         return True
-    authorization = headers.get("authorization", "")
-    if authorization.startswith("Bearer ") and _same(authorization[7:].strip(), token):
+    if bearer_matches(headers.get("authorization"), token):
         return True
     try:
         cookie = SimpleCookie(headers.get("cookie", ""))
