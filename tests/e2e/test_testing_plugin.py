@@ -94,7 +94,7 @@ def test_failure_reports_and_async_operations(pytester: pytest.Pytester, mark: s
             host, port = addr.split(":")
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
-                request = f"GET {path} HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n"
+                request = f"GET {path} HTTP/1.1\\r\\nhost: {addr}\\r\\nconnection: close\\r\\n\\r\\n"
                 await stream.send_all(request.encode())
                 data = b""
                 while chunk := await stream.receive_some(65536):

@@ -219,7 +219,15 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             "mesh.route('catalog',\n    match(path_regex='(').to())\n",
             [
                 "Meshfile.py:7: route 'catalog': path_regex '(' is not a valid regular expression"
-                " (missing ), unterminated subpattern at position 0)"
+                " (RE2: missing ): ()"
+            ],
+        ),
+        (
+            "mesh.route('catalog',\n    match(headers={'x': regex(r'(a)\\1')}).to())\n",
+            [
+                "Meshfile.py:7: route 'catalog': header 'x' regex '(a)\\\\1' is not a valid regular"
+                " expression (RE2: invalid escape sequence: \\1); Python's re would accept it, but"
+                " route patterns run on RE2, in linear time: no backreferences or lookaround"
             ],
         ),
         (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -249,3 +251,18 @@ def test_local_reply_carries_flag_reason_and_a_readable_body() -> None:
     assert all(name != FLAG_HEADER for name, _ in extra_headers)
     assert flags_of("DI", "FI") == "DI,FI"
     assert flags_of("", "") == "-"
+
+
+def test_a_catastrophic_backtracking_pattern_completes_in_linear_time() -> None:
+    # Python's re takes about 2**40 steps for this; RE2 answers at once.
+    table = RouteTable(
+        service="catalog",
+        rules=(rule("x", RequestMatch(path_kind="regex", path="/(a+)+$")),),
+    )
+    matcher = compile_tables([table])["catalog"]
+    started = time.perf_counter()
+    assert chosen(matcher, head("/" + "a" * 40 + "b", "GET", [])) is None
+    assert chosen(matcher, head("/" + "a" * 100_000 + "b", "GET", [])) is None
+    assert chosen(matcher, head("/" + "a" * 40, "GET", [])) == "x"
+    # Generous for a loaded machine; backtracking would take hours.
+    assert time.perf_counter() - started < 5.0

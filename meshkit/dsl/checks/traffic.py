@@ -20,6 +20,7 @@ from meshkit.api import (
     Redirect,
     RequestMatch,
 )
+from meshkit.api.regex import compile_pattern
 from meshkit.dsl.checks.problems import Problem
 from meshkit.dsl.checks.suggest import did_you_mean
 from meshkit.dsl.spec import (
@@ -199,9 +200,9 @@ class _RouteChecker(_Checker):
 
     def pattern(self, origin: Origin, what: str, pattern: str) -> None:
         try:
-            re.compile(pattern)
-        except re.error as error:
-            self.fail(origin, f"{what} {pattern!r} is not a valid regular expression ({error})")
+            compile_pattern(pattern, what=what)
+        except ValueError as error:
+            self.fail(origin, str(error))
 
     def header_matchers(self, origin: Origin, matchers: Iterable[HeaderMatch]) -> None:
         for matcher in matchers:

@@ -29,6 +29,7 @@ from meshkit.proxy.flow.h2downstream import (
 )
 from meshkit.proxy.flow.l7 import serve_service_request
 from meshkit.proxy.flow.ratelimited import refuse_over_limit
+from meshkit.proxy.net.peercred import foreign_owner
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
 from meshkit.proxy.policy.authz import GATEWAY_SERVICE, RBAC, Denied, check_request
 from meshkit.proxy.policy.grpcreply import is_grpc
@@ -49,6 +50,9 @@ from meshkit.proxy.telemetry.tracing import OpenSpan, SpanKind
 log = logging.getLogger("meshkit.proxy")
 
 ENTRY_KINDS = frozenset({"outbound", "upstream", "gateway"})
+# Listeners only the mesh's own user may connect to (``meshkit.proxy.net.peercred``);
+# the gateway is the front door, and inbound listeners take only mTLS.
+SAME_USER_KINDS = frozenset({"outbound", "upstream", "admin"})
 
 
 def _peer_address(stream: trio.abc.Stream) -> str | None:
@@ -112,7 +116,11 @@ async def handle_connection(
     listener = None if config is None else plane.listener(config, listener_name)
     secured = None
     if config is not None and listener is not None:
-        secured = await _handshake(plane, config, listener, raw_stream)
+        refused = foreign_owner(raw_stream) if listener.kind in SAME_USER_KINDS else None
+        if refused is not None:
+            log.warning("%s: refused: %s", listener_name, refused)
+        else:
+            secured = await _handshake(plane, config, listener, raw_stream)
     if config is None or secured is None:
         await trio.aclose_forcefully(raw_stream)
         return

@@ -16,25 +16,15 @@ Conditions, as Envoy and Istio apply them:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from meshkit.api import HeaderMatch, QueryMatch, RequestMatch, RouteRule, RouteTable
+from meshkit.api.regex import Pattern, compile_pattern
 from meshkit.proxy.codec.messages import Headers, RequestHead
 
 
-def compile_pattern(pattern: str, *, what: str) -> re.Pattern[str]:
-    """``pattern`` compiled, or ``ValueError`` saying which pattern is bad and why."""
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise ValueError(
-            f"{what} {pattern!r} is not a valid regular expression ({error})"
-        ) from None
-
-
-def pattern_if_regex(kind: str, value: str, what: str) -> re.Pattern[str] | None:
+def pattern_if_regex(kind: str, value: str, what: str) -> Pattern | None:
     """``value`` compiled when the condition's ``kind`` is ``regex``, else None."""
     return compile_pattern(value, what=what) if kind == "regex" else None
 

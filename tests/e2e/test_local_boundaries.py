@@ -1,0 +1,139 @@
+"""The laptop's own boundaries through a real mesh and curl: a rebinding Host is refused at the
+gateway and the admin listeners, admin pages need the mesh's token, and another Unix user
+(created here when the test runs as root) is refused at admin, outbound and upstream ports
+while the mesh's own user gets through."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshkit.api.access import read_token
+from tests.meshproc import MeshProcess
+
+pytestmark = pytest.mark.e2e
+
+MESHFILE = """\
+from meshkit import Mesh
+mesh = Mesh("shop")
+mesh.service("backend", run="python -m http.server $PORT --bind 127.0.0.1")
+mesh.service("client", run="python -m http.server $PORT --bind 127.0.0.1", upstreams=["backend"])
+mesh.gateway(port=0, routes={"/": "backend"}, hosts=["shop.test"])
+"""
+
+
+def curl(*args: str, user: str | None = None) -> str:
+    """The HTTP status curl saw (``000``: the connection closed without an answer)."""
+    env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        user=user,
+        cwd="/",
+        env=env,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl (scripts/test installs it)")
+    workdir = tmp_path_factory.mktemp("bounds")
+    (workdir / "Meshfile.py").write_text(MESHFILE)
+    process = MeshProcess(workdir / "Meshfile.py", workdir, "--no-watch")
+    try:
+        process.wait_ready(timeout=60)
+        yield process
+        process.stop()
+        process.wait_no_processes()
+    finally:
+        process.kill_everything()
+
+
+def app_instance(mesh: MeshProcess, service: str) -> dict[str, Any]:
+    for entry in mesh.status()["services"]:
+        if entry["name"] == service:
+            return entry["instances"][0]  # type: ignore[no-any-return]
+    raise KeyError(service)
+
+
+def token_of(mesh: MeshProcess) -> str:
+    token = read_token(mesh.workdir / ".meshkit" / "run")
+    assert token is not None
+    return token
+
+
+def test_a_rebinding_host_is_refused_and_loopback_and_declared_names_are_served(
+    mesh: MeshProcess,
+) -> None:
+    url = mesh.gateway_url()
+    port = url.rsplit(":", 1)[1].rstrip("/")
+    assert curl("-H", "Host: evil.example", url) == "403"
+    assert curl("--http2-prior-knowledge", "-H", "Host: evil.example", url) == "403"
+    assert curl("-H", f"Host: 127.0.0.1:{port}", url) == "200"
+    assert curl("-H", f"Host: localhost:{port}", url) == "200"
+    assert curl("-H", "Host: shop.test", url) == "200"
+    assert curl("--http2-prior-knowledge", "-H", "Host: shop.test", url) == "200"
+
+
+def test_admin_pages_need_the_token_and_a_loopback_host(mesh: MeshProcess) -> None:
+    admin = f"http://127.0.0.1:{app_instance(mesh, 'backend')['admin_port']}/calls"
+    bearer = f"Authorization: Bearer {token_of(mesh)}"
+    assert curl(admin) == "401"
+    assert curl("-X", "DELETE", admin) == "401"
+    assert curl("-H", "Authorization: Bearer guessed", admin) == "401"
+    assert curl("-H", bearer, "-H", "Host: evil.example", admin) == "403"
+    assert curl("-H", bearer, admin) == "200"
+
+
+@contextlib.contextmanager
+def another_user() -> Iterator[str]:
+    """A Unix user made for this test and removed after it."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a second Unix user needs root")
+    if shutil.which("useradd") is None or shutil.which("userdel") is None:
+        pytest.skip("needs useradd and userdel")
+    name = f"mk{uuid.uuid4().hex[:10]}"
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+def test_another_unix_user_is_refused_at_admin_outbound_and_upstream_ports(
+    mesh: MeshProcess,
+) -> None:
+    client = app_instance(mesh, "client")
+    admin = f"http://127.0.0.1:{client['admin_port']}/config"
+    outbound = ("-x", f"http://127.0.0.1:{client['outbound_port']}", "http://backend/")
+    upstream = f"http://127.0.0.1:{client['upstream_ports']['backend']}/"
+    bearer = ("-H", f"Authorization: Bearer {token_of(mesh)}")
+    with another_user() as name:
+        uid = pwd.getpwnam(name).pw_uid
+        # Even with the token (as if it leaked), the other user is refused before any HTTP.
+        assert curl(*bearer, admin, user=name) == "000"
+        assert curl(*outbound, user=name) == "000"
+        assert curl(upstream, user=name) == "000"
+        assert curl(*bearer, admin) == "200"
+        assert curl(*outbound) == "200"
+        assert curl(upstream) == "200"
+    log = Path(mesh.workdir / ".meshkit" / "logs" / f"{client['id']}.proxy.log").read_text()
+    assert f"is owned by uid {uid}, not the mesh's user (uid {os.getuid()})" in log
+    assert f"to port {client['outbound_port']}" in log
