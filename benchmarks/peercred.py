@@ -5,8 +5,9 @@
 For each size, that many extra loopback connections are held open (each adds
 two rows to /proc/net/tcp), then:
 
-* ``lookup``: the median time of ``foreign_owner`` (read the table, find the
-  row) for a fresh connection;
+* ``diag us``: the median time of ``foreign_owner`` (sock_diag over netlink,
+  what the sidecar does) for a fresh connection; ``table us``: the same
+  answer read from ``/proc/net/tcp`` (the fallback);
 * ``conn/s``: new connections per second a trio server accepts, answers with
   one byte and closes, without and with the check (a client process connects
   in a loop); rounds alternate so drift spreads over both.
@@ -17,13 +18,12 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import trio
 
-from meshkit.proxy.net.peercred import foreign_owner
+from meshkit.proxy.net.peercred import _read_table, foreign_owner
 
 CLIENT = """
 import socket, sys, time
@@ -47,15 +47,19 @@ def hold_connections(count: int) -> list[socket.socket]:
     return held
 
 
-async def lookup_seconds(samples: int) -> float:
+async def lookup_seconds(samples: int, *, table: bool) -> float:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     times = []
     for _ in range(samples):
         client = await trio.open_tcp_stream("127.0.0.1", port)
         accepted = await listeners[0].accept()
+        peer, local = accepted.socket.getpeername(), accepted.socket.getsockname()
         started = time.perf_counter()
-        assert foreign_owner(accepted) is None
+        if table:
+            assert _read_table(socket.AF_INET, peer, local) is not None
+        else:
+            assert foreign_owner(accepted) is None
         times.append(time.perf_counter() - started)
         await client.aclose()
         await accepted.aclose()
@@ -87,17 +91,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'held conns':>10} {'table rows':>10} {'lookup us':>10} {'conn/s off':>11} {'conn/s on':>10}")
+    print(
+        f"{'held conns':>10} {'table rows':>10} {'diag us':>8} {'table us':>9} "
+        f"{'conn/s off':>11} {'conn/s on':>10}"
+    )
     for size in (int(part) for part in args.sizes.split(",")):
         held = hold_connections(size)
         rows = sum(1 for _ in open("/proc/net/tcp")) - 1  # noqa: SIM115
-        lookup = trio.run(lookup_seconds, 200)
+        diag = trio.run(lambda: lookup_seconds(200, table=False))
+        table = trio.run(lambda: lookup_seconds(20, table=True))
         off, on = [], []
         for _ in range(args.rounds):
             off.append(trio.run(lambda: connections_per_second(check=False, seconds=args.seconds)))
             on.append(trio.run(lambda: connections_per_second(check=True, seconds=args.seconds)))
         print(
-            f"{size:>10} {rows:>10} {lookup * 1e6:>10.0f} "
+            f"{size:>10} {rows:>10} {diag * 1e6:>8.0f} {table * 1e6:>9.0f} "
             f"{statistics.median(off):>11.0f} {statistics.median(on):>10.0f}"
         )
         for sock in held:

@@ -15,7 +15,6 @@ added and the fault, then the rule without it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,8 +38,6 @@ ISTIO_RETRY_CONDITIONS = frozenset(
 ISTIO_GRPC_RETRY_CONDITIONS = frozenset(
     ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 )
-# Python ``re`` constructs that RE2 (Istio's regex engine) does not have.
-_NOT_RE2 = re.compile(r"\(\?[=!>]|\(\?<[=!]|\(\?P=|\\[1-9]")
 ENVOY_BACKOFF_CAP = 10
 """Envoy caps retry back-off at 10 x its base; Istio has no field for the cap."""
 
@@ -59,7 +56,7 @@ def http_rules(route: RouteSpec, findings: list[Finding]) -> list[dict[str, Any]
     entries: list[dict[str, Any]] = []
     for number, rule in enumerate(route.rules, start=1):
         name = f"rule-{number}"
-        condition = request_match(rule.match, notes.at(rule.origin))
+        condition = request_match(rule.match)
         if isinstance(rule.action, Forward):
             options = rule_options(rule, route)
             entries.extend(
@@ -79,22 +76,18 @@ class _Notes(Notes):
     route: RouteSpec
 
 
-def request_match(match: RequestMatch, notes: _Notes) -> dict[str, Any]:
+def request_match(match: RequestMatch) -> dict[str, Any]:
     """One Istio ``HTTPMatchRequest`` (every condition must hold), ``{}`` for any request."""
     condition: dict[str, Any] = {}
     if match.path_kind != "any":
-        if match.path_kind == "regex":
-            _check_regex(match.path, "path_regex", notes)
         condition["uri"] = {match.path_kind: match.path}
     if len(match.methods) == 1:
         condition["method"] = {"exact": match.methods[0]}
     elif match.methods:
         condition["method"] = {"regex": "|".join(match.methods)}
-    _add_headers(condition, match.headers, notes)
+    _add_headers(condition, match.headers)
     queries: dict[str, Any] = {}
     for query in match.query:
-        if query.kind == "regex":
-            _check_regex(query.value, f"query {query.name!r}", notes)
         queries[query.name] = (
             {"regex": ".*"} if query.kind == "present" else {query.kind: query.value}
         )
@@ -103,29 +96,18 @@ def request_match(match: RequestMatch, notes: _Notes) -> dict[str, Any]:
     return condition
 
 
-def _add_headers(condition: dict[str, Any], matchers: Iterable[HeaderMatch], notes: _Notes) -> bool:
+def _add_headers(condition: dict[str, Any], matchers: Iterable[HeaderMatch]) -> bool:
     """Add header conditions to ``condition``; False when one names a header it already has."""
     for matcher in matchers:
         field = "withoutHeaders" if matcher.kind == "absent" else "headers"
         taken = {**condition.get("headers", {}), **condition.get("withoutHeaders", {})}
         if matcher.name in taken:
             return False
-        if matcher.kind == "regex":
-            _check_regex(matcher.value, f"header {matcher.name!r}", notes)
         string_match = (
             {} if matcher.kind in ("present", "absent") else {matcher.kind: matcher.value}
         )
         condition.setdefault(field, {})[matcher.name] = string_match
     return True
-
-
-def _check_regex(pattern: str, what: str, notes: _Notes) -> None:
-    if _NOT_RE2.search(pattern):
-        notes.add(
-            f"{what} regex {pattern!r} uses lookaround or backreferences, which Istio's "
-            "RE2 does not have",
-            "exported as it is: Istio will refuse it until it is rewritten",
-        )
 
 
 def destinations(service: str, action: Forward) -> list[dict[str, Any]]:
@@ -177,7 +159,7 @@ def _with_fault(
     narrowed = {
         key: dict(value) if isinstance(value, dict) else value for key, value in condition.items()
     }
-    if not _add_headers(narrowed, fault.headers, notes):
+    if not _add_headers(narrowed, fault.headers):
         notes.add(
             "the fault's header condition names a header the rule already matches on",
             "the fault applies to every request of the rule",

@@ -33,11 +33,13 @@ from meshkit.observe.graph import GraphTracker
 from meshkit.observe.http import Request, Response, get, serve_http
 from meshkit.observe.spans import SpanStore, tree
 from meshkit.observe.static import static_file
+from meshkit.proxy.policy.hosts import HostAllowList
 from meshkit.registry.server.api import BadRequest, ControlServer
 from meshkit.registry.state import Registry, RegistryError
 
 ADDRESS_FILE = "observe.json"
 SCRAPE_TIMEOUT = 2.0
+LOOPBACK_ONLY = HostAllowList.of()
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -117,6 +119,10 @@ class ObserveServer:
             (self.run_dir / access.TOKEN_FILE).unlink(missing_ok=True)
 
     async def handle(self, request: Request) -> Response:
+        if not LOOPBACK_ONLY.allows(request.headers.get("host")):
+            # DNS rebinding: a page that pointed its own name at 127.0.0.1.
+            shown = request.headers.get("host", "")
+            return _text(403, f"Host {shown!r} is not loopback; open the address 'meshkit up' printed")
         if not access.allowed(self.token, query=request.query, headers=request.headers):
             return _text(
                 401,

@@ -6,6 +6,7 @@ while the mesh's own user gets through."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -86,6 +87,15 @@ def test_a_rebinding_host_is_refused_and_loopback_and_declared_names_are_served(
     assert curl("-H", f"Host: localhost:{port}", url) == "200"
     assert curl("-H", "Host: shop.test", url) == "200"
     assert curl("--http2-prior-knowledge", "-H", "Host: shop.test", url) == "200"
+
+
+def test_the_dashboard_and_federation_refuse_a_rebinding_host(mesh: MeshProcess) -> None:
+    address = json.loads((mesh.workdir / ".meshkit" / "run" / "observe.json").read_text())
+    metrics = f"{address['url']}/metrics"
+    bearer = f"Authorization: Bearer {token_of(mesh)}"
+    assert curl("-H", bearer, "-H", "Host: evil.example", metrics) == "403"
+    assert curl("-H", "Host: evil.example", address["url"] + "/") == "403"
+    assert curl("-H", bearer, metrics) == "200"
 
 
 def test_admin_pages_need_the_token_and_a_loopback_host(mesh: MeshProcess) -> None:

@@ -2,10 +2,11 @@
 
 The outbound, per-upstream and admin listeners are plaintext on loopback,
 reachable by every local user; whoever connects enters the mesh with the app's
-identity.  ``foreign_owner`` asks the kernel's socket table who owns the
-connecting socket (``meshkit.proxy.policy.socket_owner``) and names the reason
-to refuse one that is not this process's user.  Where there is no socket table
-(not Linux) nothing can be checked, and nothing is refused.
+identity.  ``foreign_owner`` asks the kernel who owns the connecting socket
+(``meshkit.proxy.policy.socket_owner``: sock_diag over netlink, else the
+``/proc/net/tcp[6]`` table) and names the reason to refuse one that is not
+this process's user.  Where the kernel offers neither (not Linux) nothing can
+be checked, and nothing is refused.
 """
 
 from __future__ import annotations
@@ -15,20 +16,43 @@ import socket
 
 import trio
 
-from meshkit.proxy.policy.socket_owner import owner_uid
+from meshkit.proxy.policy.socket_owner import diag_request, diag_uid, owner_uid
 
 TABLES: dict[int, str] = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
+NETLINK_SOCK_DIAG = 4
+Address = tuple[str, int]
 
 
-def _read_table(family: int) -> str | None:
-    path = TABLES.get(family)
-    if path is None:
-        return None
+class _Unknowable(Exception):
+    """The kernel offers no way to ask (not Linux)."""
+
+
+def _ask_netlink(family: int, peer: Address, local: Address) -> int | None:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as diag:
+        diag.settimeout(1.0)
+        diag.send(diag_request(family, peer=peer, local=local))
+        return diag_uid(diag.recv(65536))
+
+
+def _read_table(family: int, peer: Address, local: Address) -> int | None:
     try:
-        with open(path, encoding="ascii", errors="replace") as table:
-            return table.read()
-    except OSError:
-        return None
+        with open(TABLES[family], encoding="ascii", errors="replace") as table:
+            return owner_uid(table.read(), peer=peer, local=local)
+    except (OSError, KeyError):
+        raise _Unknowable from None
+
+
+def socket_owner(family: int, peer: Address, local: Address) -> int | None:
+    """The uid owning the socket at ``peer`` connected to ``local``; None if none is found.
+
+    Raises ``_Unknowable`` where the kernel cannot be asked.
+    """
+    if hasattr(socket, "AF_NETLINK"):
+        try:
+            return _ask_netlink(family, peer, local)
+        except OSError:
+            pass  # netlink refused (a sandbox): the table says the same, more slowly
+    return _read_table(family, peer, local)
 
 
 def foreign_owner(stream: trio.abc.Stream) -> str | None:
@@ -41,14 +65,14 @@ def foreign_owner(stream: trio.abc.Stream) -> str | None:
         local = sock.getsockname()
     except OSError:
         return "the connection closed before its owner was known"
-    table = _read_table(sock.family)
-    if table is None:
+    try:
+        uid = socket_owner(sock.family, (peer[0], peer[1]), (local[0], local[1]))
+    except _Unknowable:
         return None
-    uid = owner_uid(table, peer=(peer[0], peer[1]), local=(local[0], local[1]))
     mine = os.getuid()
     if uid == mine:
         return None
-    who = "no socket in the kernel's table" if uid is None else f"uid {uid}"
+    who = "no socket the kernel knows" if uid is None else f"uid {uid}"
     return (
         f"connection from {peer[0]}:{peer[1]} to port {local[1]} is owned by {who}, "
         f"not the mesh's user (uid {mine})"
