@@ -185,10 +185,9 @@ def _listening_inodes(port: int) -> set[str]:
     return {inode for inode, bound in _listening_sockets().items() if bound == port}
 
 
-def listening_ports(pids: Iterable[int]) -> tuple[int, ...]:
-    """The TCP ports processes ``pids`` listen on, sorted."""
-    sockets = _listening_sockets()
-    ports: set[int] = set()
+def _socket_inodes(pids: Iterable[int]) -> set[str]:
+    """The inodes of every socket processes ``pids`` hold open."""
+    inodes: set[str] = set()
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -199,14 +198,35 @@ def listening_ports(pids: Iterable[int]) -> tuple[int, ...]:
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith("socket:[") and target[8:-1] in sockets:
-                ports.add(sockets[target[8:-1]])
-    return tuple(sorted(ports))
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
 
 
-def port_holder(port: int) -> str | None:
-    """``pid 1234 (python3 -m http.server)`` for the process listening on ``port``, if knowable."""
-    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+def listening_ports(pids: Iterable[int]) -> tuple[int, ...]:
+    """The TCP ports processes ``pids`` listen on, sorted."""
+    sockets = _listening_sockets()
+    return tuple(sorted({sockets[inode] for inode in _socket_inodes(pids) if inode in sockets}))
+
+
+def port_squatter(port: int, pids: Iterable[int]) -> str | None:
+    """Who else listens on ``port`` besides processes ``pids`` (a squatter taking the
+    traffic meant for them), or None when only they do or nothing can tell."""
+    foreign = _listening_inodes(port) - _socket_inodes(pids)
+    if not foreign:
+        return None
+    holder = port_holder(port, inodes=foreign) or "a process meshkit cannot see"
+    return (
+        f"port {port} is held by {holder}, not by this instance's processes; "
+        "no traffic is sent there"
+    )
+
+
+def port_holder(port: int, *, inodes: set[str] | None = None) -> str | None:
+    """``pid 1234 (python3 -m http.server)`` for the process listening on ``port``, if knowable
+    (``inodes``: only those of its listening sockets)."""
+    listening = _listening_inodes(port) if inodes is None else inodes
+    wanted = {f"socket:[{inode}]" for inode in listening}
     if not wanted:
         return None
     for entry in Path("/proc").iterdir():

@@ -65,12 +65,19 @@ async def run_prober(
     machine: ProbeStateMachine,
     port: int,
     on_verdict: Callable[[ProbeVerdict, str | None], None],
+    verify: Callable[[], str | None] | None = None,
 ) -> None:
-    """Probe forever on ``machine``'s schedule; report each change of verdict."""
+    """Probe forever on ``machine``'s schedule; report each change of verdict.
+
+    ``verify`` runs after each probe that answered; a reason it gives fails the
+    probe (the port answered, but not from the instance's own processes).
+    """
     while True:
         await trio.sleep_until(machine.next_probe_at)
         machine.probe_started(trio.current_time())
         error = await probe_once(machine.check, port)
+        if error is None and verify is not None:
+            error = verify()
         verdict = machine.record(success=error is None, error=error)
         if verdict is not None:
             on_verdict(verdict, machine.last_error)

@@ -2,7 +2,9 @@
 
 An ``InstanceRunner`` starts the sidecar first and waits for its ``/ready``
 report, then the app with the environment of the mesh contract, then probes
-the app.  When the app exits, it is restarted per its restart policy (the
+the app; a probe counts as passed only if every socket listening on ``$PORT``
+belongs to the app's processes (``port_squatter``: another process that took
+the port first would otherwise receive the instance's traffic).  When the app exits, it is restarted per its restart policy (the
 sidecar keeps running); when the sidecar exits, the app is stopped and both
 start again, since the app's environment names the sidecar's ports.  The
 gateway's runner has no app: its sidecar is the whole instance.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -41,7 +44,13 @@ from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.policy.restart import RestartBackoff
-from meshkit.runtime.ports import PortAllocator, is_free, listening_ports, port_holder
+from meshkit.runtime.ports import (
+    PortAllocator,
+    is_free,
+    listening_ports,
+    port_holder,
+    port_squatter,
+)
 from meshkit.runtime.probes import run_prober
 from meshkit.runtime.process import (
     Forker,
@@ -210,6 +219,9 @@ class InstanceRunner:
             if exit_of == "app":
                 self._record_app_exit(code)
             reason = f"{exit_of} exited with status {code}"
+            squatter = None if self.port is None else port_squatter(self.port, ())
+            if exit_of == "app" and squatter is not None:
+                reason += f"; {squatter}"
             self._move_to("crashed", error=reason)
             decision = self.backoff.record_exit(now=now, exit_code=code)
             problem_key = f"restart-loop:{self.instance_id}"
@@ -265,7 +277,9 @@ class InstanceRunner:
                     check_for(self.deployment.health), started_at=started_at
                 )
                 assert self.port is not None
-                nursery.start_soon(run_prober, machine, self.port, self._on_verdict)
+                nursery.start_soon(
+                    run_prober, machine, self.port, self._on_verdict, self._squatter_of(self.app)
+                )
                 nursery.start_soon(self._report_bound_ports, self.app)
         return exited[0]
 
@@ -292,6 +306,12 @@ class InstanceRunner:
                 bound = listening_ports([app.pid, *app.members()])
             if bound != record.listening_ports:
                 self.registry.update(self.instance_id, listening_ports=bound)
+
+    def _squatter_of(self, app: ManagedProcess) -> Callable[[], str | None]:
+        """Who else holds the app's ``$PORT`` (``port_squatter``), checked before it is healthy."""
+        port = self.port
+        assert port is not None
+        return lambda: port_squatter(port, [app.pid, *app.members()])
 
     def _on_verdict(self, verdict: ProbeVerdict, error: str | None) -> None:
         self._move_to(verdict, error=error)

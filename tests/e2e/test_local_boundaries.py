@@ -1,7 +1,8 @@
 """The laptop's own boundaries through a real mesh and curl: a rebinding Host is refused at the
 gateway and the admin listeners, admin pages need the mesh's token, and another Unix user
 (created here when the test runs as root) is refused at admin, outbound and upstream ports
-while the mesh's own user gets through."""
+while the mesh's own user gets through; a process that takes an app's port first is reported
+and never receives the app's traffic."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +150,51 @@ def test_another_unix_user_is_refused_at_admin_outbound_and_upstream_ports(
     log = Path(mesh.workdir / ".meshkit" / "logs" / f"{client['id']}.proxy.log").read_text()
     assert f"is owned by uid {uid}, not the mesh's user (uid {os.getuid()})" in log
     assert f"to port {client['outbound_port']}" in log
+
+
+SQUATTED = """\
+from meshkit import Mesh, tcp_connect
+mesh = Mesh("squat")
+mesh.service("web", run="sleep 3; exec python -m http.server $PORT --bind 127.0.0.1",
+             health=tcp_connect(period="1s", failure_threshold=1))
+mesh.gateway(port=0, routes={"/": "web"})
+"""
+
+
+def test_a_squatted_port_is_reported_and_never_routed(tmp_path: Path) -> None:
+    (tmp_path / "Meshfile.py").write_text(SQUATTED)
+    process = MeshProcess(tmp_path / "Meshfile.py", tmp_path, "--no-watch")
+    squatter: subprocess.Popen[bytes] | None = None
+    try:
+        # The app waits 3 s before binding $PORT: take it first, as a squatter would.
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                port = process.status()["services"][0]["instances"][0]["port"]
+            time.sleep(0.05)
+        assert port is not None, process.output()
+        squatter = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        held = f"port {port} is held by pid {squatter.pid}"
+
+        def reported(document: dict[str, Any]) -> bool:
+            return any(held in error for error in document["errors"])
+
+        process.wait_until(reported, timeout=40)
+        gateway = process.wait_until(lambda s: s["gateways"] and s["gateways"][0].get("url"))
+        for _ in range(10):
+            web = process.status()["services"][0]["instances"][0]
+            assert web["state"] != "healthy", web
+            assert curl(gateway["gateways"][0]["url"] + "/") == "503"  # UH, not the squatter's 200
+            time.sleep(0.3)
+        process.stop()
+        process.wait_no_processes()
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+        process.kill_everything()
