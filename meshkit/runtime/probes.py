@@ -69,14 +69,16 @@ async def run_prober(
 ) -> None:
     """Probe forever on ``machine``'s schedule; report each change of verdict.
 
-    ``verify`` runs after each probe that answered; a reason it gives fails the
-    probe (the port answered, but not from the instance's own processes).
+    ``verify`` runs after each probe that answered until the instance is
+    healthy; a reason it gives fails the probe (the port answered, but not
+    from the instance's own processes).  Once healthy the app holds the port,
+    and the socket table need not be read on every probe.
     """
     while True:
         await trio.sleep_until(machine.next_probe_at)
         machine.probe_started(trio.current_time())
         error = await probe_once(machine.check, port)
-        if error is None and verify is not None:
+        if error is None and verify is not None and machine.verdict != "healthy":
             error = verify()
         verdict = machine.record(success=error is None, error=error)
         if verdict is not None:
