@@ -31,6 +31,17 @@ def is_dns_label(text: str) -> bool:
     return len(text) <= _DNS_LABEL_MAX and _DNS_LABEL.fullmatch(text) is not None
 
 
+def is_host_name(name: str) -> bool:
+    """A DNS name such as ``shop.test``: DNS labels (any case) joined by dots, at most 253
+    characters, not an IP address."""
+    labels = name.lower().removesuffix(".").split(".")
+    return (
+        0 < len(name) <= 253
+        and all(is_dns_label(label) for label in labels)
+        and not all(label.isdigit() for label in labels)
+    )
+
+
 def _label_problem(origin: Origin, what: str, text: str) -> Problem | None:
     if is_dns_label(text):
         return None

@@ -12,7 +12,6 @@ ranges, cycles) is decided afterwards by ``meshkit.dsl.checks``.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -75,17 +74,6 @@ class ServiceHandle:
 
 
 ServiceRef: TypeAlias = str | ServiceHandle
-HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
-
-
-def is_host_name(name: str) -> bool:
-    """A DNS name of letters, digits and hyphens (not an IP address), at most 253 characters."""
-    labels = name.removesuffix(".").split(".")
-    return (
-        0 < len(name) <= 253
-        and all(HOST_LABEL.fullmatch(label) for label in labels)
-        and not all(label.isdigit() for label in labels)
-    )
 
 
 class _ServiceReader(ArgumentReader):
@@ -176,19 +164,6 @@ class _ServiceReader(ArgumentReader):
             return value
         mode = self.choice(field, value, RESTART_MODES)
         return RestartPolicy() if mode is None else restart_mode(mode)
-
-    def host_names(self, field: str, value: object) -> tuple[str, ...]:
-        """DNS names (``shop.test``, lower-cased); no ports, schemes or wildcards."""
-        found: list[str] = []
-        for name in self.names(field, value):
-            if not is_host_name(name):
-                self.fail(
-                    f"{field}: {name!r} is not a host name (write a DNS name such as "
-                    "'shop.test', without a scheme, port or wildcard; loopback is always allowed)"
-                )
-            else:
-                found.append(name.lower().rstrip("."))
-        return tuple(dict.fromkeys(found))
 
     def gateway_routes(
         self, field: str, value: object, *, origin: Origin

@@ -16,6 +16,7 @@ import attrs
 
 from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.checks.suggest import did_you_mean
+from meshkit.dsl.checks.validate import is_host_name
 from meshkit.dsl.durations import DurationError, parse_duration
 from meshkit.dsl.spec import Origin
 
@@ -119,6 +120,19 @@ class ArgumentReader:
             else:
                 self.fail(f"{field} entries must be strings, got {describe_value(item)}")
         return tuple(found)
+
+    def host_names(self, field: str, value: object) -> tuple[str, ...]:
+        """DNS names (``shop.test``, lower-cased); no ports, schemes or wildcards."""
+        found: list[str] = []
+        for name in self.names(field, value):
+            if not is_host_name(name):
+                self.fail(
+                    f"{field}: {name!r} is not a host name (write a DNS name such as "
+                    "'shop.test', without a scheme, port or wildcard; loopback is always allowed)"
+                )
+            else:
+                found.append(name.lower().rstrip("."))
+        return tuple(dict.fromkeys(found))
 
     def part(
         self, field: str, value: object, kind: type[SpecT], verb: str
