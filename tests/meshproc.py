@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meshkit.testing.calls import admin_token
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -80,6 +82,11 @@ class MeshProcess:
     @property
     def control_socket(self) -> Path:
         return self.workdir / ".meshkit" / "run" / "control.sock"
+
+    @property
+    def admin_token(self) -> str:
+        """The mesh's token, which the sidecars' admin listeners ask for."""
+        return admin_token(self.control_socket.parent)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.testing.calls import admin_token, clear_calls, read_calls
+from meshkit.testing.calls import clear_calls, read_calls
 from tests.meshproc import MeshProcess, running_mesh
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +117,7 @@ def test_calls_show_the_gateway_as_caller_and_nothing_for_an_unreached_service(
     mesh: MeshProcess,
 ) -> None:
     status_document: dict[str, Any] = mesh.status()
-    token = admin_token(mesh.workdir / ".meshkit" / "run")
+    token = mesh.admin_token
     clear_calls(status_document, "a", token=token)
     started = time.time()
     assert get(mesh, "/seen?q=1", **{"x-request-id": "req-42"})[0] == 200
