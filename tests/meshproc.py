@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from meshkit.testing.calls import admin_token
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -84,9 +82,8 @@ class MeshProcess:
         return self.workdir / ".meshkit" / "run" / "control.sock"
 
     @property
-    def admin_token(self) -> str:
-        """The mesh's token, which the sidecars' admin listeners ask for."""
-        return admin_token(self.control_socket.parent)
+    def run_dir(self) -> Path:
+        return self.workdir / ".meshkit" / "run"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

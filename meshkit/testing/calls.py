@@ -117,13 +117,14 @@ def _admin_ports(status: StatusDocument, service: str) -> Iterable[tuple[str, in
 
 
 def read_calls(
-    status: StatusDocument, service: str, *, token: str, since: float | None = None
+    status: StatusDocument, service: str, *, run_dir: Path, since: float | None = None
 ) -> list[Call]:
     """Every call the current instances of ``service`` logged, oldest first.
 
-    ``token`` is the mesh's (``meshkit.api.access``); ``since`` (epoch seconds)
-    leaves out the calls answered before it.
+    ``run_dir`` is the mesh's ``.meshkit/run`` (its token opens the admin
+    listeners); ``since`` (epoch seconds) leaves out the calls answered before it.
     """
+    token = admin_token(run_dir)
     calls: list[Call] = []
     for instance_id, port in _admin_ports(status, service):
         answer = admin_request(port, "GET", "/calls", token=token)
@@ -133,8 +134,9 @@ def read_calls(
     return sorted(calls, key=lambda call: (call.time, call.instance, call.seq))
 
 
-def clear_calls(status: StatusDocument, service: str, *, token: str) -> None:
+def clear_calls(status: StatusDocument, service: str, *, run_dir: Path) -> None:
     """Forget the calls every current instance of ``service`` logged."""
+    token = admin_token(run_dir)
     for _, port in _admin_ports(status, service):
         admin_request(port, "DELETE", "/calls", token=token)
 

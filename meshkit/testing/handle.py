@@ -42,7 +42,6 @@ from meshkit.testing.calls import (
     AsyncFaultRequest,
     Call,
     InjectedFault,
-    admin_token,
     clear_calls,
     read_calls,
 )
@@ -262,11 +261,11 @@ class MeshHandle:
         duration and response flag.  ``since`` (``time.time()`` seconds)
         leaves out older calls; each sidecar keeps its last 1000.
         """
-        return read_calls(self.status(), service, token=admin_token(self.state_dir / "run"), since=since)
+        return read_calls(self.status(), service, run_dir=self.state_dir / "run", since=since)
 
     def clear_calls(self, service: str) -> None:
         """Forget the calls logged so far by every current instance of ``service``."""
-        clear_calls(self.status(), service, token=admin_token(self.state_dir / "run"))
+        clear_calls(self.status(), service, run_dir=self.state_dir / "run")
 
     def traffic(self) -> list[Edge]:
         """The edges of the service graph so far: who called whom, how often, how well.

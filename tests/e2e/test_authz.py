@@ -203,7 +203,7 @@ def test_denials_show_in_the_calls(mesh: MeshProcess) -> None:
     call_as(mesh, "reviews", "/seen-denied")
     calls = [
         c
-        for c in read_calls(mesh.status(), "catalog", token=mesh.admin_token, since=started - 1)
+        for c in read_calls(mesh.status(), "catalog", run_dir=mesh.run_dir, since=started - 1)
         if c.path == "/seen-denied"
     ]
     assert [(c.status, c.flag, c.caller) for c in calls] == [(403, "RBAC", "reviews")]

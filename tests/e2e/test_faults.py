@@ -117,16 +117,15 @@ def test_calls_show_the_gateway_as_caller_and_nothing_for_an_unreached_service(
     mesh: MeshProcess,
 ) -> None:
     status_document: dict[str, Any] = mesh.status()
-    token = mesh.admin_token
-    clear_calls(status_document, "a", token=token)
+    clear_calls(status_document, "a", run_dir=mesh.run_dir)
     started = time.time()
     assert get(mesh, "/seen?q=1", **{"x-request-id": "req-42"})[0] == 200
-    [call] = [c for c in read_calls(mesh.status(), "a", token=token, since=started) if c.path == "/seen?q=1"]
+    [call] = [c for c in read_calls(mesh.status(), "a", run_dir=mesh.run_dir, since=started) if c.path == "/seen?q=1"]
     assert (call.method, call.status, call.caller, call.flag) == ("GET", 200, "gateway", "-")
     assert call.caller_identity == "spiffe://meshkit.local/ns/faults/sa/gateway"
     assert call.request_id == "req-42"
     assert call.duration_ms > 0
-    assert read_calls(mesh.status(), "b", token=token) == []
+    assert read_calls(mesh.status(), "b", run_dir=mesh.run_dir) == []
 
 
 def test_meshkit_restart_replaces_the_instances(mesh: MeshProcess) -> None:

@@ -92,7 +92,7 @@ def test_a_burst_over_the_limit_gets_429_rl_with_retry_after(mesh: MeshProcess) 
     assert "rate limit 5/h burst 5 on route /limited* of 'catalog'" in reason
     assert f"Meshfile.py:{LIMITED_LINE}" in reason
     assert get(mesh, "/other")[0] == 200  # the limit is the route's only
-    refusals = [c for c in read_calls(mesh.status(), "catalog", token=mesh.admin_token) if c.path == "/limited/items"]
+    refusals = [c for c in read_calls(mesh.status(), "catalog", run_dir=mesh.run_dir) if c.path == "/limited/items"]
     assert [call.flag for call in refusals].count("RL") == 3
     assert [call.status for call in refusals if call.flag == "RL"] == [429] * 3
     [catalog] = instances_of(mesh.status(), "catalog")
@@ -156,7 +156,7 @@ def test_per_caller_limits_isolate_two_callers(mesh: MeshProcess) -> None:
     assert via_front[3:] == [502] * 2  # front says catalog refused it
     refused = [
         call.caller
-        for call in read_calls(mesh.status(), "catalog", token=mesh.admin_token)
+        for call in read_calls(mesh.status(), "catalog", run_dir=mesh.run_dir)
         if call.path == "/percaller/x" and call.flag == "RL"
     ]
     assert sorted(refused) == ["front", "front", "gateway", "gateway"]

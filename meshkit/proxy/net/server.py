@@ -50,8 +50,7 @@ from meshkit.proxy.telemetry.tracing import OpenSpan, SpanKind
 log = logging.getLogger("meshkit.proxy")
 
 ENTRY_KINDS = frozenset({"outbound", "upstream", "gateway"})
-# Listeners only the mesh's own user may connect to (``meshkit.proxy.net.peercred``);
-# the gateway is the front door, and inbound listeners take only mTLS.
+# Only the mesh's user may connect (``proxy.net.peercred``); the gateway is the front door.
 SAME_USER_KINDS = frozenset({"outbound", "upstream", "admin"})
 
 
