@@ -129,6 +129,28 @@ def test_a_request_at_the_header_limit_reaches_the_app(mesh: MeshProcess) -> Non
         assert _exchange(port, tls, over)[0] == 431, listener
 
 
+def _head_of(size: int) -> bytes:
+    """A request whose head (up to its blank line) is ``size`` bytes, in big fields."""
+    lines = [b"GET /big HTTP/1.1", b"Host: echo", b"Connection: close"]
+    while len(b"\r\n".join(lines)) < size - 20_000:
+        lines.append(b"x-big-%d: " % len(lines) + b"b" * 16_000)
+    lines.append(b"x-last: ")
+    lines[-1] += b"l" * (size - len(b"\r\n".join(lines)))
+    block = b"\r\n".join(lines)
+    assert len(block) == size
+    return block + b"\r\n\r\n"
+
+
+def test_a_request_at_the_header_byte_limit_reaches_the_app(mesh: MeshProcess) -> None:
+    # The fields each hop adds (x-forwarded-*, x-request-id, XFCC, traceparent)
+    # never push a request the client kept within 60 KiB over the next hop's limit.
+    for listener, (port, tls) in _listeners(mesh).items():
+        status, _, body = _exchange(port, tls, _head_of(60 * 1024))
+        assert status == 200, (listener, status, body[:300])
+        assert len(json.loads(body)["headers"]["x-last"]) > 1000
+        assert _exchange(port, tls, _head_of(60 * 1024 + 1))[0] == 431, listener
+
+
 def test_x_forwarded_proto_is_the_scheme_the_edge_served(mesh: MeshProcess) -> None:
     raw = b"GET /proto HTTP/1.1\r\nHost: echo\r\nX-Forwarded-Proto: %s\r\nConnection: close\r\n\r\n"
     listeners = _listeners(mesh)

@@ -17,6 +17,7 @@ from meshkit.proxy.codec.messages import (
     RequestHead,
     ResponseHead,
 )
+from meshkit.proxy.codec.request_rules import MESH_HEADER_ALLOWANCE
 from meshkit.proxy.config import Limits
 
 LIMITS = Limits()
@@ -124,7 +125,9 @@ def test_hostile_heads_are_refused(raw: bytes, status: int, words: str) -> None:
 
 def test_a_header_block_over_the_byte_limit_is_431_even_before_it_ends() -> None:
     limits = Limits(max_header_bytes=1024)
-    assert refusal(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 2000, limits).status == 431
+    # Unfinished, it may still hold the mesh's own fields: the allowance is left for them.
+    unfinished = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * (2000 + MESH_HEADER_ALLOWANCE)
+    assert refusal(unfinished, limits).status == 431
     complete = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 1100 + b"\r\n\r\n"
     assert refusal(complete, limits).status == 431
 
@@ -306,3 +309,16 @@ def test_trailers_and_lf_in_chunk_data_are_fine_however_the_bytes_arrive() -> No
                 break
         data = b"".join(event.data for event in seen if isinstance(event, Body))
         assert data == b"ab\ncd" and isinstance(seen[-1], EndOfBody), size
+
+
+def test_the_mesh_fields_bytes_do_not_count_against_the_byte_limit() -> None:
+    limits = Limits(max_header_bytes=1024)
+    mine = b"GET / HTTP/1.1\r\nHost: a\r\nX-Mine: " + b"m" * 940
+    assert len(mine) <= 1024
+    xfcc = b"\r\nx-forwarded-client-cert: By=spiffe://a;URI=spiffe://b" + b"c" * 300
+    head, _ = events(mine + xfcc + b"\r\n\r\n", limits)
+    assert isinstance(head, RequestHead)
+    assert refusal(mine + b"m" * 100 + xfcc + b"\r\n\r\n", limits).status == 431
+    # The allowance is bounded: the mesh's names cannot carry a head past it.
+    huge = b"\r\nx-forwarded-for: " + b"1" * (MESH_HEADER_ALLOWANCE + 100)
+    assert refusal(mine + huge + b"\r\n\r\n", limits).status == 431

@@ -33,6 +33,7 @@ from meshkit.proxy.codec.messages import (
     ResponseHead,
 )
 from meshkit.proxy.codec.request_rules import (
+    MESH_HEADER_ALLOWANCE,
     check_request_head,
     check_request_target,
     normalise_target,
@@ -217,7 +218,7 @@ class Http1ServerCodec(_H11Sender):
             del self._buffer[:1]
         match = _HEAD_END.search(self._buffer)
         if match is None:
-            if len(self._buffer) > self._limits.max_header_bytes:
+            if len(self._buffer) - MESH_HEADER_ALLOWANCE > self._limits.max_header_bytes:
                 raise ProtocolRefusal(
                     431, f"request header block over {self._limits.max_header_bytes} bytes"
                 )

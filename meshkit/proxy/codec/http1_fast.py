@@ -8,7 +8,7 @@ How the two agree by construction:
 
 * every request head passes HARDENING.md's rules: ``check_request_head`` on
   the reference path, and on the fast path h11's own line grammar (one regex
-  over the block) plus ``check_head_size`` and ``check_request_fields`` on the
+  over the block) plus ``check_fields_size`` and ``check_request_fields`` on the
   fields llhttp parsed -- the same functions, so the same answers;
 * the fast path takes only the common shape -- CRLF line endings, no
   ``Transfer-Encoding``, a plain ``Content-Length`` or no body, HTTP/1.0 or
@@ -49,10 +49,9 @@ from meshkit.proxy.codec.messages import (
     ResponseHead,
 )
 from meshkit.proxy.codec.request_rules import (
-    check_head_size,
+    check_fields_size,
     check_request_fields,
     check_request_target,
-    counted_headers,
     normalise_target,
 )
 from meshkit.proxy.config import Limits
@@ -186,7 +185,7 @@ class FastServerCodec(Http1ServerCodec):
         headers = collector.headers
         # The block matched h11's grammar line by line, so of check_request_head
         # only the size and the field rules are left to apply.
-        check_head_size(end, counted_headers(headers), self._limits)
+        check_fields_size(end, headers, self._limits)
         length, chunked = check_request_fields(headers, self._limits)
         if chunked:
             return False

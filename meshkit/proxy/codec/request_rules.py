@@ -35,8 +35,17 @@ ABSOLUTE_FORM = re.compile(
 
 # The fields a sidecar adds to a request on its way (``headers.rewrite_request_headers``).
 MESH_ADDED = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-client-cert"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+        b"x-forwarded-client-cert",
+        b"traceparent",
+    }
 )
+# Bytes of those fields that do not count against ``max_header_bytes`` (a hop
+# adds a few hundred): a head the client kept within the limit stays within it.
+MESH_HEADER_ALLOWANCE = 8 * 1024
 
 FRAMING_AND_ROUTING = frozenset({b"content-length", b"transfer-encoding", b"host", b"te"})
 
@@ -133,7 +142,7 @@ def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
     body framing the head declares: ``(content_length or None, chunked)``.
     """
     lines = LINE_SPLIT.split(raw)
-    check_head_size(len(raw), 0, limits)
+    check_head_size(len(raw) - MESH_HEADER_ALLOWANCE, 0, limits)
     fields: Headers = []
     for line in lines[1:]:
         if b"\r" in line:
@@ -146,22 +155,29 @@ def check_request_head(raw: bytes, limits: Limits) -> tuple[int | None, bool]:
         if not name or name != name.rstrip(b" \t"):
             raise ProtocolRefusal(400, "whitespace before the colon of a header name")
         fields.append((name.lower(), value.strip(b" \t")))
-    check_head_size(len(raw), counted_headers(fields), limits)
+    check_fields_size(len(raw), fields, limits)
     return check_request_fields(fields, limits)
 
 
-def counted_headers(fields: Headers) -> int:
-    """The fields that count against the header limit: all but one of each the mesh adds.
+def check_fields_size(head_bytes: int, fields: Headers, limits: Limits) -> None:
+    """431 for a head of ``head_bytes`` with ``fields`` over a limit, the mesh's own aside.
 
-    A hop adds (or replaces) one each of ``MESH_ADDED``; not counting them
-    keeps a request the client sent within the limit within it at every hop.
+    A hop adds (or replaces) one each of ``MESH_ADDED``: one of each is not
+    counted, nor their bytes (up to ``MESH_HEADER_ALLOWANCE``), so a request
+    the client sent within the limits stays within them at every hop.
     """
-    added = {name for name, _ in fields if name in MESH_ADDED}
-    return len(fields) - len(added)
+    added: set[bytes] = set()
+    added_bytes = 0
+    for name, value in fields:
+        if name in MESH_ADDED:
+            added.add(name)
+            added_bytes += len(name) + len(value) + 4
+    counted_bytes = head_bytes - min(added_bytes, MESH_HEADER_ALLOWANCE)
+    check_head_size(counted_bytes, len(fields) - len(added), limits)
 
 
 def check_head_size(head_bytes: int, header_count: int, limits: Limits) -> None:
-    """431 for a request head over the byte or the count limit."""
+    """431 for a request head over the byte or the count limit (as counted by the caller)."""
     if head_bytes > limits.max_header_bytes:
         raise ProtocolRefusal(431, f"request header block over {limits.max_header_bytes} bytes")
     if header_count > limits.max_header_count:
