@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import time
 
 import pytest
 
@@ -237,15 +238,21 @@ def test_a_crashing_child_is_a_problem(in_tmp: pathlib.Path) -> None:
 
 
 def test_a_hanging_meshfile_is_stopped(in_tmp: pathlib.Path) -> None:
+    # The timeout must leave the evaluator time to start and reach the Meshfile's
+    # sleep on a loaded machine: a few times what a trivial evaluation takes now.
+    write(in_tmp, "Quick.py", HEADER)
+    started = time.monotonic()
+    assert evaluate("Quick.py").ok
+    timeout = max(1.0, round(3 * (time.monotonic() - started), 1))
     write(
         in_tmp,
         "Meshfile.py",
-        "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+        "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(600)\n",
     )
-    result = evaluate("Meshfile.py", timeout=1.0)
+    result = evaluate("Meshfile.py", timeout=timeout)
     (problem,) = result.problems
     assert str(problem).startswith(
-        "Meshfile.py:1: evaluating the Meshfile took longer than 1s and was stopped"
+        f"Meshfile.py:1: evaluating the Meshfile took longer than {timeout:g}s and was stopped"
     )
     pid = int((in_tmp / "pid").read_text())
     with pytest.raises(ProcessLookupError):
