@@ -521,3 +521,23 @@ async def test_outlier_detection_never_empties_a_routed_subset(
     assert (result.status, result.flag) == (200, "-")
     assert [instance for instance, _ in mesh.sent] == ["cat-3"] * 4
     assert not mesh.replies
+
+
+async def test_a_try_cut_by_the_route_timeout_counts_for_outlier_detection(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A hung (SIGSTOPped) instance: every request to it ends in the route timeout.
+    mesh = FakeMesh(scripts={"cat-1": ["hang"]})
+    policy = DestinationPolicy(
+        service="catalog", outlier=OutlierSettings(consecutive_errors=2, base_ejection=30.0)
+    )
+    v1 = Forward(versions=(WeightedVersion(version="v1"),))
+    config = config_with(RouteRule(action=v1, timeout=1.0), policy=policy)
+    destinations = new_destinations()
+    results = [await run(mesh, config, destinations) for _ in range(4)]
+    assert [result.status for result in results].count(504) == 2
+    assert destinations.state("catalog").outlier.is_ejected("cat-1")
+    mesh.sent.clear()
+    for _ in range(4):
+        assert (await run(mesh, config, destinations)).status == 200
+    assert {instance for instance, _ in mesh.sent} == {"cat-2"}

@@ -275,6 +275,7 @@ async def _attempts(
     retries_done = 0
     last_failure: tuple[Failure, str] | None = None
     route_deadline = trio.current_time() + rule.timeout if rule.timeout > 0 else math.inf
+    in_flight: Endpoint | None = None  # the instance of the try under way
     with trio.CancelScope(deadline=route_deadline) as route_scope, HeldRetry() as held:
         while True:
             endpoint = destination.balancer.pick(
@@ -303,12 +304,14 @@ async def _attempts(
                     held=held,
                 )
                 destination.balancer.request_started(endpoint.instance)
+                in_flight = endpoint
                 try:
                     outcome: Outcome | None = await attempt(
                         endpoint, head, None if body is None else body.source(), state.on_response
                     )
                 finally:
                     destination.balancer.request_finished(endpoint.instance)
+                in_flight = None
             if state.retry is None:
                 held.release()  # this try (a retry or not) has ended and none is admitted yet
             if try_scope.cancelled_caught:
@@ -353,5 +356,15 @@ async def _attempts(
             await trio.sleep(decision.delay)
             retries_done += 1
             last_failure = None
-    timeout = f"{rule.timeout:g}s"
-    return await _local(reply, 504, TIMEOUT, f"no answer from '{service}' within {timeout}")
+    return await _route_timed_out(destination, in_flight, rule.timeout, reply)
+
+
+async def _route_timed_out(
+    destination: DestinationState, in_flight: Endpoint | None, timeout: float, reply: ReplyFunction
+) -> Result:
+    """504 UT; a try the timeout cut counts against its instance, so a hung one is
+    ejected as its requests time out, before its health checks fail."""
+    if in_flight is not None:
+        destination.outlier.record_failure(in_flight.instance)
+    reason = f"no answer from '{destination.service}' within {timeout:g}s"
+    return await _local(reply, 504, TIMEOUT, reason)
