@@ -14,10 +14,12 @@ from meshkit.api.authz import (
     pattern_problem,
 )
 from meshkit.ca.spiffe import mesh_peer_problem
+from meshkit.proxy.config import ProxyConfig
 from meshkit.proxy.policy.authz import (
     Allowed,
     Denied,
     RequestFacts,
+    check_request,
     decide,
     gateway_decides,
     rule_matches,
@@ -225,3 +227,39 @@ def test_a_caller_without_a_certificate_is_named_so() -> None:
 def test_only_members_of_the_mesh_may_connect(identity: str, problem: str | None) -> None:
     found = mesh_peer_problem(identity, mesh="shop", services={"frontend", "catalog", "gateway"})
     assert found is None if problem is None else problem in (found or "")
+
+
+def _config(*policies: AuthzPolicy) -> ProxyConfig:
+    return ProxyConfig(
+        version=1, mesh="shop", instance="catalog-0", service="catalog", authorization=policies
+    )
+
+
+def _check(config: ProxyConfig, *, at_gateway: bool, identity: str | None) -> Denied | None:
+    return check_request(
+        config,
+        service="catalog",
+        at_gateway=at_gateway,
+        method=b"GET",
+        target=b"/items?q=1",
+        headers=[],
+        identity=identity,
+        client_address="10.0.0.1",
+    )
+
+
+def test_the_inbound_sidecar_decides_from_the_verified_identity_only() -> None:
+    config = _config(allow(AuthzRule(principals=(FRONTEND,), paths=("/items",))))
+    assert _check(config, at_gateway=False, identity=FRONTEND) is None
+    denied = _check(config, at_gateway=False, identity=REVIEWS)
+    assert denied is not None and denied.reason.startswith("GET /items from 'reviews'")
+    # The gateway leaves rules without client-address conditions to the inbound sidecar.
+    assert _check(config, at_gateway=True, identity=None) is None
+    assert _check(_config(), at_gateway=False, identity=None) is None
+
+
+def test_the_gateway_decides_client_address_rules_as_itself() -> None:
+    config = _config(allow(AuthzRule(principals=(GATEWAY,), ip_blocks=("127.0.0.0/8",))))
+    assert _check(config, at_gateway=True, identity=None) is not None  # 10.0.0.1
+    assert _check(config, at_gateway=False, identity=GATEWAY) is None  # behind the gateway
+    assert _check(config, at_gateway=False, identity=FRONTEND) is not None

@@ -22,7 +22,7 @@ import attrs
 
 from meshkit.api.authz import AuthzPolicy, AuthzRule, HeaderCondition, address_in, pattern_matches
 from meshkit.ca.errors import InvalidSpiffeId
-from meshkit.ca.spiffe import parse_workload_identity, spiffe_id
+from meshkit.ca.spiffe import TRUST_DOMAIN, parse_workload_identity, spiffe_id
 from meshkit.proxy.codec.messages import Headers
 from meshkit.proxy.config import ProxyConfig
 from meshkit.proxy.policy.matching import joined_header
@@ -31,7 +31,7 @@ RBAC = "RBAC"
 """Envoy's response flag for a request refused by authorization."""
 GATEWAY_SERVICE = "gateway"
 """The service name in the gateway's SPIFFE ID."""
-_MESHKIT_NS = "spiffe://meshkit.local/ns/"
+_MESHKIT_NS = f"spiffe://{TRUST_DOMAIN}/ns/"
 
 
 def namespace_of(principal: str | None) -> str | None:
