@@ -21,7 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from meshkit.testing.calls import read_calls
+from meshkit.api.access import bearer_header
+from meshkit.testing.calls import admin_token, read_calls
 from meshkit.testing.status import instances_of
 from tests.meshproc import MeshProcess, running_mesh
 
@@ -92,11 +93,20 @@ def test_a_burst_over_the_limit_gets_429_rl_with_retry_after(mesh: MeshProcess) 
     assert "rate limit 5/h burst 5 on route /limited* of 'catalog'" in reason
     assert f"Meshfile.py:{LIMITED_LINE}" in reason
     assert get(mesh, "/other")[0] == 200  # the limit is the route's only
-    refusals = [c for c in read_calls(mesh.status(), "catalog", run_dir=mesh.run_dir) if c.path == "/limited/items"]
+    refusals = [
+        c
+        for c in read_calls(mesh.status(), "catalog", run_dir=mesh.run_dir)
+        if c.path == "/limited/items"
+    ]
     assert [call.flag for call in refusals].count("RL") == 3
     assert [call.status for call in refusals if call.flag == "RL"] == [429] * 3
     [catalog] = instances_of(mesh.status(), "catalog")
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{catalog['admin_port']}/metrics").read()
+    metrics = urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://127.0.0.1:{catalog['admin_port']}/metrics",
+            headers=dict([bearer_header(admin_token(mesh.run_dir))]),
+        )
+    ).read()
     counted = re.findall(
         rb'istio_requests_total\{[^}]*response_code="429"[^}]*response_flags="RL"[^}]*\} (\d+)',
         metrics,
