@@ -77,9 +77,15 @@ def test_stubborn_instances_stop_in_one_grace_period(tmp_path: Path) -> None:
         mesh.wait_no_processes(timeout=5)
         seen = events(marker)
         assert len(seen) == 6  # every instance saw its SIGTERM
-        took = stopped_at - min(at for _, at in seen)
-        # One grace period (5 s) plus the sidecars; one per service would be 15 s.
-        assert 4.5 < took < 12, f"six stubborn instances took {took:.1f}s to stop with --grace 5"
+        terms = sorted(at for _, at in seen)
+        took = stopped_at - terms[0]
+        assert took > 4.5, f"stopped after {took:.1f}s: the grace (5 s) was cut short"
+        # In one grace period, not one per service: every instance got its SIGTERM
+        # before the first one's grace ran out (stopping them one service after the
+        # other would put 5 s between them).  Ordering, not wall time: holds under load.
+        spread = terms[-1] - terms[0]
+        assert spread < 5, f"the last SIGTERM came {spread:.1f}s after the first (--grace 5)"
+        print(f"\nsix stubborn instances: SIGTERMs within {spread:.2f}s, stopped in {took:.1f}s")
     finally:
         mesh.kill_everything()
 
