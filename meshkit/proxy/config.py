@@ -50,6 +50,9 @@ class Endpoint:
     version: str | None = None
     # The SPIFFE ID the endpoint's sidecar must present (None: any mesh identity).
     identity: str | None = None
+    # How often the supervisor restarted the instance: a new count is a new process,
+    # which starts with a clean outlier record.
+    restarts: int = 0
 
 
 @attrs.frozen(kw_only=True)

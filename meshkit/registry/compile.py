@@ -163,6 +163,7 @@ def _clusters(spec: MeshSpec, registry: Registry) -> tuple[Cluster, ...]:
                 port=rec.inbound_port,
                 version=rec.version,
                 identity=spiffe_id(spec.name, name),
+                restarts=rec.restarts,
             )
             for rec in sorted(registry.healthy_instances_of(name), key=lambda r: r.id)
             if rec.inbound_port is not None

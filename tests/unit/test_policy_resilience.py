@@ -162,6 +162,18 @@ def test_forgotten_instances_lose_their_state() -> None:
     assert found.ejected() == frozenset()
 
 
+def test_a_restarted_instance_starts_with_a_clean_record() -> None:
+    found = detector(FakeClock(), count=3)
+    fail(found, "i0", 5)
+    found.set_instances(["i0", "i1", "i2"], restarts={"i0": 0})
+    assert found.is_ejected("i0")  # the same process: its record stays
+    # The supervisor restarted it (and it is healthy again) between two configs.
+    found.set_instances(["i0", "i1", "i2"], restarts={"i0": 1})
+    assert not found.is_ejected("i0")
+    fail(found, "i0", 4)
+    assert not found.is_ejected("i0")  # five failures again, not one, eject it
+
+
 # --- load balancing ----------------------------------------------------------
 
 

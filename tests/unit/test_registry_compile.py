@@ -131,3 +131,14 @@ def test_configs_survive_the_wire() -> None:
 def test_no_gateway_config_without_a_gateway_in_the_spec() -> None:
     spec = MeshSpec(name="shop", file="Meshfile.py", services=SPEC.services)
     assert "gateway" not in compile_configs(spec, make_registry())
+
+
+def test_an_endpoint_carries_its_restart_count() -> None:
+    # A sidecar sees a restarted instance as a new process (a clean outlier record),
+    # even when it never saw it leave the healthy set.
+    registry = make_registry()
+    make_healthy(registry, "catalog-v1-1", 7011)
+    registry.update("catalog-v1-1", restarts=2)
+    catalog = compile_configs(SPEC, registry)["frontend-0"].cluster("catalog")
+    assert catalog is not None
+    assert [(e.instance, e.restarts) for e in catalog.endpoints] == [("catalog-v1-1", 2)]

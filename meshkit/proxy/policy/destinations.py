@@ -108,7 +108,8 @@ class Destinations:
                 state.reconfigure(policy)
         for cluster in config.clusters:
             self._states[cluster.name].outlier.set_instances(
-                endpoint.instance for endpoint in cluster.endpoints
+                (endpoint.instance for endpoint in cluster.endpoints),
+                restarts={endpoint.instance: endpoint.restarts for endpoint in cluster.endpoints},
             )
 
     def _compile(self, table: RouteTable) -> RouteMatcher:

@@ -12,7 +12,7 @@ be, if others remain), and the last instance in service is never ejected.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -25,6 +25,7 @@ class _InstanceState:
     ejections: int = 0
     ejected_until: float | None = None
     returned_at: float | None = None
+    restarts: int = 0
 
 
 class OutlierDetector:
@@ -35,12 +36,21 @@ class OutlierDetector:
         self._clock = clock
         self._instances: dict[str, _InstanceState] = {}
 
-    def set_instances(self, instances: Iterable[str]) -> None:
-        """The destination's current instances; state of the others is forgotten."""
-        wanted = list(instances)
-        self._instances = {
-            instance: self._instances.get(instance, _InstanceState()) for instance in wanted
-        }
+    def set_instances(
+        self, instances: Iterable[str], *, restarts: Mapping[str, int] | None = None
+    ) -> None:
+        """The destination's current instances; state of the others is forgotten, and of
+        one the supervisor restarted since (``restarts`` changed): a new process starts
+        with a clean record."""
+        counts = restarts or {}
+        kept: dict[str, _InstanceState] = {}
+        for instance in instances:
+            state = self._instances.get(instance)
+            count = counts.get(instance, 0)
+            if state is None or state.restarts != count:
+                state = _InstanceState(restarts=count)
+            kept[instance] = state
+        self._instances = kept
 
     def _state(self, instance: str) -> _InstanceState:
         return self._instances.setdefault(instance, _InstanceState())
