@@ -3,6 +3,8 @@ gets 408 after the (here short) body timeout and the app's connection is release
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import h2.config
@@ -51,29 +53,39 @@ class HoldingApp:
             await self.changed.wait()
 
 
-async def _sidecar(nursery: trio.Nursery, tmp_path: Path, app_port: int) -> tuple[Sidecar, int]:
+@asynccontextmanager
+async def sidecar_for(tmp_path: Path, app_port: int) -> AsyncIterator[int]:
+    """A sidecar in front of the app at ``app_port``; its inbound port.  The sidecar has
+    shut down (its connections closed) before the stub control plane goes."""
     control = StubControlPlane(tmp_path / "control.sock")
-    await nursery.start(control.serve)
-    control.publish(
-        INSTANCE,
-        ProxyConfig(
-            version=1,
-            mesh="shop",
+    async with trio.open_nursery() as nursery:
+        await nursery.start(control.serve)
+        control.publish(
+            INSTANCE,
+            ProxyConfig(
+                version=1,
+                mesh="shop",
+                instance=INSTANCE,
+                service="upload",
+                app=AppTarget(port=app_port),
+                listeners=(Listener(name="inbound", kind="inbound"),),
+                clusters=(Cluster(name="upload"),),
+                limits=LIMITS,
+                mtls="permissive",
+            ),
+        )
+        sidecar = Sidecar(
             instance=INSTANCE,
-            service="upload",
-            app=AppTarget(port=app_port),
-            listeners=(Listener(name="inbound", kind="inbound"),),
-            clusters=(Cluster(name="upload"),),
-            limits=LIMITS,
-            mtls="permissive",
-        ),
-    )
-    sidecar = Sidecar(
-        instance=INSTANCE, control=ControlClient(socket_path=control.socket_path, instance=INSTANCE)
-    )
-    await nursery.start(sidecar.run)
-    ports = await control.wait_ready(INSTANCE)
-    return sidecar, ports["inbound"]
+            control=ControlClient(socket_path=control.socket_path, instance=INSTANCE),
+        )
+        async with trio.open_nursery() as sidecars:
+            await sidecars.start(sidecar.run)
+            ports = await control.wait_ready(INSTANCE)
+            try:
+                yield ports["inbound"]
+            finally:
+                sidecar.shutdown()
+        nursery.cancel_scope.cancel()
 
 
 async def _read_all(stream: trio.SocketStream) -> bytes:
@@ -87,33 +99,32 @@ async def test_http1_stall_and_trickle_are_408_and_release_the_app(tmp_path: Pat
     app = HoldingApp()
     async with trio.open_nursery() as nursery:
         app_port = await nursery.start(app.serve)
-        sidecar, port = await _sidecar(nursery, tmp_path, app_port)
-        head = b"POST /upload HTTP/1.1\r\nHost: upload\r\nContent-Length: 100000\r\n\r\n"
-        with trio.fail_after(20):
-            stalled = await trio.open_tcp_stream("127.0.0.1", port)
-            await stalled.send_all(head + b"x" * 1000)
-            answer = await _read_all(stalled)
-            await stalled.aclose()
-            assert answer.startswith(b"HTTP/1.1 408 "), answer
-            assert b"request body stalled: nothing received for 1s" in answer
-            await app.wait_released(1)
+        async with sidecar_for(tmp_path, app_port) as port:
+            head = b"POST /upload HTTP/1.1\r\nHost: upload\r\nContent-Length: 100000\r\n\r\n"
+            with trio.fail_after(20):
+                stalled = await trio.open_tcp_stream("127.0.0.1", port)
+                await stalled.send_all(head + b"x" * 1000)
+                answer = await _read_all(stalled)
+                await stalled.aclose()
+                assert answer.startswith(b"HTTP/1.1 408 "), answer
+                assert b"request body stalled: nothing received for 1s" in answer
+                await app.wait_released(1)
 
-            trickling = await trio.open_tcp_stream("127.0.0.1", port)
-            await trickling.send_all(head)
+                trickling = await trio.open_tcp_stream("127.0.0.1", port)
+                await trickling.send_all(head)
 
-            async def trickle() -> None:
-                while True:
-                    await trio.sleep(0.1)
-                    await trickling.send_all(b"x")  # 10 bytes/s, where 200 are asked
+                async def trickle() -> None:
+                    while True:
+                        await trio.sleep(0.1)
+                        await trickling.send_all(b"x")  # 10 bytes/s, where 200 are asked
 
-            async with trio.open_nursery() as trickler:
-                trickler.start_soon(trickle)
-                answer = await _read_all(trickling)
-                trickler.cancel_scope.cancel()
-            await trickling.aclose()
-            assert answer.startswith(b"HTTP/1.1 408 ") and b"too slow" in answer, answer
-            await app.wait_released(2)
-        sidecar.shutdown()
+                async with trio.open_nursery() as trickler:
+                    trickler.start_soon(trickle)
+                    answer = await _read_all(trickling)
+                    trickler.cancel_scope.cancel()
+                await trickling.aclose()
+                assert answer.startswith(b"HTTP/1.1 408 ") and b"too slow" in answer, answer
+                await app.wait_released(2)
         nursery.cancel_scope.cancel()
 
 
@@ -121,32 +132,31 @@ async def test_http2_stalled_body_is_408_and_releases_the_app(tmp_path: Path) ->
     app = HoldingApp()
     async with trio.open_nursery() as nursery:
         app_port = await nursery.start(app.serve)
-        sidecar, port = await _sidecar(nursery, tmp_path, app_port)
-        client = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
-        client.initiate_connection()
-        fields = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":authority", b"upload"),
-            (b":path", b"/upload"),
-        ]
-        client.send_headers(1, fields)
-        client.send_data(1, b"x" * 1000)
-        status = None
-        with trio.fail_after(20):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            await stream.send_all(client.data_to_send())
-            while status is None:
-                data = await stream.receive_some(65536)
-                assert data, "the sidecar closed the connection without an answer"
-                for event in client.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        status = dict(event.headers)[b":status"]
+        async with sidecar_for(tmp_path, app_port) as port:
+            client = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=True, header_encoding=None)
+            )
+            client.initiate_connection()
+            fields = [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":authority", b"upload"),
+                (b":path", b"/upload"),
+            ]
+            client.send_headers(1, fields)
+            client.send_data(1, b"x" * 1000)
+            status = None
+            with trio.fail_after(20):
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
                 await stream.send_all(client.data_to_send())
-            assert status == b"408"
-            await app.wait_released(1)
-            await stream.aclose()
-        sidecar.shutdown()
+                while status is None:
+                    data = await stream.receive_some(65536)
+                    assert data, "the sidecar closed the connection without an answer"
+                    for event in client.receive_data(data):
+                        if isinstance(event, h2.events.ResponseReceived):
+                            status = dict(event.headers)[b":status"]
+                    await stream.send_all(client.data_to_send())
+                assert status == b"408"
+                await app.wait_released(1)
+                await stream.aclose()
         nursery.cancel_scope.cancel()

@@ -61,11 +61,15 @@ async def with_sidecar(tmp_path: Path, app: object, work: object) -> None:
             instance=INSTANCE,
             control=ControlClient(socket_path=control.socket_path, instance=INSTANCE),
         )
-        await nursery.start(sidecar.run)
-        ports = await control.wait_ready(INSTANCE)
-        with trio.fail_after(30):
-            await work(ports["inbound"])  # type: ignore[operator]
-        sidecar.shutdown()
+        # The sidecar shuts down (its connections closed) before the rest goes.
+        async with trio.open_nursery() as sidecars:
+            await sidecars.start(sidecar.run)
+            ports = await control.wait_ready(INSTANCE)
+            try:
+                with trio.fail_after(30):
+                    await work(ports["inbound"])  # type: ignore[operator]
+            finally:
+                sidecar.shutdown()
         nursery.cancel_scope.cancel()
 
 
