@@ -140,14 +140,19 @@ class ControlServer:
         if socket_path.exists() or socket_path.is_symlink():
             socket_path.unlink()
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        # Bound and listening under a private name first, then renamed into
+        # place: a client that finds the socket file can always connect.
+        binding = socket_path.with_name(f".{os.getpid()}.s")  # never longer: sun_path
+        binding.unlink(missing_ok=True)
         try:
             old_umask = os.umask(0o177)
             try:
-                await sock.bind(os.fspath(socket_path))
+                await sock.bind(os.fspath(binding))
             finally:
                 os.umask(old_umask)
-            os.chmod(socket_path, 0o600)
+            os.chmod(binding, 0o600)
             sock.listen(64)
+            os.replace(binding, socket_path)
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.faults.expire_forever)
@@ -158,6 +163,7 @@ class ControlServer:
                 )
         finally:
             sock.close()
+            binding.unlink(missing_ok=True)
             socket_path.unlink(missing_ok=True)
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
