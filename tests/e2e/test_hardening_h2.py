@@ -215,3 +215,22 @@ def test_an_exact_content_length_is_forwarded(mesh: MeshProcess) -> None:
         assert status == 200 and json.loads(data)["body"] == "hello"
     finally:
         client.close()
+
+
+def test_a_header_list_at_the_limit_reaches_the_app(mesh: MeshProcess) -> None:
+    # 60 KiB as HTTP/2 counts it (name + value + 32 a field); the fields the
+    # mesh adds on the hop between sidecars never push it over the next limit.
+    limit = 60 * 1024
+    fields = [*_fields(path=b"/big"), (b"x-big-1", b"b" * 20_000), (b"x-big-2", b"b" * 20_000)]
+    used = sum(len(name) + len(value) + 32 for name, value in fields)
+    fields.append((b"x-last", b"l" * (limit - used - len(b"x-last") - 32)))
+    assert sum(len(name) + len(value) + 32 for name, value in fields) == limit
+    for port, tls in _ports(mesh):
+        client = RawH2(port, tls=tls)
+        try:
+            kind, answer = client.outcome(client.request(fields))
+        finally:
+            client.close()
+        assert kind == "response", (tls, kind, answer)
+        status, data = answer  # type: ignore[misc]
+        assert status == 200 and len(json.loads(data)["headers"]["x-last"]) > 1000, tls

@@ -151,12 +151,17 @@ async def serve_http2(
     peer_address: str | None,
     identity: str | None,
     handle_request: RequestHandler,
+    header_allowance: int = 0,
 ) -> None:
-    """Serve every stream of one HTTP/2 connection until it ends (or the sidecar drains)."""
+    """Serve every stream of one HTTP/2 connection until it ends (or the sidecar drains).
+
+    ``header_allowance``: room above ``max_header_bytes`` for the fields the
+    mesh added on the way (an inbound listener, whose peer is a sidecar).
+    """
     connection = Http2Connection(
         transport,
         client_side=False,
-        limits=Http2Limits(max_header_list_size=limits.max_header_bytes),
+        limits=Http2Limits(max_header_list_size=limits.max_header_bytes + header_allowance),
     )
 
     async def serve_stream(stream: Http2Stream, admission: StreamAdmission) -> None:

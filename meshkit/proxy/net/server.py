@@ -15,7 +15,7 @@ import trio
 
 from meshkit.ca.spiffe import mesh_peer_problem
 from meshkit.proxy.codec.messages import RequestHead, header_value
-from meshkit.proxy.codec.request_rules import speaks_http1
+from meshkit.proxy.codec.request_rules import MESH_HEADER_ALLOWANCE, speaks_http1
 from meshkit.proxy.config import Endpoint, Limits, Listener, ListenerKind, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
@@ -134,6 +134,7 @@ async def handle_connection(
                 limits=config.limits,
                 peer_address=_peer_address(raw_stream),
                 identity=identity,
+                from_sidecar=listener is not None and listener.kind == "inbound",
             )
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
@@ -149,6 +150,7 @@ async def _serve_stream(
     limits: Limits,
     peer_address: str | None,
     identity: str | None,
+    from_sidecar: bool = False,
 ) -> None:
     """HTTP/2 or HTTP/1.1, whichever the client's first bytes speak, on ``stream``."""
     first_bytes = b""
@@ -168,6 +170,7 @@ async def _serve_stream(
             peer_address=peer_address,
             identity=identity,
             handle_request=handle_request,
+            header_allowance=MESH_HEADER_ALLOWANCE if from_sidecar else 0,
         )
         return
     downstream = Http1Downstream(
@@ -182,29 +185,26 @@ async def _serve_stream(
 
 
 async def _serve_tunnel(plane: DataPlane, downstream: Http1Downstream, head: RequestHead) -> None:
-    """CONNECT: to a mesh service on the outbound listener, ``200`` and then the tunnel's
-    bytes served as a connection of that listener (HTTP/1.1 or h2c inside, every mesh
-    rule applied to each request); anything else refused, and the connection closed."""
+    """CONNECT to a mesh service (outbound listener): ``200``, then the tunnel served as a
+    connection of that listener (HTTP/1.1 or h2c inside); anything else refused."""
     started = trio.current_time()
     config = plane.config
     listener = None if config is None else plane.listener(config, downstream.listener_name)
-    if config is None or listener is None:
-        decision: OpenTunnel | LocalReply = LocalReply(
-            status=503, reason="the listener was removed by a config update", flag="NR"
-        )
-    else:
-        decision = route_connect(config, listener, head)
+    decision: OpenTunnel | LocalReply = (
+        LocalReply(status=503, reason="the listener was removed by a config update", flag="NR")
+        if config is None or listener is None
+        else route_connect(config, listener, head)
+    )
     if isinstance(decision, LocalReply):
         await downstream.refuse(decision.status, decision.reason, flag=decision.flag)
         plane.log_access(head, status=decision.status, started=started, flag=decision.flag)
         return
-    prefix = downstream.codec.take_tunnel_bytes()
     await downstream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
     plane.log_access(head, status=200, started=started, flag="-", upstream=decision.service)
     await _serve_stream(
         plane,
         downstream.listener_name,
-        ReplayedStream(downstream.stream, prefix),
+        ReplayedStream(downstream.stream, downstream.codec.take_tunnel_bytes()),
         limits=downstream.limits,
         peer_address=downstream.peer_address,
         identity=downstream.identity,
