@@ -15,6 +15,8 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from meshkit.cli import early
+
 EXIT_CLOSED_PIPE = 141
 
 SUBCOMMANDS = (
@@ -64,8 +66,17 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    early.start_for(arguments)
+    try:
+        return _run(arguments)
+    finally:
+        early.abandon()
+
+
+def _run(arguments: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     if args.directory is not None:
         try:
             os.chdir(args.directory)

@@ -34,15 +34,16 @@ from pathlib import Path
 import attrs
 import trio
 
+from meshkit.cli import early
 from meshkit.dsl.evaluate.evaluation import evaluate, find_meshfile
 from meshkit.dsl.spec import MeshSpec
 from meshkit.proxy.telemetry.accesslog import FORMAT_VARIABLE as ACCESS_LOG_FORMAT_VARIABLE
 from meshkit.runtime.ingress import IngressError, with_test_ingress
+from meshkit.runtime.lineage import Owners
 from meshkit.runtime.mesh import EXIT_FAILED, EXIT_SIGINT, UpOptions, run_mesh
 from meshkit.runtime.policy.plan import PlanError, restrict_spec
-from meshkit.runtime.process import Owners
 from meshkit.runtime.reload import SpecTransformError
-from meshkit.runtime.template import StartedTemplate, start_template
+from meshkit.runtime.template_start import StartedTemplate, start_template
 
 STATE_DIRECTORY = ".meshkit"
 
@@ -190,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"meshkit: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    # The sidecar template imports while the Meshfile is evaluated.
-    template = start_template(Owners())
+    # The sidecar template imports while the Meshfile is evaluated (and, when
+    # ``meshkit.cli.main`` started it, while this module was imported).
+    template = early.take() or start_template(Owners())
     try:
         return _evaluate_and_run(args, meshfile, template)
     finally:

@@ -17,6 +17,7 @@ Standard library only: the guardian imports this module and must start fast.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import signal
 import uuid
@@ -37,6 +38,21 @@ def owner_tag(run_id: str, sequence: int) -> str:
     """``<run>.<n>.``: the trailing dot keeps every tag from being a prefix of another,
     so ``tagged("<run>.")`` finds a whole run and ``tagged(tag)`` one spawn."""
     return f"{run_id}.{sequence}."
+
+
+class Owners:
+    """Hands out the owner tags of one run: ``<run>.1.``, ``<run>.2.``, ..."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = new_run_id() if run_id is None else run_id
+        self._sequence = itertools.count(1)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.run_id}."
+
+    def next_tag(self) -> str:
+        return owner_tag(self.run_id, next(self._sequence))
 
 
 def become_subreaper() -> bool:

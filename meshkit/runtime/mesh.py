@@ -51,11 +51,11 @@ from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import GATEWAY_INSTANCE, InstanceRecord, Registry
 from meshkit.registry.status import gateway_url, mesh_ready
 from meshkit.runtime.fleet import Fleet, FleetTimeouts
-from meshkit.runtime.lineage import become_subreaper
+from meshkit.runtime.lineage import Owners, become_subreaper
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.plan import PlanError, startup_order
 from meshkit.runtime.ports import GatewayPorts, PortAllocator, port_in_use_message
-from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard, Owners
+from meshkit.runtime.process import GroupGuard, GuardianLink, NoGuard
 from meshkit.runtime.reload import (
     Reloader,
     ReloadOutcome,
@@ -64,7 +64,8 @@ from meshkit.runtime.reload import (
     identity_transform,
 )
 from meshkit.runtime.supervisor import SupervisorContext
-from meshkit.runtime.template import SidecarTemplate, StartedTemplate
+from meshkit.runtime.template import SidecarTemplate
+from meshkit.runtime.template_start import StartedTemplate
 from meshkit.runtime.watch import watch_and_reload
 
 EXIT_DOWN = 0

@@ -17,7 +17,6 @@ no child outlives a control plane that was killed.
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ import trio
 
 from meshkit.api.template import padded_owner
 from meshkit.runtime import lineage
+from meshkit.runtime.lineage import Owners
 
 LineSink = Callable[[str], None]
 
@@ -89,21 +89,6 @@ class GuardianLink:
             await self._pipe.aclose()
             with trio.move_on_after(5):
                 await self.process.wait()
-
-
-class Owners:
-    """Hands out the owner tags of one run: ``<run>.1.``, ``<run>.2.``, ..."""
-
-    def __init__(self, run_id: str | None = None) -> None:
-        self.run_id = lineage.new_run_id() if run_id is None else run_id
-        self._sequence = itertools.count(1)
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.run_id}."
-
-    def next_tag(self) -> str:
-        return lineage.owner_tag(self.run_id, next(self._sequence))
 
 
 SHARED_OWNERS = Owners()

@@ -41,6 +41,7 @@ from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import RestartPolicy, ServiceSpec
 from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.state import GENERATION_SEPARATOR, InstanceState, Registry
+from meshkit.runtime.lineage import Owners
 from meshkit.runtime.logs import LogHub
 from meshkit.runtime.policy.health import ProbeStateMachine, ProbeVerdict, check_for
 from meshkit.runtime.policy.restart import RestartBackoff
@@ -56,7 +57,6 @@ from meshkit.runtime.process import (
     Forker,
     GroupGuard,
     ManagedProcess,
-    Owners,
     ProcessSpec,
     ProcessStartError,
     shell_argv,

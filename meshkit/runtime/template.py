@@ -1,8 +1,7 @@
 """The control plane's side of the sidecar template (``meshkit.proxy.template``).
 
-``start_template`` starts the template (its own session, an owner tag, one end
-of a socket pair) as early as ``meshkit up`` can, before the Meshfile is
-evaluated, so that its imports overlap the control plane's;
+``meshkit.runtime.template_start`` starts the template as early as ``meshkit
+up`` can, so that its imports overlap the control plane's;
 ``SidecarTemplate.adopt`` then registers its group with the guardian and
 waits for it like any spawn.  ``fork`` asks it for one sidecar (``meshkit.api.template``) and
 gives back a ``ForkedProcess``: the sidecar's pid, adopted by this process
@@ -22,28 +21,20 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
-import attrs
 import trio
 
 from meshkit.api.template import (
-    TEMPLATE_FD_ENV,
     ForkRequest,
     FrameReader,
     TemplateProtocolError,
     encode,
     fork_answer,
-    padded_owner,
 )
 from meshkit.runtime import lineage
-from meshkit.runtime.process import (
-    GroupGuard,
-    ManagedProcess,
-    Owners,
-    ProcessSpec,
-)
+from meshkit.runtime.process import GroupGuard, ManagedProcess, ProcessSpec
+from meshkit.runtime.template_start import TEMPLATE_ARGV, StartedTemplate
 
 SIDECAR_PREFIX: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
-TEMPLATE_ARGV: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy.template")
 # A fork is milliseconds; on a loaded machine give it much longer before spawning instead.
 FORK_TIMEOUT = 10.0
 RECEIVE_SIZE = 4096
@@ -76,57 +67,6 @@ class ForkedProcess:
         self.returncode = info.si_status if exited else -info.si_status
         os.close(self._pidfd)
         self._pidfd = None
-
-
-@attrs.frozen(kw_only=True)
-class StartedTemplate:
-    """A template process just started, not yet supervised: its pid, owner tag and socket."""
-
-    pid: int
-    tag: str
-    owners: Owners
-    link: socket.socket
-
-    def abandon(self) -> None:
-        """Close its socket: the template exits at the end of it (nobody supervised it)."""
-        self.link.close()
-
-
-def start_template(owners: Owners) -> StartedTemplate | None:
-    """Start the template at once, without an event loop (so that its imports overlap the
-    control plane's own start); None where it cannot start.
-
-    Its own session, an owner tag from ``owners`` with room after it, stderr on
-    this process's; ``SidecarTemplate.adopt`` supervises it.
-    """
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    tag = owners.next_tag()
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        TEMPLATE_FD_ENV: str(theirs.fileno()),
-        lineage.OWNER_ENV: padded_owner(tag),
-    }
-    try:
-        os.set_inheritable(theirs.fileno(), True)
-        null = os.open(os.devnull, os.O_RDONLY)
-        try:
-            pid = os.posix_spawn(
-                TEMPLATE_ARGV[0],
-                list(TEMPLATE_ARGV),
-                env,
-                file_actions=[(os.POSIX_SPAWN_DUP2, null, 0)],
-                setsid=True,
-            )
-        finally:
-            os.close(null)
-    except OSError as exc:
-        ours.close()
-        sys.stderr.write(f"meshkit: no sidecar template ({exc}); sidecars start by spawn\n")
-        return None
-    finally:
-        theirs.close()
-    return StartedTemplate(pid=pid, tag=tag, owners=owners, link=ours)
 
 
 class SidecarTemplate:
