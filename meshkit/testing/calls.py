@@ -141,17 +141,15 @@ def clear_calls(status: StatusDocument, service: str, *, run_dir: Path) -> None:
         admin_request(port, "DELETE", "/calls", token=token)
 
 
+@attrs.define(kw_only=True, eq=False)
 class InjectedFault:
     """A fault in force on ``service`` until ``clear()`` or the end of the ``with`` block."""
 
-    def __init__(
-        self, *, id: str, service: str, expires_at: float, clear: Callable[[str], None]
-    ) -> None:
-        self.id = id
-        self.service = service
-        self.expires_at = expires_at
-        self._clear = clear
-        self.cleared = False
+    id: str
+    service: str
+    expires_at: float
+    _clear: Callable[[str], None] = attrs.field(alias="clear")
+    cleared: bool = attrs.field(default=False, init=False)
 
     def clear(self) -> None:
         """Remove this fault (every sidecar has stopped applying it when this returns)."""

@@ -11,7 +11,7 @@ from meshkit.proxy.codec.messages import ClientRefusal, EndOfBody, RequestHead, 
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
-from meshkit.proxy.flow.exchange import DownstreamGone
+from meshkit.proxy.flow.exchange import Client, DownstreamGone
 from meshkit.proxy.flow.h2downstream import H2Downstream, serve_http2
 from meshkit.proxy.net.h2conn import Http2Connection
 
@@ -28,10 +28,7 @@ def http1(stream: trio.abc.Stream) -> Http1Downstream:
     return Http1Downstream(
         stream=stream,
         plane=DataPlane(),
-        limits=LIMITS,
-        listener_name="inbound",
-        peer_address="127.0.0.1",
-        identity=None,
+        client=Client("inbound", LIMITS, "127.0.0.1", None),
     )
 
 
@@ -122,10 +119,7 @@ async def test_a_stalled_http2_body_is_answered_408(autojump_clock: trio.abc.Clo
             lambda: serve_http2(
                 DataPlane(),
                 transport=server_transport,
-                limits=LIMITS,
-                listener_name="inbound",
-                peer_address="127.0.0.1",
-                identity=None,
+                client=Client("inbound", LIMITS, "127.0.0.1", None),
                 handle_request=handler,
             )
         )

@@ -10,6 +10,7 @@ from h2.errors import ErrorCodes
 from meshkit.proxy.codec.messages import RequestHead, ResponseHead
 from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
+from meshkit.proxy.flow.exchange import Client
 from meshkit.proxy.flow.h2downstream import H2Downstream, serve_http2
 from meshkit.proxy.net.h2conn import Http2Connection, StreamError
 
@@ -45,10 +46,7 @@ class Listener:
             lambda: serve_http2(
                 self.plane,
                 transport=server_transport,
-                limits=self.limits,
-                listener_name="test",
-                peer_address="127.0.0.1",
-                identity=None,
+                client=Client("test", self.limits, "127.0.0.1", None),
                 handle_request=self.handler,
             )
         )

@@ -14,6 +14,7 @@ from meshkit.proxy.codec.messages import Body, ProtocolRefusal, RequestHead, Res
 from meshkit.proxy.config import AppTarget, Endpoint, Limits
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import chunked_trailer_section
+from meshkit.proxy.flow.exchange import Client
 from meshkit.proxy.flow.h2downstream import H2Downstream, serve_http2
 from meshkit.proxy.flow.h2forward import sidecar_protocol_from, speaks_http2
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
@@ -41,10 +42,7 @@ async def with_listener(
             lambda: serve_http2(
                 DataPlane(),
                 transport=server_transport,
-                limits=limits or Limits(),
-                listener_name="test",
-                peer_address="127.0.0.1",
-                identity=None,
+                client=Client("test", limits or Limits(), "127.0.0.1", None),
                 handle_request=handler,
             )
         )

@@ -19,6 +19,7 @@ from meshkit.proxy.config import Cluster, Endpoint, Limits, ProxyConfig
 from meshkit.proxy.flow.attempt import Outcome
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
+from meshkit.proxy.flow.exchange import Client
 from meshkit.proxy.flow.forward import forward
 from meshkit.proxy.flow.pipeline import Result, route_to_service
 from meshkit.proxy.flow.replay import ReplayableBody, RequestBodySource
@@ -210,10 +211,7 @@ async def test_forward_answers_uo_without_connecting_when_no_ticket_is_left() ->
     downstream = Http1Downstream(
         stream=ours,
         plane=plane,
-        limits=LIMITS,
-        listener_name="outbound",
-        peer_address=None,
-        identity=None,
+        client=Client("outbound", LIMITS, None, None),
     )
     outcome = await forward(
         plane=plane,

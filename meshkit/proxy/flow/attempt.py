@@ -29,6 +29,7 @@ ResponseHook = Callable[[ResponseHead], ResponseHead | None]
 """Sees the endpoint's response head; returns the head to send, or None to hold it back."""
 
 
+@attrs.define(kw_only=True, eq=False)
 class Outcome:
     """How a forwarded exchange ended: the status sent, the flag, and keep-alive.
 
@@ -38,16 +39,11 @@ class Outcome:
     endpoint's).
     """
 
-    __slots__ = ("answered", "flag", "keep_alive", "reason", "status")
-
-    def __init__(
-        self, *, status: int, flag: str, keep_alive: bool, answered: bool = True, reason: str = ""
-    ) -> None:
-        self.status = status
-        self.flag = flag
-        self.keep_alive = keep_alive
-        self.answered = answered
-        self.reason = reason
+    status: int
+    flag: str
+    keep_alive: bool
+    answered: bool = True
+    reason: str = ""
 
 
 def held_back(status: int) -> Outcome:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import attrs
 import trio
 from h2.errors import ErrorCodes
 
@@ -69,6 +70,20 @@ def local_response_head(
     return ResponseHead(status=status, headers=headers)
 
 
+@attrs.frozen
+class Client:
+    """Who is at the other end of one accepted connection, and what it is served under.
+
+    ``identity`` is the verified peer's SPIFFE ID (None without mTLS);
+    ``peer_address`` the client's address as the socket says.
+    """
+
+    listener_name: str
+    limits: Limits
+    peer_address: str | None
+    identity: str | None
+
+
 class DownstreamOf(ABC, Generic[StreamT]):
     """One request's client: its request body in, its response out, over a ``StreamT``."""
 
@@ -77,17 +92,15 @@ class DownstreamOf(ABC, Generic[StreamT]):
         *,
         stream: StreamT,
         plane: DataPlane,
-        limits: Limits,
-        listener_name: str,
-        peer_address: str | None,
-        identity: str | None,
+        client: Client,
     ) -> None:
         self.stream = stream
         self.plane = plane
-        self.limits = limits
-        self.listener_name = listener_name
-        self.peer_address = peer_address
-        self.identity = identity
+        self.client = client
+        self.limits = client.limits
+        self.listener_name = client.listener_name
+        self.peer_address = client.peer_address
+        self.identity = client.identity
         # Whether the current request is a gRPC call: local replies become trailers-only.
         self.grpc = False
         self.body_bytes = 0

@@ -37,9 +37,8 @@ from meshkit.proxy.codec.messages import (
     RequestHead,
     ResponseHead,
 )
-from meshkit.proxy.config import Limits
 from meshkit.proxy.flow.dataplane import DataPlane
-from meshkit.proxy.flow.exchange import DownstreamGone, DownstreamOf
+from meshkit.proxy.flow.exchange import Client, DownstreamGone, DownstreamOf
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 from meshkit.proxy.policy.admission import StreamAdmission
 
@@ -146,10 +145,7 @@ async def serve_http2(
     plane: DataPlane,
     *,
     transport: trio.abc.Stream,
-    limits: Limits,
-    listener_name: str,
-    peer_address: str | None,
-    identity: str | None,
+    client: Client,
     handle_request: RequestHandler,
     header_allowance: int = 0,
 ) -> None:
@@ -161,7 +157,7 @@ async def serve_http2(
     connection = Http2Connection(
         transport,
         client_side=False,
-        limits=Http2Limits(max_header_list_size=limits.max_header_bytes + header_allowance),
+        limits=Http2Limits(max_header_list_size=client.limits.max_header_bytes + header_allowance),
     )
 
     async def serve_stream(stream: Http2Stream, admission: StreamAdmission) -> None:
@@ -172,14 +168,7 @@ async def serve_http2(
 
     async def serve_admitted(stream: Http2Stream) -> None:
         assert stream.head is not None
-        downstream = H2Downstream(
-            stream=stream,
-            plane=plane,
-            limits=limits,
-            listener_name=listener_name,
-            peer_address=peer_address,
-            identity=identity,
-        )
+        downstream = H2Downstream(stream=stream, plane=plane, client=client)
         with trio.CancelScope() as work:
             # A reset (or the connection's end) cancels the request wherever it is:
             # nothing is routed or forwarded for it afterwards (rapid reset).
@@ -190,7 +179,7 @@ async def serve_http2(
                 return
             except Exception:
                 # One stream's failure must not end its siblings or the sidecar.
-                log.exception("%s: HTTP/2 stream %d failed", listener_name, stream.stream_id)
+                log.exception("%s: HTTP/2 stream %d failed", client.listener_name, stream.stream_id)
                 stream.reset(ErrorCodes.INTERNAL_ERROR)
                 return
         if work.cancelled_caught:
@@ -212,12 +201,13 @@ async def serve_http2(
     async with trio.open_nursery() as nursery:
         await nursery.start(connection.run)
         nursery.start_soon(watch_drain)
-        admission = plane.stream_admission.setdefault(listener_name, StreamAdmission())
+        admission = plane.stream_admission.setdefault(client.listener_name, StreamAdmission())
         async with trio.open_nursery() as streams:
             async for stream in connection.accept_streams():
                 if stream.failed is not None:
                     continue  # reset in the read that opened it: no work at all
-                if not admission.try_admit(connection, limit=limits.max_streams_per_listener):
+                limit = client.limits.max_streams_per_listener
+                if not admission.try_admit(connection, limit=limit):
                     stream.reset(ErrorCodes.REFUSED_STREAM)
                     continue
                 streams.start_soon(serve_stream, stream, admission)

@@ -20,6 +20,7 @@ import select
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 from meshkit.proxy.codec.http1 import Http1ClientCodec
@@ -31,26 +32,20 @@ PoolKey = tuple[str, int]
 TicketSource = Callable[[], Ticket | None]
 
 
+@attrs.define(kw_only=True, eq=False)
 class UpstreamConnection:
-    """A stream to one destination and the codec speaking HTTP/1.1 on it."""
+    """A stream to one destination and the codec speaking HTTP/1.1 on it.
 
-    def __init__(
-        self,
-        *,
-        key: PoolKey,
-        stream: trio.abc.Stream,
-        codec: Http1ClientCodec,
-        ticket: Ticket | None = None,
-        ticket_source: TicketSource | None = None,
-    ) -> None:
-        self.key = key
-        self.stream = stream
-        self.codec = codec
-        # The breaker's connection ticket, given back when the connection closes.
-        self.ticket = ticket
-        self.ticket_source = ticket_source
-        self.idle_since = 0.0
-        self.reused = False
+    ``ticket`` is the breaker's connection ticket, given back when the connection closes.
+    """
+
+    key: PoolKey
+    stream: trio.abc.Stream
+    codec: Http1ClientCodec
+    ticket: Ticket | None = None
+    ticket_source: TicketSource | None = None
+    idle_since: float = attrs.field(default=0.0, init=False)
+    reused: bool = attrs.field(default=False, init=False)
 
 
 class ConnectionPool:

@@ -16,10 +16,10 @@ import trio
 from meshkit.ca.spiffe import mesh_peer_problem
 from meshkit.proxy.codec.messages import RequestHead, header_value
 from meshkit.proxy.codec.request_rules import MESH_HEADER_ALLOWANCE, speaks_http1
-from meshkit.proxy.config import Endpoint, Limits, Listener, ListenerKind, ProxyConfig
+from meshkit.proxy.config import Endpoint, Listener, ListenerKind, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.downstream import Http1Downstream
-from meshkit.proxy.flow.exchange import Downstream, DownstreamGone
+from meshkit.proxy.flow.exchange import Client, Downstream, DownstreamGone
 from meshkit.proxy.flow.forward import forward
 from meshkit.proxy.flow.h2downstream import (
     ReplayedStream,
@@ -127,15 +127,9 @@ async def handle_connection(
     plane.metrics.connection_opened(listener_name)
     try:
         async with stream:
-            await _serve_stream(
-                plane,
-                listener_name,
-                stream,
-                limits=config.limits,
-                peer_address=_peer_address(raw_stream),
-                identity=identity,
-                from_sidecar=listener is not None and listener.kind == "inbound",
-            )
+            client = Client(listener_name, config.limits, _peer_address(raw_stream), identity)
+            inbound = listener is not None and listener.kind == "inbound"
+            await _serve_stream(plane, client, stream, from_sidecar=inbound)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     finally:
@@ -143,19 +137,12 @@ async def handle_connection(
 
 
 async def _serve_stream(
-    plane: DataPlane,
-    listener_name: str,
-    stream: trio.abc.Stream,
-    *,
-    limits: Limits,
-    peer_address: str | None,
-    identity: str | None,
-    from_sidecar: bool = False,
+    plane: DataPlane, client: Client, stream: trio.abc.Stream, *, from_sidecar: bool = False
 ) -> None:
     """HTTP/2 or HTTP/1.1, whichever the client's first bytes speak, on ``stream``."""
     first_bytes = b""
     if _selected_alpn(stream) != "h2":
-        with trio.move_on_after(limits.header_timeout) as sniffing:
+        with trio.move_on_after(client.limits.header_timeout) as sniffing:
             first_bytes = await read_preface(stream)
         if not first_bytes and not sniffing.cancelled_caught:
             return
@@ -165,22 +152,12 @@ async def _serve_stream(
         await serve_http2(
             plane,
             transport=ReplayedStream(stream, first_bytes),
-            limits=limits,
-            listener_name=listener_name,
-            peer_address=peer_address,
-            identity=identity,
+            client=client,
             handle_request=handle_request,
             header_allowance=MESH_HEADER_ALLOWANCE if from_sidecar else 0,
         )
         return
-    downstream = Http1Downstream(
-        stream=stream,
-        plane=plane,
-        limits=limits,
-        listener_name=listener_name,
-        peer_address=peer_address,
-        identity=identity,
-    )
+    downstream = Http1Downstream(stream=stream, plane=plane, client=client)
     await _serve_http1(plane, downstream, first_bytes)
 
 
@@ -201,14 +178,8 @@ async def _serve_tunnel(plane: DataPlane, downstream: Http1Downstream, head: Req
         return
     await downstream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
     plane.log_access(head, status=200, started=started, flag="-", upstream=decision.service)
-    await _serve_stream(
-        plane,
-        downstream.listener_name,
-        ReplayedStream(downstream.stream, downstream.codec.take_tunnel_bytes()),
-        limits=downstream.limits,
-        peer_address=downstream.peer_address,
-        identity=downstream.identity,
-    )
+    tunnel = ReplayedStream(downstream.stream, downstream.codec.take_tunnel_bytes())
+    await _serve_stream(plane, downstream.client, tunnel)
 
 
 async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_bytes: bytes) -> None:
