@@ -42,7 +42,7 @@ mesh.service("caller", run="{sys.executable} {APPS / "grpc_caller.py"}",
 mesh.gateway(port=0, routes={{"/": "caller"}})
 """
     )
-    with running_mesh(workdir, meshfile) as process:
+    with running_mesh(workdir, meshfile, gateway_synced=True) as process:
         yield process
 
 
@@ -52,8 +52,9 @@ def _get(mesh: MeshProcess, path: str) -> object:
     try:
         connection.request("GET", path)
         response = connection.getresponse()
-        assert response.status == 200
-        return json.loads(response.read())
+        body = response.read()
+        assert response.status == 200, (response.status, response.getheaders(), body)
+        return json.loads(body)
     finally:
         connection.close()
 
