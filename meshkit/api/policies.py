@@ -19,7 +19,6 @@ class BreakerLimits:
     """Circuit breaker limits per destination; overflow is an immediate 503."""
 
     max_connections: int = 1024
-    max_pending: int = 1024
     max_requests: int = 1024
     max_retries: int = 3
 

@@ -56,7 +56,6 @@ def traffic_policy(policy: PolicySpec, findings: list[Finding]) -> dict[str, Any
         "connectionPool": {
             "tcp": {"maxConnections": breaker.max_connections},
             "http": {
-                "http1MaxPendingRequests": breaker.max_pending,
                 "http2MaxRequests": breaker.max_requests,
                 "maxRetries": breaker.max_retries,
             },

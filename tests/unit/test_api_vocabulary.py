@@ -89,7 +89,7 @@ AUTHZ_RULE = authz.AuthzRule(
     not_paths=("*.js",),
     headers=(HEADER_CONDITION,),
 )
-BREAKER = api.BreakerLimits(max_connections=1, max_pending=2, max_requests=3, max_retries=4)
+BREAKER = api.BreakerLimits(max_connections=1, max_requests=3, max_retries=4)
 OUTLIER = api.OutlierSettings(
     consecutive_errors=2, base_ejection=1.0, max_ejection=9.0, max_ejection_percent=100.0
 )

@@ -48,7 +48,7 @@ mesh.route("catalog",
     fault=fault(abort=503, percent=10), mirror=mirror(version="v2", percent=20),
     response_headers=headers(add={"x-served-by": "mesh"}))
 mesh.policy("catalog", load_balancer="least_request",
-            breaker=breaker(max_connections=100, max_pending=100, max_requests=100, max_retries=3),
+            breaker=breaker(max_connections=100, max_requests=100, max_retries=3),
             outlier=outlier(consecutive_errors=5, base_ejection="30s", max_ejection="300s",
                             max_ejection_percent=50),
             retry_budget=retry_budget(percent=20, min_per_second=10))
@@ -338,6 +338,16 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
 )
 def test_validation_messages(in_tmp: pathlib.Path, body: str, expected: list[str]) -> None:
     assert sorted(problems_of(in_tmp, body)) == sorted(expected)
+
+
+def test_max_pending_is_gone_and_a_meshfile_using_it_is_told_at_its_line(
+    in_tmp: pathlib.Path,
+) -> None:
+    # The sidecar never queues a request waiting for a connection: no such limit.
+    [problem] = problems_of(in_tmp, "mesh.policy('catalog', breaker=breaker(max_pending=10))\n")
+    assert problem.splitlines()[0] == (
+        "Meshfile.py:6: TypeError: breaker() got an unexpected keyword argument 'max_pending'"
+    )
 
 
 def test_a_local_reply_rule_with_destination_options_is_refused() -> None:

@@ -34,13 +34,13 @@ CASES: list[tuple[str, str, tuple[str, str], tuple[Any, ...], Any]] = [
     ),
     (
         "breaker as connection pool",
-        'mesh.policy("catalog", breaker=breaker(max_connections=10, max_pending=20, '
+        'mesh.policy("catalog", breaker=breaker(max_connections=10, '
         "max_requests=30, max_retries=2))",
         ("DestinationRule", "catalog"),
         ("spec", "trafficPolicy", "connectionPool"),
         {
             "tcp": {"maxConnections": 10},
-            "http": {"http1MaxPendingRequests": 20, "http2MaxRequests": 30, "maxRetries": 2},
+            "http": {"http2MaxRequests": 30, "maxRetries": 2},
         },
     ),
     (
@@ -60,11 +60,7 @@ CASES: list[tuple[str, str, tuple[str, str], tuple[Any, ...], Any]] = [
             "loadBalancer": {"simple": "ROUND_ROBIN"},
             "connectionPool": {
                 "tcp": {"maxConnections": 1024},
-                "http": {
-                    "http1MaxPendingRequests": 1024,
-                    "http2MaxRequests": 1024,
-                    "maxRetries": 3,
-                },
+                "http": {"http2MaxRequests": 1024, "maxRetries": 3},
             },
             "outlierDetection": {
                 "consecutive5xxErrors": 5,

@@ -29,7 +29,7 @@ def endpoints(count: int) -> list[Endpoint]:
 
 def test_breaker_admits_up_to_each_limit_and_overflows_at_once() -> None:
     breaker = CircuitBreaker(
-        BreakerLimits(max_connections=2, max_pending=1, max_requests=3, max_retries=1),
+        BreakerLimits(max_connections=2, max_requests=3, max_retries=1),
         service="catalog",
     )
     requests = [breaker.try_start_request() for _ in range(4)]

@@ -61,7 +61,7 @@ EXAMPLES: list[object] = [
     rules.RouteRule(action=rules.Redirect(path="/new", status=302)),
     rules.RouteRule(action=rules.DirectResponse(status=204)),
     rules.RouteTable(service="catalog", rules=(FULL_RULE, rules.RouteRule())),
-    rules.BreakerLimits(max_connections=1, max_pending=2, max_requests=3, max_retries=0),
+    rules.BreakerLimits(max_connections=1, max_requests=3, max_retries=0),
     rules.OutlierSettings(consecutive_errors=2, base_ejection=1.0, max_ejection=5.0),
     rules.BudgetSettings(percent=50.0, min_per_second=0.0, window=1.0),
     rules.DestinationPolicy(service="catalog", load_balancer="least_request"),

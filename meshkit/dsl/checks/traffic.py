@@ -340,7 +340,7 @@ def _route_problems(route: RouteSpec, versions: list[str]) -> list[Problem]:
 def _policy_problems(policy: PolicySpec) -> list[Problem]:
     checker = _Checker(f"policy {policy.service!r}")
     breaker, outlier, budget = policy.breaker, policy.outlier, policy.retry_budget
-    for name in ("max_connections", "max_pending", "max_requests"):
+    for name in ("max_connections", "max_requests"):
         checker.bounded(breaker.origin, f"breaker {name}", getattr(breaker, name), at_least=1)
     checker.bounded(breaker.origin, "breaker max_retries", breaker.max_retries)
     errors, base = outlier.consecutive_errors, outlier.base_ejection

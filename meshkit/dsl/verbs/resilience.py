@@ -20,7 +20,6 @@ LOAD_BALANCERS: tuple[LoadBalancerKind, ...] = ("round_robin", "least_request")
 def breaker(
     *,
     max_connections: int = 1024,
-    max_pending: int = 1024,
     max_requests: int = 1024,
     max_retries: int = 3,
 ) -> Declared[BreakerSpec]:
@@ -29,15 +28,13 @@ def breaker(
     Past a limit the sidecar answers 503 with the flag ``UO`` at once instead of
     queueing: ``max_connections`` open to the service (a request that needs a
     new connection past it gets the 503), ``max_requests`` in flight,
-    ``max_retries`` retries in flight.  ``max_pending`` (requests waiting for a
-    connection) is validated but holds by construction: the sidecar never
-    queues a request waiting for a connection.
+    ``max_retries`` retries in flight.  There is no ``max_pending``: the sidecar
+    never queues a request waiting for a connection.
     """
     origin = caller_origin()
     reader = ArgumentReader(origin=origin, subject="breaker(...)")
     spec = BreakerSpec(
         max_connections=reader.integer("max_connections", max_connections, fallback=1024),
-        max_pending=reader.integer("max_pending", max_pending, fallback=1024),
         max_requests=reader.integer("max_requests", max_requests, fallback=1024),
         max_retries=reader.integer("max_retries", max_retries, fallback=3),
         origin=origin,

@@ -1,4 +1,4 @@
-"""Circuit breaking per destination (Envoy's): bounded connections, queue, requests, retries.
+"""Circuit breaking per destination (Envoy's): bounded connections, requests, retries.
 
 Admission is immediate: a ``try_*`` call returns a ``Ticket`` to release when
 the resource is given back, or None when the limit is reached; the caller then
@@ -9,8 +9,8 @@ A connection ticket is taken by the connection pools (``pool``, ``h2upstream``)
 when they open a new connection to an instance of the destination, and held
 for the connection's life; a request that needs a new connection when none is
 admitted is answered ``503 UO``.  meshkit never queues a request waiting for a
-connection, so ``max_pending`` holds by construction (nothing is ever
-pending); it is validated and kept for Envoy parity.
+connection, so it has no limit on pending requests (Envoy's
+``max_pending_requests``): nothing is ever pending.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 
 from meshkit.api import BreakerLimits
 
-Resource = Literal["connections", "pending", "requests", "retries"]
+Resource = Literal["connections", "requests", "retries"]
 
 
 class ConnectionLimitReached(Exception):
@@ -54,7 +54,6 @@ class CircuitBreaker:
         self._limits: dict[Resource, int] = {}
         self._in_use: dict[Resource, int] = {
             "connections": 0,
-            "pending": 0,
             "requests": 0,
             "retries": 0,
         }
@@ -64,7 +63,6 @@ class CircuitBreaker:
         """Apply new limits; what is in use stays counted (a lower limit refuses new work)."""
         self._limits = {
             "connections": limits.max_connections,
-            "pending": limits.max_pending,
             "requests": limits.max_requests,
             "retries": limits.max_retries,
         }
@@ -94,7 +92,6 @@ class CircuitBreaker:
         """The sentence for the 503 ``UO`` reply when ``resource`` is at its limit."""
         names = {
             "connections": "max_connections",
-            "pending": "max_pending",
             "requests": "max_requests",
             "retries": "max_retries",
         }
