@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from meshkit.api.control import (
     ControlPlaneError,
@@ -19,6 +20,7 @@ from meshkit.api.control import (
     error_text,
     request_json_blocking,
 )
+from meshkit.dsl.durations import DURATION_HINT, DurationError, parse_duration
 
 CONTROL_SOCKET = Path(".meshkit") / "run" / "control.sock"
 REQUEST_TIMEOUT = 5.0
@@ -108,6 +110,36 @@ def add_runtime_parser(
     parser.add_argument("--clear", action="store_true", help=f"remove the {noun}s on SERVICE")
     parser.add_argument("--list", action="store_true", help=f"show the {noun}s in force")
     return parser
+
+
+def plan_change(
+    args: argparse.Namespace, resource: str, body: Callable[[argparse.Namespace], dict[str, Any]]
+) -> Plan:
+    """The call ``add_runtime_parser``'s arguments ask for on ``/v1/<resource>``.
+
+    A listing without SERVICE or with --list, a ``DELETE`` of SERVICE's
+    ``resource`` with --clear, else a ``POST`` of ``body(args)``.
+    """
+    if args.list or args.service is None:
+        if args.clear:
+            raise UsageError(f"--clear needs the SERVICE whose {resource} to remove")
+        return "GET", f"/v1/{resource}", None
+    if args.clear:
+        return "DELETE", f"/v1/{resource}?service={quote(args.service)}", None
+    return "POST", f"/v1/{resource}", body(args)
+
+
+def flag_duration(flag: str, value: str) -> float:
+    """Seconds of a duration flag; ``--duration`` must be above 0, any other not negative."""
+    try:
+        seconds = parse_duration(value)
+    except DurationError:
+        raise UsageError(f"{flag} {value!r} is not a duration ({DURATION_HINT})") from None
+    if seconds <= 0 and flag == "--duration":
+        raise UsageError(f"--duration must be longer than 0 (got {value!r})")
+    if seconds < 0:
+        raise UsageError(f"{flag} must not be negative (got {value!r})")
+    return seconds
 
 
 def run_change(

@@ -19,18 +19,19 @@ from __future__ import annotations
 import argparse
 import time
 from typing import Any
-from urllib.parse import quote
 
 from meshkit.api import GRPC_STATUS_NAMES
 from meshkit.cli.control import (
     Plan,
     UsageError,
     add_runtime_parser,
+    flag_duration,
     lagging_note,
+    plan_change,
     run_change,
 )
 from meshkit.cli.status import describe_fault
-from meshkit.dsl.durations import DURATION_HINT, DurationError, format_duration, parse_duration
+from meshkit.dsl.durations import format_duration
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,18 +68,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="only requests carrying this header value (repeatable)",
     )
-
-
-def _duration(flag: str, value: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except DurationError:
-        raise UsageError(f"{flag} {value!r} is not a duration ({DURATION_HINT})") from None
-    if seconds <= 0 and flag == "--duration":
-        raise UsageError(f"--duration must be longer than 0 (got {value!r})")
-    if seconds < 0:
-        raise UsageError(f"{flag} must not be negative (got {value!r})")
-    return seconds
 
 
 def _abort(value: str) -> int | str:
@@ -128,23 +117,17 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "service": args.service,
         "abort": None if args.abort is None else _abort(args.abort),
-        "delay": None if args.delay is None else _duration("--delay", args.delay),
+        "delay": None if args.delay is None else flag_duration("--delay", args.delay),
         "percent": _percent(args.percent),
         "path_prefix": prefix,
         "headers": _headers(args.header),
-        "duration": None if args.duration is None else _duration("--duration", args.duration),
+        "duration": None if args.duration is None else flag_duration("--duration", args.duration),
     }
 
 
 def plan_request(args: argparse.Namespace) -> Plan:
     """``(method, path, body)`` of the control API call the arguments ask for."""
-    if args.list or args.service is None:
-        if args.clear:
-            raise UsageError("--clear needs the SERVICE whose faults to remove")
-        return "GET", "/v1/faults", None
-    if args.clear:
-        return "DELETE", f"/v1/faults?service={quote(args.service)}", None
-    return "POST", "/v1/faults", fault_body(args)
+    return plan_change(args, "faults", fault_body)
 
 
 def format_answer(method: str, body: dict[str, Any] | None, answer: dict[str, Any]) -> str:

@@ -20,17 +20,17 @@ from __future__ import annotations
 import argparse
 import time
 from typing import Any
-from urllib.parse import quote
 
 from meshkit.cli.control import (
     Plan,
     UsageError,
     add_runtime_parser,
+    flag_duration,
     lagging_note,
+    plan_change,
     run_change,
 )
 from meshkit.cli.status import format_age
-from meshkit.dsl.durations import DURATION_HINT, DurationError, parse_duration
 from meshkit.dsl.rates import RateError, parse_rate
 
 
@@ -71,35 +71,19 @@ def limit_body(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--burst must be at least 1 (got {args.burst})")
     if args.route is not None and not args.route.startswith("/"):
         raise UsageError(f"--route {args.route!r}: a path prefix starts with '/' (/items)")
-    duration = None
-    if args.duration is not None:
-        try:
-            duration = parse_duration(args.duration)
-        except DurationError:
-            raise UsageError(
-                f"--duration {args.duration!r} is not a duration ({DURATION_HINT})"
-            ) from None
-        if duration <= 0:
-            raise UsageError(f"--duration must be longer than 0 (got {args.duration!r})")
     return {
         "service": args.service,
         "rate": args.rate,
         "burst": args.burst,
         "route": args.route,
         "per": args.per,
-        "duration": duration,
+        "duration": None if args.duration is None else flag_duration("--duration", args.duration),
     }
 
 
 def plan_request(args: argparse.Namespace) -> Plan:
     """``(method, path, body)`` of the control API call the arguments ask for."""
-    if args.list or args.service is None:
-        if args.clear:
-            raise UsageError("--clear needs the SERVICE whose limits to remove")
-        return "GET", "/v1/limits", None
-    if args.clear:
-        return "DELETE", f"/v1/limits?service={quote(args.service)}", None
-    return "POST", "/v1/limits", limit_body(args)
+    return plan_change(args, "limits", limit_body)
 
 
 def describe_limit(limit: dict[str, Any], *, now: float) -> str:
