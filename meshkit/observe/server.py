@@ -25,6 +25,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import attrs
 import trio
 
 from meshkit.api import access
@@ -76,24 +77,20 @@ async def scrape_sidecars(
     ]
 
 
+@attrs.define(eq=False)
 class ObserveServer:
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        spans: SpanStore,
-        control: ControlServer,
-        run_dir: Path,
-        port: int = 0,
-    ) -> None:
-        self.registry = registry
-        self.spans = spans
-        self.control = control
-        self.run_dir = run_dir
-        self.port = port
-        self.token = access.new_token()
-        self.bound_port: int | None = None
-        self.graph = GraphTracker(clock=time.monotonic)
+    """The observe server of the mesh of ``registry`` (see the module), on ``port`` (0: any)."""
+
+    registry: Registry
+    spans: SpanStore = attrs.field(kw_only=True)
+    control: ControlServer = attrs.field(kw_only=True)
+    run_dir: Path = attrs.field(kw_only=True)
+    port: int = attrs.field(kw_only=True, default=0)
+    token: str = attrs.field(init=False, factory=access.new_token)
+    bound_port: int | None = attrs.field(init=False, default=None)
+    graph: GraphTracker = attrs.field(
+        init=False, factory=lambda: GraphTracker(clock=time.monotonic)
+    )
 
     @property
     def base_url(self) -> str:
@@ -122,7 +119,9 @@ class ObserveServer:
         if not LOOPBACK_ONLY.allows(request.headers.get("host")):
             # DNS rebinding: a page that pointed its own name at 127.0.0.1.
             shown = request.headers.get("host", "")
-            return _text(403, f"Host {shown!r} is not loopback; open the address 'meshkit up' printed")
+            return _text(
+                403, f"Host {shown!r} is not loopback; open the address 'meshkit up' printed"
+            )
         if not access.allowed(self.token, query=request.query, headers=request.headers):
             return _text(
                 401,

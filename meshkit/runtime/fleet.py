@@ -45,24 +45,16 @@ class FleetTimeouts:
     settle: float = 10.0  # every sidecar should acknowledge a config within this
 
 
+@attrs.define(eq=False)
 class Fleet:
     """Every runner of one mesh; use from the one task that changes the mesh at a time."""
 
-    def __init__(
-        self,
-        ctx: SupervisorContext,
-        spec: MeshSpec,
-        *,
-        ports: PortAllocator,
-        nursery: trio.Nursery,
-        timeouts: FleetTimeouts = FleetTimeouts(),
-    ) -> None:
-        self.ctx = ctx
-        self.spec = spec
-        self.ports = ports
-        self.nursery = nursery
-        self.timeouts = timeouts
-        self.runners: dict[str, InstanceRunner] = {}
+    ctx: SupervisorContext
+    spec: MeshSpec
+    ports: PortAllocator = attrs.field(kw_only=True)
+    nursery: trio.Nursery = attrs.field(kw_only=True)
+    timeouts: FleetTimeouts = attrs.field(kw_only=True, default=FleetTimeouts())
+    runners: dict[str, InstanceRunner] = attrs.field(init=False, factory=dict)
 
     @property
     def registry(self) -> Registry:

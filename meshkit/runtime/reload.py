@@ -70,27 +70,18 @@ class ReloadOutcome:
         return attrs.asdict(self)
 
 
+@attrs.define(eq=False)
 class Reloader:
     """Applies Meshfile edits and source changes to the mesh of ``fleet``."""
 
-    def __init__(
-        self,
-        fleet: Fleet,
-        *,
-        meshfile: str,
-        files: tuple[str, ...] = (),
-        transform: SpecTransform = identity_transform,
-        evaluate: Evaluator = evaluate_meshfile,
-        on_applied: Callable[[MeshSpec], None] | None = None,
-    ) -> None:
-        self.fleet = fleet
-        self.meshfile = meshfile
-        self.files = files
-        self.transform = transform
-        self.evaluate = evaluate
-        self.on_applied = on_applied
-        self.lock = trio.Lock()
-        self.startup = trio.CancelScope()
+    fleet: Fleet
+    meshfile: str = attrs.field(kw_only=True)
+    files: tuple[str, ...] = attrs.field(kw_only=True, default=())
+    transform: SpecTransform = attrs.field(kw_only=True, default=identity_transform)
+    evaluate: Evaluator = attrs.field(kw_only=True, default=evaluate_meshfile)
+    on_applied: Callable[[MeshSpec], None] | None = attrs.field(kw_only=True, default=None)
+    lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+    startup: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
 
     def announce(self, message: str) -> None:
         self.fleet.ctx.logs.announce(message)

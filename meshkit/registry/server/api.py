@@ -78,6 +78,7 @@ class BadRequest(Exception):
         self.reason = reason
 
 
+@attrs.define(eq=False)
 class ControlServer:
     """Serves the control API for one ``Registry``.
 
@@ -91,42 +92,41 @@ class ControlServer:
     (default: a ``FaultControl`` on the wall clock).
     """
 
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        meshfile: str,
-        on_down: Callable[[], None],
-        on_ready: Callable[[str], None] | None = None,
-        poll_timeout: float = 20.0,
-        changes: RegistryChanges | None = None,
-        issuer: Issuer | None = None,
-        cert_lifetime: float = DEFAULT_LEAF_LIFETIME,
-        announce: Callable[[str], None] | None = None,
-        on_reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-        on_restart: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
-        faults: FaultControl | None = None,
-        on_spans: Callable[[str, list[Any]], int] | None = None,
-    ) -> None:
-        self.registry = registry
-        self.meshfile = meshfile
-        self.on_down = on_down
-        self.on_ready = on_ready
-        self.poll_timeout = poll_timeout
-        self.changes = changes if changes is not None else RegistryChanges(registry)
-        self.issuer = issuer
-        self.cert_lifetime = cert_lifetime
-        self.announce = announce
-        self.on_reload = on_reload
-        self.on_restart = on_restart
-        self.faults = faults if faults is not None else FaultControl(registry, self.changes)
-        self.limits = LimitControl(
-            registry,
+    registry: Registry
+    meshfile: str = attrs.field(kw_only=True)
+    on_down: Callable[[], None] = attrs.field(kw_only=True)
+    on_ready: Callable[[str], None] | None = attrs.field(kw_only=True, default=None)
+    poll_timeout: float = attrs.field(kw_only=True, default=20.0)
+    changes: RegistryChanges = attrs.field(
+        kw_only=True,
+        default=attrs.Factory(lambda self: RegistryChanges(self.registry), takes_self=True),
+    )
+    issuer: Issuer | None = attrs.field(kw_only=True, default=None)
+    cert_lifetime: float = attrs.field(kw_only=True, default=DEFAULT_LEAF_LIFETIME)
+    announce: Callable[[str], None] | None = attrs.field(kw_only=True, default=None)
+    on_reload: Callable[[], Awaitable[dict[str, Any]]] | None = attrs.field(
+        kw_only=True, default=None
+    )
+    on_restart: Callable[[str], Awaitable[dict[str, Any]]] | None = attrs.field(
+        kw_only=True, default=None
+    )
+    faults: FaultControl = attrs.field(
+        kw_only=True,
+        default=attrs.Factory(
+            lambda self: FaultControl(self.registry, self.changes), takes_self=True
+        ),
+    )
+    on_spans: Callable[[str, list[Any]], int] | None = attrs.field(kw_only=True, default=None)
+    limits: LimitControl = attrs.field(init=False)
+
+    @limits.default
+    def _limits(self) -> LimitControl:
+        return LimitControl(
+            self.registry,
             self.changes,
             wall_clock=self.faults.wall_clock,
             sync_timeout=self.faults.sync_timeout,
         )
-        self.on_spans = on_spans
 
     async def serve(
         self,
