@@ -41,6 +41,7 @@ import trio
 from meshkit.ca.errors import CaError
 from meshkit.ca.issuer import Issuer
 from meshkit.ca.root import RootCA
+from meshkit.dsl.evaluate.warm import WarmEvaluator
 from meshkit.dsl.spec import MeshSpec
 from meshkit.observe.otlp import OtlpExporter, check_otlp_url
 from meshkit.observe.server import ObserveServer
@@ -340,7 +341,7 @@ async def _run(
         )
         if options.handle_signals:
             services.start_soon(_watch_signals, stop, ctx.hurry, logs)
-        async with trio.open_nursery() as runners:
+        async with WarmEvaluator(options.meshfile) as evaluate, trio.open_nursery() as runners:
             fleet = Fleet(ctx, spec, ports=ports, nursery=runners, timeouts=options.timeouts)
             reloader = Reloader(
                 fleet,
@@ -348,11 +349,12 @@ async def _run(
                 files=options.files,
                 transform=options.spec_transform or identity_transform,
                 on_applied=applied,
+                evaluate=evaluate,
             )
             services.start_soon(_keep_configs_compiled, fleet, changes)
             services.start_soon(_announce_ready, spec, registry, changes, logs)
             async with trio.open_nursery() as control:
-                control.start_soon(reloader.start)
+                control.start_soon(_start_then_warm, reloader, evaluate)
                 if options.watch:
                     control.start_soon(watch_and_reload, reloader)
                 await stop.event.wait()
@@ -361,6 +363,12 @@ async def _run(
         services.cancel_scope.cancel()
     logs.announce(f"meshkit: mesh '{spec.name}' stopped")
     return stop.exit_code
+
+
+async def _start_then_warm(reloader: Reloader, evaluate: WarmEvaluator) -> None:
+    """Start the mesh, then the evaluator child of the first reload (not while starting)."""
+    await reloader.start()
+    await evaluate.prepare()
 
 
 def _request_stop(stop: StopRequest, logs: LogHub, exit_code: int, reason: str) -> None:

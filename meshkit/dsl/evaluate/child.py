@@ -6,6 +6,8 @@ interpreter and prints one JSON document, ``{"spec": ..., "problems": [...],
 to stdout (``print``, ``os.write(1, ...)``, child processes) goes to stderr
 instead, so nothing can corrupt the document.  Call
 ``meshkit.dsl.evaluate`` to run this; this module is only its entry point.
+With ``--when-told`` first, it waits for a line on stdin before it evaluates
+(and exits quietly at the end of stdin): ``meshkit.dsl.evaluate.warm``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from meshkit.dsl.evaluate.evaluation import evaluate_absolute, result_to_dict
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--when-told"]:
+        # Started ahead (meshkit.dsl.evaluate.warm): evaluate once told, or end quietly.
+        if not sys.stdin.readline():
+            return 0
+        argv = argv[1:]
     if len(argv) != 1:
         print("usage: python -m meshkit.dsl.evaluate.child /absolute/path/to/Meshfile.py", file=sys.stderr)
         return 2
