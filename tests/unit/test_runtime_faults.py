@@ -103,7 +103,8 @@ def test_a_fault_request_becomes_a_rule_with_a_default_expiry() -> None:
         path_prefix="/items",
     )
     grpc = fault_request(
-        {"service": "catalog", "abort": "UNAVAILABLE", "duration": "30s"}, known_services=["catalog"]
+        {"service": "catalog", "abort": "UNAVAILABLE", "duration": "30s"},
+        known_services=["catalog"],
     )
     assert (grpc.rule.abort_grpc, grpc.rule.abort_status, grpc.duration) == (
         "unavailable",
@@ -314,6 +315,14 @@ async def test_fault_and_restart_requests_are_refused_with_reasons() -> None:
     assert unknown.body["error"].endswith("(its services: catalog, frontend)")
     bad = await server.dispatch("POST", "/v1/faults", b'{"service": "catalog", "delay": "two"}')
     assert bad.status == 400 and "'delay'" in bad.body["error"]
+    assert bad.body["error"].startswith("bad fault: ")
+    unknown_limit = await server.dispatch(
+        "POST", "/v1/limits", b'{"service": "nope", "rate": "5/s"}'
+    )
+    assert unknown_limit.status == 404
+    assert unknown_limit.body["error"].endswith("(its services: catalog, frontend)")
+    bad_limit = await server.dispatch("POST", "/v1/limits", b'{"service": "catalog", "rate": 5}')
+    assert bad_limit.status == 400 and bad_limit.body["error"].startswith("bad limit: ")
     with pytest.raises(BadRequest, match=r"\?service=<name> or /<id>") as nothing:
         await server.dispatch("DELETE", "/v1/faults", b"")
     assert nothing.value.status == 400

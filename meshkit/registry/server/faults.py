@@ -20,7 +20,7 @@ from typing import Any
 from meshkit.api import RuntimeFault
 from meshkit.proxy.config import ProxyConfig
 from meshkit.registry.expiring import ExpiringStore
-from meshkit.registry.faults import FaultRequestError, StoredFault, UnknownService, fault_request
+from meshkit.registry.faults import FaultRequestError, StoredFault, fault_request
 from meshkit.registry.server.runtime import DEFAULT_SYNC_TIMEOUT, LIVE_STATES, RuntimeControl
 
 __all__ = ["DEFAULT_SYNC_TIMEOUT", "LIVE_STATES", "FaultControl"]
@@ -32,6 +32,7 @@ class FaultControl(RuntimeControl[StoredFault, RuntimeFault]):
     """The fault endpoints of one registry; ``wall_clock`` is epoch seconds (injectable)."""
 
     noun = "fault"
+    refused = FaultRequestError
 
     @property
     def store(self) -> ExpiringStore[StoredFault]:
@@ -49,14 +50,8 @@ class FaultControl(RuntimeControl[StoredFault, RuntimeFault]):
             "faults": [stored.to_dict(now=now) for stored in self.registry.faults.active(now)]
         }
 
-    async def inject(self, data: dict[str, Any]) -> FaultAnswer:
-        try:
-            request = fault_request(data, known_services=self.known_services())
-        except UnknownService as error:
-            return 404, {"error": str(error)}
-        except FaultRequestError as error:
-            return 400, {"error": f"bad fault: {error}"}
-        stored = self.registry.faults.add(
+    def add(self, data: dict[str, Any]) -> StoredFault:
+        request = fault_request(data, known_services=self.known_services())
+        return self.registry.faults.add(
             request.service, request.rule, expires_at=self.wall_clock() + request.duration
         )
-        return await self.added(stored)

@@ -20,7 +20,6 @@ from typing import Any
 from meshkit.api import RateLimit
 from meshkit.proxy.config import ProxyConfig
 from meshkit.registry.expiring import ExpiringStore
-from meshkit.registry.faults import UnknownService
 from meshkit.registry.limits import LimitRequestError, StoredLimit, limit_dict, limit_request
 from meshkit.registry.server.runtime import Answer, RuntimeControl
 
@@ -29,6 +28,7 @@ class LimitControl(RuntimeControl[StoredLimit, RateLimit]):
     """The rate limit endpoints of one registry; ``wall_clock`` is epoch seconds (injectable)."""
 
     noun = "limit"
+    refused = LimitRequestError
 
     @property
     def store(self) -> ExpiringStore[StoredLimit]:
@@ -59,12 +59,6 @@ class LimitControl(RuntimeControl[StoredLimit, RateLimit]):
                 return config.rate_limits
         return ()
 
-    async def inject(self, data: dict[str, Any]) -> Answer:
-        try:
-            limit, duration = limit_request(data, known_services=self.known_services())
-        except UnknownService as error:
-            return 404, {"error": str(error)}
-        except LimitRequestError as error:
-            return 400, {"error": f"bad limit: {error}"}
-        stored = self.registry.limits.add(limit, expires_at=self.wall_clock() + duration)
-        return await self.added(stored)
+    def add(self, data: dict[str, Any]) -> StoredLimit:
+        limit, duration = limit_request(data, known_services=self.known_services())
+        return self.registry.limits.add(limit, expires_at=self.wall_clock() + duration)

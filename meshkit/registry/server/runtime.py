@@ -10,8 +10,9 @@ clients fail naming them.  ``version`` is the newest config version among
 those sidecars.  ``expire_forever`` removes each entry when it expires, which
 is a registry change, so the compile loop takes it out of every config.
 
-A subclass says what it holds: ``noun`` (for messages), ``store``, and how an
-entry appears in a config (``item``, ``held``).
+A subclass says what it holds: ``noun`` (for messages), ``store``, how an
+entry appears in a config (``item``, ``held``), and how a request body becomes
+an entry (``refused``, ``add``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+import attrs
 import trio
 
 from meshkit.proxy.config import ProxyConfig
@@ -37,23 +39,18 @@ EntryT = TypeVar("EntryT", bound=Expiring)
 ItemT = TypeVar("ItemT", bound=Hashable)
 
 
+@attrs.define(eq=False)
 class RuntimeControl(Generic[EntryT, ItemT]):
     """Endpoints over one ``ExpiringStore``; ``wall_clock`` is epoch seconds (injectable)."""
 
-    noun = "entry"
+    noun: ClassVar[str] = "entry"
+    refused: ClassVar[type[ValueError]] = ValueError
+    """What ``add`` raises for a body that cannot be applied (the message names the field)."""
 
-    def __init__(
-        self,
-        registry: Registry,
-        changes: RegistryChanges,
-        *,
-        wall_clock: Callable[[], float] = time.time,
-        sync_timeout: float = DEFAULT_SYNC_TIMEOUT,
-    ) -> None:
-        self.registry = registry
-        self.changes = changes
-        self.wall_clock = wall_clock
-        self.sync_timeout = sync_timeout
+    registry: Registry
+    changes: RegistryChanges
+    wall_clock: Callable[[], float] = attrs.field(kw_only=True, default=time.time)
+    sync_timeout: float = attrs.field(kw_only=True, default=DEFAULT_SYNC_TIMEOUT)
 
     @property
     def store(self) -> ExpiringStore[EntryT]:
@@ -66,6 +63,20 @@ class RuntimeControl(Generic[EntryT, ItemT]):
     def held(self, config: ProxyConfig) -> Collection[ItemT]:
         """What ``config`` carries of this kind."""
         raise NotImplementedError
+
+    def add(self, data: dict[str, Any]) -> EntryT:
+        """Store the entry the body ``data`` asks for; ``UnknownService`` or ``refused`` if none."""
+        raise NotImplementedError
+
+    async def inject(self, data: dict[str, Any]) -> Answer:
+        """The answer to ``POST``: 404 for an unknown service, 400 for a bad body, else ``added``."""
+        try:
+            entry = self.add(data)
+        except UnknownService as error:
+            return 404, {"error": str(error)}
+        except self.refused as error:
+            return 400, {"error": f"bad {self.noun}: {error}"}
+        return await self.added(entry)
 
     def known_services(self) -> list[str]:
         return sorted({record.service for record in self.registry.app_instances()})
