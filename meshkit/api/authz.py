@@ -15,7 +15,9 @@ values matches, a ``not_`` condition when none does.
 
 Values are plain data: principals are whole SPIFFE IDs; namespaces are mesh
 names; paths and header values are Istio's patterns (``pattern_matches``);
-``ip_blocks`` are CIDRs of the client address the gateway sees.
+``ip_blocks`` are CIDRs of the client address the gateway sees;
+``request_principals`` (``issuer/subject``) and ``claims`` (a condition per
+claim name, ``HeaderCondition``'s shape) come from the request's verified JWT.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class AuthzRule:
     paths: tuple[str, ...] = ()
     not_paths: tuple[str, ...] = ()
     headers: tuple[HeaderCondition, ...] = ()
+    # From a verified JWT (``meshkit.api.jwt``): ``issuer/subject`` patterns and claims.
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
+    claims: tuple[HeaderCondition, ...] = ()
 
     @property
     def speaks_of_client_address(self) -> bool:

@@ -29,6 +29,7 @@ from meshkit.api import (
     RouteAction,
 )
 from meshkit.api.authz import AuthzAction, AuthzRule
+from meshkit.api.jwt import JwtRule
 
 HealthKind = Literal["http", "tcp"]
 RestartMode = Literal["no", "on_failure", "always"]
@@ -166,6 +167,7 @@ class MeshSpec:
     rate_limits: tuple[RateLimitSpec, ...] = ()
     authorization: AuthorizationMode = "open"
     authz: tuple[AuthzSpec, ...] = ()
+    request_authentication: tuple[JwtSpec, ...] = ()
 
     def service_names(self) -> list[str]:
         """Distinct service names, in declaration order."""
@@ -312,4 +314,13 @@ class AuthzSpec:
     service: str
     action: AuthzAction
     rule: AuthzRule = attrs.field(factory=AuthzRule)
+    origin: Origin = UNKNOWN_ORIGIN
+
+
+@attrs.frozen(kw_only=True)
+class JwtSpec:
+    """``mesh.request_authentication(...)``: a ``JwtRule`` (its JWKS read from ``jwks_file``)."""
+
+    rule: JwtRule
+    jwks_file: str
     origin: Origin = UNKNOWN_ORIGIN

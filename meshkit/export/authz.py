@@ -129,6 +129,8 @@ def _rule(spec: MeshSpec, namespace: str, rule: AuthzRule) -> dict[str, Any]:
         "notNamespaces": [mesh_namespace(n) for n in rule.not_namespaces],
         "remoteIpBlocks": list(rule.ip_blocks),
         "notRemoteIpBlocks": list(rule.not_ip_blocks),
+        "requestPrincipals": list(rule.request_principals),
+        "notRequestPrincipals": list(rule.not_request_principals),
     }
     operation = {
         "methods": list(rule.methods),
@@ -142,8 +144,10 @@ def _rule(spec: MeshSpec, namespace: str, rule: AuthzRule) -> dict[str, Any]:
     if any(operation.values()):
         found["to"] = [{"operation": {k: v for k, v in operation.items() if v}}]
     conditions = []
-    for header in rule.headers:
-        condition: dict[str, Any] = {"key": f"request.headers[{header.name}]"}
+    keyed = [(f"request.headers[{h.name}]", h) for h in rule.headers]
+    keyed += [(f"request.auth.claims[{c.name}]", c) for c in rule.claims]
+    for key, header in keyed:
+        condition: dict[str, Any] = {"key": key}
         if header.values:
             condition["values"] = list(header.values)
         if header.not_values:

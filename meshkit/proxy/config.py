@@ -34,6 +34,7 @@ import attrs
 
 from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
 from meshkit.api.authz import AuthzPolicy
+from meshkit.api.jwt import JwtRule
 
 ListenerKind = Literal["inbound", "outbound", "upstream", "gateway", "admin"]
 MtlsMode = Literal["strict", "permissive"]
@@ -146,6 +147,9 @@ class ProxyConfig:
     # Authorization policies of every service (``meshkit.api.authz``): an inbound
     # sidecar applies its service's, the gateway the client-address rules.
     authorization: tuple[AuthzPolicy, ...] = ()
+    # JWT rules (``meshkit.api.jwt``): the gateway and inbound sidecars verify
+    # a request's bearer token with them.
+    request_authentication: tuple[JwtRule, ...] = ()
     # Names besides loopback that the gateway, upstream and admin listeners
     # answer as Host (``meshkit.proxy.policy.admission``): the mesh's service
     # names and the gateway's declared hosts.

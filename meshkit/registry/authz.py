@@ -21,6 +21,7 @@ import os
 import attrs
 
 from meshkit.api.authz import AuthzPolicy, AuthzRule
+from meshkit.api.jwt import JwtRule
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import MeshSpec, Origin
 
@@ -79,3 +80,10 @@ def authorization_policies(spec: MeshSpec) -> tuple[AuthzPolicy, ...]:
         for policy in spec.authz
     ]
     return (*declared, *_mode_policies(spec))
+
+
+def jwt_rules(spec: MeshSpec) -> tuple[JwtRule, ...]:
+    """The mesh's JWT rules, each with its ``Meshfile.py:LINE``."""
+    return tuple(
+        attrs.evolve(jwt.rule, origin=where(jwt.origin)) for jwt in spec.request_authentication
+    )

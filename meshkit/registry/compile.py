@@ -37,6 +37,7 @@ import attrs
 
 from meshkit.api import DestinationPolicy, RateLimit, RouteTable, RuntimeFault
 from meshkit.api.authz import AuthzPolicy
+from meshkit.api.jwt import JwtRule
 from meshkit.ca.spiffe import spiffe_id
 from meshkit.dsl.spec import GatewaySpec, MeshSpec, MtlsMode, ServiceSpec
 from meshkit.proxy.config import (
@@ -47,7 +48,7 @@ from meshkit.proxy.config import (
     PrefixRoute,
     ProxyConfig,
 )
-from meshkit.registry.authz import authorization_policies
+from meshkit.registry.authz import authorization_policies, jwt_rules
 from meshkit.registry.faults import runtime_faults
 from meshkit.registry.limits import declared_limits, effective_limits
 from meshkit.registry.routes import destination_policies, route_tables
@@ -75,6 +76,7 @@ def compile_configs(
         runtime_faults=runtime_faults(registry.faults, now),
         rate_limits=effective_limits(declared_limits(spec), registry.limits, now),
         authorization=authorization_policies(spec),
+        request_authentication=jwt_rules(spec),
         allowed_hosts=_allowed_hosts(spec),
     )
     deployments = {svc.key: svc for svc in spec.services}
@@ -105,6 +107,7 @@ class _Shared:
     runtime_faults: tuple[RuntimeFault, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     authorization: tuple[AuthzPolicy, ...] = ()
+    request_authentication: tuple[JwtRule, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
 
     def config(
@@ -133,6 +136,7 @@ class _Shared:
             runtime_faults=self.runtime_faults,
             rate_limits=self.rate_limits,
             authorization=self.authorization,
+            request_authentication=self.request_authentication,
             allowed_hosts=self.allowed_hosts,
         )
 

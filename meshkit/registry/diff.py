@@ -126,6 +126,7 @@ def diff_specs(old: MeshSpec, new: MeshSpec) -> SpecDiff:
             "rate_limits",
             "authorization",
             "authz",
+            "request_authentication",
             "gateway",
             "mtls",
             "cert_lifetime",

@@ -245,6 +245,7 @@ def _check(config: ProxyConfig, *, at_gateway: bool, identity: str | None) -> De
         headers=[],
         identity=identity,
         client_address="10.0.0.1",
+        now=0.0,
     )
 
 

@@ -170,3 +170,65 @@ def test_meshkit_check_and_spec(in_tmp: pathlib.Path, capsys: pytest.CaptureFixt
     assert shown["authorization"] == "deny"
     assert shown["authz"][0]["name"] == "deny-catalog-1"
     assert shown["authz"][0]["rule"]["paths"] == ["/a*"]
+
+
+JWKS = (
+    '{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",'
+    ' "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",'
+    ' "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
+)
+
+
+def test_request_authentication_and_claims_compile_for_every_sidecar(
+    in_tmp: pathlib.Path,
+) -> None:
+    (in_tmp / "keys").mkdir()
+    (in_tmp / "keys" / "jwks.json").write_text(JWKS)
+    spec = spec_of(
+        in_tmp,
+        "mesh.request_authentication(issuer='https://auth.example', audiences='shop',\n"
+        "                            jwks='keys/jwks.json')\n"
+        "mesh.allow('catalog', request_principals='*', claims={'Role': ['admin', 'ops*']})\n",
+    )
+    assert spec_from_json(spec_to_json(spec)) == spec
+    (jwt,) = spec.request_authentication
+    assert jwt.rule.issuer == "https://auth.example" and jwt.rule.audiences == ("shop",)
+    assert jwt.rule.jwks == JWKS and jwt.origin.line == 6
+    (policy,) = authorization_policies(spec)
+    assert policy.rules == (
+        AuthzRule(
+            request_principals=("*",),
+            claims=(HeaderCondition(name="Role", values=("admin", "ops*")),),
+        ),
+    )
+
+
+def test_request_authentication_mistakes_are_reported_at_their_line(
+    in_tmp: pathlib.Path,
+) -> None:
+    (in_tmp / "bad.json").write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
+    (in_tmp / "good.json").write_text(JWKS)
+    found = problems_of(
+        in_tmp,
+        "mesh.request_authentication(issuer='https://a', jwks='missing.json')\n"
+        "mesh.request_authentication(issuer='https://b', jwks='bad.json')\n"
+        "mesh.request_authentication(issuer='', jwks='good.json', audiences=[3])\n"
+        "mesh.request_authentication(issuer='https://c', jwks='good.json')\n"
+        "mesh.request_authentication(issuer='https://c', jwks='good.json')\n"
+        "mesh.allow('catalog', claims={'role': 'a**'}, request_principals=[''])\n",
+    )
+    assert any(p.startswith("Meshfile.py:6: ") and "cannot read" in p for p in found), found
+    assert any(p.startswith("Meshfile.py:7: ") and "symmetric 'oct'" in p for p in found), found
+    assert any(p.startswith("Meshfile.py:8: ") and "must not be empty" in p for p in found)
+    assert any(p.startswith("Meshfile.py:8: ") and "audiences entries" in p for p in found)
+    assert any(p.startswith("Meshfile.py:10: ") and "already has a rule (line 9)" in p for p in found)
+    assert any(p.startswith("Meshfile.py:11: ") and "claims 'role'" in p for p in found), found
+    assert any(p.startswith("Meshfile.py:11: ") and "request_principals ''" in p for p in found)
+
+
+def test_claims_without_request_authentication_are_a_mistake(in_tmp: pathlib.Path) -> None:
+    found = problems_of(in_tmp, "mesh.allow('catalog', request_principals='*')\n")
+    assert found == [
+        "Meshfile.py:6: allow 'catalog': request_principals/claims speak of a verified JWT, "
+        "but the mesh has no mesh.request_authentication(...)"
+    ]

@@ -121,3 +121,26 @@ def test_upstreams_mode_allows_the_declared_callers(tmp_path: pathlib.Path) -> N
     ]
     reviews = found["declared-upstreams-reviews"]["spec"]
     assert reviews == {"selector": {"matchLabels": {"app": "reviews"}}, "action": "ALLOW"}
+
+
+def test_jwt_conditions_become_request_principals_and_claims(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "jwks.json").write_text(
+        '{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",'
+        ' "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",'
+        ' "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}'
+    )
+    exported = export(
+        tmp_path,
+        "open",
+        'mesh.request_authentication(issuer="https://auth.example", jwks="jwks.json")\n'
+        'mesh.allow("catalog", request_principals="*", not_request_principals="https://a/b",\n'
+        '           claims={"groups": ["admin"]}, not_claims={"level": "0"})\n',
+    )
+    (rule,) = policies(exported)["allow-catalog-1"]["spec"]["rules"]
+    assert rule == {
+        "from": [{"source": {"requestPrincipals": ["*"], "notRequestPrincipals": ["https://a/b"]}}],
+        "when": [
+            {"key": "request.auth.claims[groups]", "values": ["admin"]},
+            {"key": "request.auth.claims[level]", "notValues": ["0"]},
+        ],
+    }

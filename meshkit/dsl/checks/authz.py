@@ -40,6 +40,17 @@ def authz_problems(mesh: MeshDeclaration) -> list[Problem]:
             Problem.at(spec.origin, f"{_subject(spec)}: {message}")
             for message in _spec_problems(spec, services)
         )
+        rule = spec.rule
+        if not mesh.request_authentication and (
+            rule.request_principals or rule.not_request_principals or rule.claims
+        ):
+            problems.append(
+                Problem.at(
+                    spec.origin,
+                    f"{_subject(spec)}: request_principals/claims speak of a verified JWT, "
+                    "but the mesh has no mesh.request_authentication(...)",
+                )
+            )
     return problems
 
 
@@ -100,12 +111,21 @@ def _request_problems(rule: AuthzRule) -> list[str]:
             problem = path_pattern_problem(path)
             if problem is not None:
                 found.append(f"{field} {path!r} is not a path pattern: {problem}")
-    for condition in rule.headers:
-        for field, values in (("headers", condition.values), ("not_headers", condition.not_values)):
-            for value in values:
-                problem = pattern_problem(value)
-                if problem is not None:
-                    found.append(
-                        f"{field} {condition.name!r}: {value!r} is not a pattern: {problem}"
-                    )
+    for kind, conditions in (("headers", rule.headers), ("claims", rule.claims)):
+        for condition in conditions:
+            for field, values in ((kind, condition.values), (f"not_{kind}", condition.not_values)):
+                found.extend(
+                    f"{field} {condition.name!r}: {value!r} is not a pattern: {problem}"
+                    for value in values
+                    if (problem := pattern_problem(value)) is not None
+                )
+    for field, values in (
+        ("request_principals", rule.request_principals),
+        ("not_request_principals", rule.not_request_principals),
+    ):
+        found.extend(
+            f"{field} {value!r} is not a pattern: {problem}"
+            for value in values
+            if (problem := pattern_problem(value)) is not None
+        )
     return found

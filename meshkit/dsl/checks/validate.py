@@ -336,4 +336,5 @@ def build_spec(declarations: Declarations) -> MeshSpec:
         rate_limits=mesh.rate_limits,
         authorization=mesh.authorization,
         authz=mesh.authz,
+        request_authentication=mesh.request_authentication,
     )

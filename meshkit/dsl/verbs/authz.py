@@ -17,8 +17,9 @@ from typing import TypedDict, Unpack
 from meshkit.api.authz import AuthzAction, AuthzRule, HeaderCondition
 from meshkit.dsl.checks.problems import Problem, describe_value
 from meshkit.dsl.evaluate.userframes import caller_origin
-from meshkit.dsl.spec import AuthorizationMode, AuthzSpec, Origin
+from meshkit.dsl.spec import AuthorizationMode, AuthzSpec, JwtSpec, Origin
 from meshkit.dsl.verbs.collect import report
+from meshkit.dsl.verbs.jwt import declare_jwt
 from meshkit.dsl.verbs.reader import ArgumentReader
 
 Names = str | Iterable[str] | None
@@ -54,26 +55,27 @@ class _AuthzReader(ArgumentReader):
                 self.fail(f"{field} entries must be strings, got {describe_value(item)}")
         return tuple(dict.fromkeys(found))
 
-    def headers(self, values: object, not_values: object) -> tuple[HeaderCondition, ...]:
+    def conditions(
+        self, field_name: str, values: object, not_values: object, *, lower: bool = True
+    ) -> tuple[HeaderCondition, ...]:
+        """``headers=``/``claims=`` and their ``not_`` forms: name -> pattern(s)."""
         conditions: dict[str, HeaderCondition] = {}
         for field, given, negated in (
-            ("headers", values, False),
-            ("not_headers", not_values, True),
+            (field_name, values, False),
+            (f"not_{field_name}", not_values, True),
         ):
             if given is None:
                 continue
             if not isinstance(given, Mapping):
                 self.fail(
-                    f"{field} must be a dict of header -> pattern(s), got {describe_value(given)}"
+                    f"{field} must be a dict of name -> pattern(s), got {describe_value(given)}"
                 )
                 continue
             for name, patterns in given.items():
                 if not isinstance(name, str):
-                    self.fail(
-                        f"{field}: a header name must be a string, got {describe_value(name)}"
-                    )
+                    self.fail(f"{field}: a name must be a string, got {describe_value(name)}")
                     continue
-                key = name.lower()
+                key = name.lower() if lower else name
                 found = conditions.get(key, HeaderCondition(name=key))
                 read = self.names(f"{field} {name!r}", patterns)
                 conditions[key] = (
@@ -110,7 +112,14 @@ def declare_authz(
         not_methods=reader.strings("not_methods", arguments["not_methods"]),
         paths=reader.strings("paths", arguments["paths"]),
         not_paths=reader.strings("not_paths", arguments["not_paths"]),
-        headers=reader.headers(arguments["headers"], arguments["not_headers"]),
+        headers=reader.conditions("headers", arguments["headers"], arguments["not_headers"]),
+        request_principals=reader.strings("request_principals", arguments["request_principals"]),
+        not_request_principals=reader.strings(
+            "not_request_principals", arguments["not_request_principals"]
+        ),
+        claims=reader.conditions(
+            "claims", arguments["claims"], arguments["not_claims"], lower=False
+        ),
     )
     given_name = reader.optional_text("name", name)
     specs = [
@@ -141,6 +150,10 @@ class Conditions(TypedDict, total=False):
     not_headers: Mapping[str, str | Iterable[str]] | None
     ip_blocks: Names
     not_ip_blocks: Names
+    request_principals: Names
+    not_request_principals: Names
+    claims: Mapping[str, str | Iterable[str]] | None
+    not_claims: Mapping[str, str | Iterable[str]] | None
     name: str | None
 
 
@@ -151,6 +164,7 @@ class AuthorizationVerbs:
     """``mesh.allow`` and ``mesh.deny``, part of ``Mesh``."""
 
     _authz: list[AuthzSpec]
+    _jwt: list[JwtSpec]
 
     def _declare(self, action: AuthzAction, to: object, conditions: Mapping[str, object]) -> None:
         origin = caller_origin()
@@ -174,8 +188,10 @@ class AuthorizationVerbs:
         denied (403, flag ``RBAC``).  Conditions (each also as ``not_...``):
         ``source`` (services of the mesh, ``"gateway"``, or whole SPIFFE IDs),
         ``namespaces``, ``methods``, ``paths``, ``headers`` (name -> patterns),
-        ``ip_blocks`` (CIDRs of the client of the gateway); ``name`` names the
-        policy (default ``allow-<service>-<n>``).
+        ``ip_blocks`` (CIDRs of the client of the gateway), ``request_principals``
+        (``issuer/subject`` of the request's verified JWT; ``"*"``: any token) and
+        ``claims`` (claim -> patterns); ``name`` names the policy (default
+        ``allow-<service>-<n>``).
         """
         self._declare("ALLOW", to, conditions)
 
@@ -185,3 +201,21 @@ class AuthorizationVerbs:
         DENY policies are decided before ALLOW ones; the conditions are ``allow``'s.
         """
         self._declare("DENY", to, conditions)
+
+    def request_authentication(self, *, issuer: str, jwks: str, audiences: Names = None) -> None:
+        """Verify requests' bearer tokens of ``issuer`` (Istio's RequestAuthentication).
+
+        ``jwks`` is a local JWKS file (relative to the Meshfile); ``audiences``,
+        when given, must include the token's ``aud``.  A request with an invalid
+        token gets 401 (flag ``JWT``); one without a token passes, and policies
+        decide (``mesh.allow(..., request_principals=["*"])`` requires a token).
+        """
+        origin = caller_origin()
+        reader = _AuthzReader(origin=origin, subject="mesh.request_authentication(...)")
+        found = reader.strings("audiences", audiences)
+        spec, problems = declare_jwt(
+            origin=origin, issuer=issuer, audiences=found, jwks=jwks, earlier=self._jwt
+        )
+        report([*reader.problems, *problems])
+        if spec is not None:
+            self._jwt.append(spec)

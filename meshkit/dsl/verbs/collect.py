@@ -20,6 +20,7 @@ from meshkit.dsl.spec import (
     AuthorizationMode,
     AuthzSpec,
     GatewaySpec,
+    JwtSpec,
     MtlsMode,
     Origin,
     PolicySpec,
@@ -47,6 +48,7 @@ class MeshDeclaration:
     rate_limits: tuple[RateLimitSpec, ...] = ()
     authorization: AuthorizationMode = "open"
     authz: tuple[AuthzSpec, ...] = ()
+    request_authentication: tuple[JwtSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

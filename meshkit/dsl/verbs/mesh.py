@@ -32,6 +32,7 @@ from meshkit.dsl.spec import (
     GatewayRoute,
     GatewaySpec,
     HealthCheck,
+    JwtSpec,
     MirrorSpec,
     MtlsMode,
     Origin,
@@ -235,6 +236,7 @@ class Mesh(AuthorizationVerbs):
             reader.choice("authorization", authorization, AUTHORIZATION_MODES)
         )
         self._authz: list[AuthzSpec] = []
+        self._jwt: list[JwtSpec] = []
         report(reader.problems)
         collector = active_collector.get()
         if collector is not None:
@@ -427,6 +429,7 @@ class Mesh(AuthorizationVerbs):
             rate_limits=tuple(self._rate_limits),
             authorization=self._authorization,
             authz=tuple(self._authz),
+            request_authentication=tuple(self._jwt),
         )
 
 

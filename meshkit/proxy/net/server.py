@@ -10,6 +10,7 @@ handshake, both within ``header_timeout``.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -31,7 +32,7 @@ from meshkit.proxy.flow.l7 import serve_service_request
 from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.peercred import foreign_owner
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
-from meshkit.proxy.policy.authz import GATEWAY_SERVICE, RBAC, Denied, check_request
+from meshkit.proxy.policy.authz import GATEWAY_SERVICE, Denied, check_request
 from meshkit.proxy.policy.grpcreply import is_grpc
 from meshkit.proxy.policy.local_access import admit
 from meshkit.proxy.policy.router import (
@@ -236,7 +237,7 @@ async def handle_request(plane: DataPlane, downstream: Downstream, head: Request
         )
         denied = _denied(config, listener, downstream, head, decision)
         if denied is not None:
-            status, flag = 403, RBAC
+            status, flag = denied.status, denied.flag
             keep = await downstream.reply(
                 status, (denied.reason + "\n").encode(), reason=denied.reason, flag=flag
             )
@@ -351,6 +352,7 @@ def _denied(
         headers=head.headers,
         identity=downstream.identity,
         client_address=downstream.peer_address,
+        now=time.time(),
     )
 
 

@@ -11,12 +11,18 @@ sidecar called by the gateway (``behind_gateway``) takes those conditions as
 the gateway already settled them (an ALLOW rule's hold, a DENY rule's do not
 match: the gateway refused those requests); for any other caller they do not
 hold, since its requests did not come through the gateway.
+
+A request's JWT (``meshkit.proxy.policy.jwt``) is verified wherever a
+decision is made -- the gateway and the called instance's inbound sidecar --
+from the ``Authorization`` header itself, so its ``request_principal`` and
+claims are only what a signature of a key the Meshfile names vouches for (a
+client cannot forge them with a header); an invalid token is a 401.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -25,6 +31,7 @@ from meshkit.ca.errors import InvalidSpiffeId
 from meshkit.ca.spiffe import TRUST_DOMAIN, parse_workload_identity, spiffe_id
 from meshkit.proxy.codec.messages import Headers
 from meshkit.proxy.config import ProxyConfig
+from meshkit.proxy.policy.jwt import JWT_FLAG, Unauthenticated, authenticate, claim_values
 from meshkit.proxy.policy.matching import joined_header
 
 RBAC = "RBAC"
@@ -52,6 +59,8 @@ class RequestFacts:
     principal: str | None = None  # the peer's SPIFFE ID; None: no certificate
     client_address: str | None = None  # the gateway's client (set only at the gateway)
     behind_gateway: bool = False  # an inbound sidecar called by the gateway
+    request_principal: str | None = None  # a verified JWT's issuer/subject
+    claims: Mapping[str, object] = attrs.field(factory=dict)  # its claims
     namespace: str | None = attrs.field(
         default=attrs.Factory(lambda facts: namespace_of(facts.principal), takes_self=True)
     )
@@ -69,6 +78,8 @@ class Denied:
     policy: str
     origin: str
     reason: str
+    status: int = 403
+    flag: str = RBAC
 
 
 Decision = Allowed | Denied
@@ -93,6 +104,25 @@ def _header_holds(condition: HeaderCondition, headers: Headers) -> bool:
     return _field(condition.values, condition.not_values, lambda p: pattern_matches(p, value))
 
 
+def _claim_holds(condition: HeaderCondition, claims: Mapping[str, object]) -> bool:
+    values = claim_values(claims, condition.name)
+    if values is None:
+        return not condition.values and bool(condition.not_values)
+    return _field(
+        condition.values,
+        condition.not_values,
+        lambda p: any(pattern_matches(p, value) for value in values),
+    )
+
+
+def _request_principal_holds(rule: AuthzRule, principal: str | None) -> bool:
+    return _field(
+        rule.request_principals,
+        rule.not_request_principals,
+        lambda p: principal is not None and pattern_matches(p, principal),
+    )
+
+
 def _address_holds(rule: AuthzRule, facts: RequestFacts, action: str) -> bool:
     if not rule.speaks_of_client_address:
         return True
@@ -111,6 +141,8 @@ def rule_matches(rule: AuthzRule, facts: RequestFacts, action: str = "ALLOW") ->
         and _field(rule.methods, rule.not_methods, lambda m: m == facts.method)
         and _field(rule.paths, rule.not_paths, lambda p: pattern_matches(p, facts.path))
         and all(_header_holds(condition, facts.headers) for condition in rule.headers)
+        and _request_principal_holds(rule, facts.request_principal)
+        and all(_claim_holds(condition, facts.claims) for condition in rule.claims)
         and _address_holds(rule, facts, action)
     )
 
@@ -170,13 +202,25 @@ def check_request(
     headers: Headers,
     identity: str | None,
     client_address: str | None,
+    now: float,
 ) -> Denied | None:
     """The refusal of one request to ``service`` by its policies, or None to let it pass.
 
     An inbound sidecar decides on every request (``identity``: the verified
     peer); the gateway (``at_gateway``) only when a rule of the service speaks
-    of the client address, which only it sees.
+    of the client address, which only it sees.  Both refuse an invalid JWT
+    (401) and give a valid one's principal and claims to the decision.
     """
+    token = authenticate(config.request_authentication, headers, now=now)
+    if isinstance(token, Unauthenticated):
+        reason = f"{method.decode('latin-1')} {target.decode('latin-1')}: {token.reason}"
+        return Denied(
+            policy="request-authentication",
+            origin=token.origin,
+            reason=f"{reason} ({token.origin})" if token.origin else reason,
+            status=401,
+            flag=JWT_FLAG,
+        )
     policies = _policies_of(config.authorization, service)
     if not policies or (at_gateway and not gateway_decides(policies)):
         return None
@@ -188,6 +232,8 @@ def check_request(
         principal=gateway if at_gateway else identity,
         client_address=client_address if at_gateway else None,
         behind_gateway=not at_gateway and identity == gateway,
+        request_principal=None if token is None else token.principal,
+        claims={} if token is None else token.claims,
     )
     decision = decide(facts, policies)
     return decision if isinstance(decision, Denied) else None
