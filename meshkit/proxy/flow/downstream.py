@@ -83,19 +83,20 @@ class Http1Downstream(DownstreamOf[trio.abc.Stream]):
         closed at once when draining); once a head has started, or on a fresh
         connection, it must complete within ``header_timeout`` (else 408).
         """
-        if not first and not self.codec.has_buffered_bytes:
-            with trio.CancelScope() as idle_scope:
-                idle_scope.deadline = trio.current_time() + self.limits.idle_timeout
-                self.plane.register_idle_wait(idle_scope)
+        idle = not first and not self.codec.has_buffered_bytes
+        # One cancel scope for both phases (a scope costs more than moving its deadline).
+        with trio.CancelScope() as scope:
+            if idle:
+                scope.deadline = trio.current_time() + self.limits.idle_timeout
+                self.plane.register_idle_wait(scope)
                 try:
                     await self._receive()
                 except DownstreamGone:
                     return None
                 finally:
-                    self.plane.unregister_idle_wait(idle_scope)
-            if idle_scope.cancelled_caught:
-                return None
-        with trio.move_on_after(self.limits.header_timeout):
+                    self.plane.unregister_idle_wait(scope)
+                idle = False
+            scope.deadline = trio.current_time() + self.limits.header_timeout
             try:
                 while True:
                     event = self.codec.next_event()
@@ -111,6 +112,8 @@ class Http1Downstream(DownstreamOf[trio.abc.Stream]):
                 return None
             except DownstreamGone:
                 return None
+        if idle or trio.current_time() < scope.deadline:
+            return None  # idle too long, or draining began (which cancels idle waits)
         await self.refuse(408, f"request head not received within {self.limits.header_timeout:g}s")
         return None
 
