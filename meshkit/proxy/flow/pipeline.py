@@ -32,6 +32,7 @@ autojump clock.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -289,8 +290,13 @@ async def _attempts(
                 return await _local(reply, 503, NO_HEALTHY_UPSTREAM, reason)
             tried.add(endpoint.instance)
             per_try = None if policy is None else policy.rule.per_try_timeout
-            try_deadline = math.inf if per_try is None else trio.current_time() + per_try
-            with trio.CancelScope(deadline=try_deadline) as try_scope:
+            # Without a per-try timeout the route's scope bounds the try (one scope less).
+            try_scope = (
+                route_scope
+                if per_try is None
+                else trio.CancelScope(deadline=trio.current_time() + per_try)
+            )
+            with contextlib.nullcontext() if try_scope is route_scope else try_scope:
                 state = TryState(
                     rule=rule,
                     destination=destination,
