@@ -11,6 +11,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "256": hashes.SHA256(),
+    "384": hashes.SHA384(),
+    "512": hashes.SHA512(),
+}
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | bytes
 
 
@@ -23,7 +28,7 @@ def _number(value: int, size: int | None = None) -> str:
 
 
 def jwks(*keys: tuple[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]) -> str:
-    """A JWKS document of the public halves of ``(kid, private key)`` pairs (EC: P-256)."""
+    """A JWKS document of the public halves of ``(kid, private key)`` pairs."""
     found: list[dict[str, str]] = []
     for kid, key in keys:
         if isinstance(key, rsa.RSAPrivateKey):
@@ -33,15 +38,18 @@ def jwks(*keys: tuple[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]) -> s
             )
         else:
             ec_numbers = key.public_key().public_numbers()
-            x, y = _number(ec_numbers.x, 32), _number(ec_numbers.y, 32)
-            found.append({"kty": "EC", "crv": "P-256", "kid": kid, "x": x, "y": y})
+            size = (key.curve.key_size + 7) // 8
+            x, y = _number(ec_numbers.x, size), _number(ec_numbers.y, size)
+            found.append(
+                {"kty": "EC", "crv": f"P-{key.curve.key_size}", "kid": kid, "x": x, "y": y}
+            )
     return json.dumps({"keys": found})
 
 
 def signed_token(
     claims: dict[str, object], *, key: SigningKey, alg: str = "RS256", kid: str | None = None
 ) -> str:
-    """A compact JWS of ``claims``: RS256, ES256, HS256 (``key`` bytes) or ``none``."""
+    """A compact JWS of ``claims``: RS*, ES* (the key's curve), HS256 (``key`` bytes), ``none``."""
     header: dict[str, object] = {"alg": alg, "typ": "JWT"}
     if kid is not None:
         header["kid"] = kid
@@ -51,8 +59,9 @@ def signed_token(
     if isinstance(key, bytes):
         signature = hmac.new(key, signed.encode(), hashlib.sha256).digest()
     elif isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+        signature = key.sign(signed.encode(), padding.PKCS1v15(), _HASHES[alg[2:]])
     else:
-        r, s = decode_dss_signature(key.sign(signed.encode(), ec.ECDSA(hashes.SHA256())))
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        size = (key.curve.key_size + 7) // 8
+        r, s = decode_dss_signature(key.sign(signed.encode(), ec.ECDSA(_HASHES[alg[2:]])))
+        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
     return f"{signed}.{b64(signature)}"

@@ -16,6 +16,12 @@ meshkit decides client-address rules at its gateway; in Istio the client
 address of a request through the ingress gateway is ``remoteIpBlocks`` (from
 ``X-Forwarded-For``, once the gateway trusts its proxies): exported so, with a
 finding.
+
+``mesh.request_authentication`` rules are one namespace-wide
+RequestAuthentication (``jwtRules`` with the JWKS inline and the token
+forwarded to the app, as meshkit does): every pod's sidecar verifies tokens,
+as meshkit's inbound sidecars do; the ingress gateway in ``istio-system``
+needs its own if it should refuse bad tokens first.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ INGRESS_PRINCIPAL = f"{TRUST_DOMAIN}/ns/istio-system/sa/istio-ingressgateway-ser
 MESHKIT_PREFIX = "spiffe://meshkit.local/ns/"
 ALLOW_NOTHING = "allow-nothing"
 UPSTREAMS_POLICY = "declared-upstreams"
+REQUEST_AUTHENTICATION = "request-authentication"
 
 
 def authorization_policies(
@@ -45,6 +52,8 @@ def authorization_policies(
         _declared(spec, policy, names[policy.name] > 1, namespace, options, findings)
         for policy in spec.authz
     ]
+    if spec.request_authentication:
+        manifests.insert(0, _request_authentication(spec, namespace, options))
     if spec.authorization == "deny":
         body = _policy(ALLOW_NOTHING, spec, namespace, options, {})
         manifests.append(Manifest(body=body, origin=spec.origin))
@@ -69,6 +78,23 @@ def _policy(
         "metadata": metadata(name, spec.origin, options, namespace=namespace),
         "spec": body_spec,
     }
+
+
+def _request_authentication(spec: MeshSpec, namespace: str, options: ExportOptions) -> Manifest:
+    rules = []
+    for jwt in spec.request_authentication:
+        rule: dict[str, Any] = {"issuer": jwt.rule.issuer}
+        if jwt.rule.audiences:
+            rule["audiences"] = list(jwt.rule.audiences)
+        rules.append({**rule, "jwks": jwt.rule.jwks, "forwardOriginalToken": True})
+    origin = spec.request_authentication[0].origin
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "RequestAuthentication",
+        "metadata": metadata(REQUEST_AUTHENTICATION, origin, options, namespace=namespace),
+        "spec": {"jwtRules": rules},
+    }
+    return Manifest(body=body, origin=origin)
 
 
 def _selector(service: str) -> dict[str, Any]:

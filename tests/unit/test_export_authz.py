@@ -132,10 +132,23 @@ def test_jwt_conditions_become_request_principals_and_claims(tmp_path: pathlib.P
     exported = export(
         tmp_path,
         "open",
-        'mesh.request_authentication(issuer="https://auth.example", jwks="jwks.json")\n'
+        'mesh.request_authentication(issuer="https://auth.example", jwks="jwks.json",\n'
+        '                            audiences="shop")\n'
         'mesh.allow("catalog", request_principals="*", not_request_principals="https://a/b",\n'
         '           claims={"groups": ["admin"]}, not_claims={"level": "0"})\n',
     )
+    (authentication,) = [m.body for m in exported.manifests if m.kind == "RequestAuthentication"]
+    assert authentication["metadata"]["name"] == "request-authentication"
+    assert authentication["spec"] == {
+        "jwtRules": [
+            {
+                "issuer": "https://auth.example",
+                "audiences": ["shop"],
+                "jwks": (tmp_path / "jwks.json").read_text(),
+                "forwardOriginalToken": True,
+            }
+        ]
+    }
     (rule,) = policies(exported)["allow-catalog-1"]["spec"]["rules"]
     assert rule == {
         "from": [{"source": {"requestPrincipals": ["*"], "notRequestPrincipals": ["https://a/b"]}}],

@@ -69,6 +69,23 @@ def test_a_bad_token_is_refused_with_its_reason(made: object, reason: str) -> No
     assert reason in found.reason
 
 
+@pytest.mark.parametrize("alg", ["RS384", "RS512", "ES384"])
+def test_the_other_algorithms_verify_and_a_mismatched_curve_does_not(alg: str) -> None:
+    key: SigningKey = ec.generate_private_key(ec.SECP384R1()) if alg == "ES384" else RSA_KEY
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    rule = JwtRule(issuer=ISSUER, jwks=jwks(("k", key)))
+    claims = {"iss": ISSUER, "sub": "bob", "exp": NOW + 60}
+    assert isinstance(
+        verify(signed_token(claims, key=key, alg=alg), [rule], now=NOW), Authenticated
+    )
+    # ES256 with a P-384 key, or RS256 claimed over an RS512 signature: refused.
+    wrong = signed_token(claims, key=key, alg=alg).split(".")
+    forged = signed_token(claims, key=key, alg="ES256" if alg == "ES384" else "RS256").split(".")
+    assert isinstance(
+        verify(".".join([forged[0], wrong[1], wrong[2]]), [rule], now=NOW), Unauthenticated
+    )
+
+
 def test_the_leeway_forgives_a_minute_of_clock_skew() -> None:
     assert isinstance(verify(token({"exp": NOW - 59}), [RULE], now=NOW), Authenticated)
     assert isinstance(verify(token({"nbf": NOW + 59}), [RULE], now=NOW), Authenticated)
