@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from meshkit.api.control import error_text, request_json_blocking
 from meshkit.observe.client import Edge, read_trace, read_traffic
@@ -80,36 +81,35 @@ class MeshNotInSync(MeshRefused):
     """A change the test pushed was not applied by every sidecar in time; names the laggards."""
 
 
+@attrs.frozen(eq=False)
 class MeshHandle:
     """A running mesh, as a test sees it.  Blocking; see ``aio`` for the async twin."""
 
-    def __init__(self, process: MeshProcess, *, gateway_routes: dict[str, str]) -> None:
-        self._process = process
-        self._gateway_routes = gateway_routes
-        self.aio = AsyncMeshHandle(self)
+    process: MeshProcess  # the ``meshkit up`` subprocess behind this handle
+    _gateway_routes: dict[str, str] = attrs.field(kw_only=True, alias="gateway_routes")
+    aio: AsyncMeshHandle = attrs.field(init=False, repr=False)
 
-    @property
-    def process(self) -> MeshProcess:
-        """The ``meshkit up`` subprocess behind this handle."""
-        return self._process
+    @aio.default
+    def _async_face(self) -> AsyncMeshHandle:
+        return AsyncMeshHandle(self)
 
     @property
     def meshfile(self) -> Path:
-        return self._process.meshfile
+        return self.process.meshfile
 
     @property
     def state_dir(self) -> Path:
         """The mesh's ``.meshkit`` directory (its logs are under ``logs/``)."""
-        return self._process.state_dir
+        return self.process.state_dir
 
     @property
     def workdir(self) -> Path:
         """Where ``meshkit up`` runs: ``cd`` here to use ``meshkit status`` or ``meshkit down``."""
-        return self._process.workdir
+        return self.process.workdir
 
     def status(self) -> StatusDocument:
         """The control plane's ``/v1/status`` document, fresh."""
-        return fetch_status(self._process.control_socket)
+        return fetch_status(self.process.control_socket)
 
     def services(self) -> list[str]:
         """The services of the Meshfile (the test ingress left out)."""
@@ -173,7 +173,7 @@ class MeshHandle:
         )
 
     def _control(self, method: str, path: str, body: object = None, *, timeout: float) -> Any:
-        socket_path = self._process.control_socket
+        socket_path = self.process.control_socket
         code, answer = request_json_blocking(socket_path, method, path, body, timeout=timeout)
         if code != 200:
             raise MeshRefused(
@@ -298,7 +298,7 @@ class MeshHandle:
         Raises ``MeshNotHealthy`` naming each instance that is not healthy,
         with the last lines of its log.
         """
-        wait = _HealthWait(self._process, service, timeout)
+        wait = _HealthWait(self.process, service, timeout)
         while True:
             status = self.status()
             if wait.reached(status):
@@ -315,7 +315,7 @@ class MeshHandle:
         logs = {}
         for instance_id in self.instances(service):
             name = instance_id.partition("~")[0]
-            path = self._process.logs_dir / f"{name}{suffix}"
+            path = self.process.logs_dir / f"{name}{suffix}"
             try:
                 logs[instance_id] = path.read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
@@ -331,7 +331,7 @@ class MeshHandle:
         try:
             status = self.status()
         except Exception:
-            names = sorted(path.stem for path in self._process.logs_dir.glob("*.log"))
+            names = sorted(path.stem for path in self.process.logs_dir.glob("*.log"))
             ids = [name for name in names if not name.endswith(".proxy")]
         else:
             ids = [
@@ -342,7 +342,7 @@ class MeshHandle:
             ]
         return {
             instance_id: log_tail(
-                self._process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines
+                self.process.logs_dir / f"{instance_id.partition('~')[0]}.log", lines
             )
             for instance_id in ids
         }
@@ -363,7 +363,7 @@ class _HealthWait:
     """The deadline of one ``wait_healthy``, shared by the blocking and the async loop."""
 
     def __init__(self, process: MeshProcess, service: str | None, timeout: float) -> None:
-        self._process = process
+        self.process = process
         self._service = service
         self._timeout = timeout
         self._deadline = time.monotonic() + timeout
@@ -378,8 +378,8 @@ class _HealthWait:
         report = describe_unhealthy(
             status,
             self._service,
-            logs_dir=self._process.logs_dir,
-            lines=self._process.options.log_lines,
+            logs_dir=self.process.logs_dir,
+            lines=self.process.options.log_lines,
         )
         raise MeshNotHealthy(f"{what} was not healthy after {self._timeout:g}s:\n{report}")
 
