@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from collections.abc import Awaitable, Callable
 
@@ -86,7 +87,11 @@ async def test_curl_with_prior_knowledge() -> None:
 
 
 def test_no_client_process_is_left_behind() -> None:
+    # Only this worker's children: another test worker may be running h2load right now.
     leftover = subprocess.run(
-        ["pgrep", "-x", "h2load|nghttp"], capture_output=True, text=True, check=False
+        ["pgrep", "-P", str(os.getpid()), "-x", "h2load|nghttp"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert leftover.stdout == ""
