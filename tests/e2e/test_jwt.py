@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -29,20 +30,23 @@ APPS = Path(__file__).resolve().parent / "apps"
 ECHO = f"{sys.executable} {APPS / 'reload_echo.py'}"
 ISSUER = "https://auth.example"
 MESHFILE = f"""\
-from meshkit import Mesh, http_get
+from meshkit import Mesh, http_get, tcp_connect
 
 mesh = Mesh("jwt")
 mesh.service("catalog", run="{ECHO}", health=http_get("/healthz", period="100ms"))
 mesh.service("frontend", run="{ECHO}", health=http_get("/healthz", period="100ms"),
              upstreams=["catalog"])
+mesh.service("rpc", run="{sys.executable} {APPS / "grpc_echo.py"}", protocol="grpc",
+             health=tcp_connect(period="100ms"))
 mesh.request_authentication(issuer="{ISSUER}", audiences=["shop"], jwks="keys/jwks.json")
 mesh.allow("catalog", paths=["/public/*"])
 mesh.allow("catalog", request_principals=["*"], paths=["/orders/*"])
 mesh.allow("catalog", claims={{"role": "admin"}}, paths=["/admin/*"])
 mesh.deny("catalog", claims={{"banned": "true"}}, name="banned")
-mesh.gateway(port=0, routes={{"/": "catalog"}})
+mesh.allow("rpc", request_principals=["{ISSUER}/alice"])
+mesh.gateway(port=0, routes={{"/test.Echo/": "rpc", "/": "catalog"}})
 """
-RULE_LINE = 7
+RULE_LINE = 9
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 STRANGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -140,3 +144,28 @@ def test_the_inbound_sidecar_verifies_what_a_service_forwards(mesh: MeshProcess)
     assert from_frontend("/admin/users", token(role="admin"))[0] == 200
     status, reason = from_frontend("/admin/users", token(key=STRANGER, role="admin"))
     assert status == 401 and f"Meshfile.py:{RULE_LINE}" in reason, reason
+
+
+def test_grpc_callers_get_unauthenticated_and_permission_denied(mesh: MeshProcess) -> None:
+    def say(bearer: str | None) -> bytes:
+        with grpc.insecure_channel(mesh.gateway_url().removeprefix("http://")) as channel:
+            call = channel.unary_unary(
+                "/test.Echo/Say", request_serializer=_same, response_deserializer=_same
+            )
+            metadata = None if bearer is None else [("authorization", f"Bearer {bearer}")]
+            answer: bytes = call(b"hi", timeout=15, metadata=metadata)
+            return answer
+
+    assert say(token()) == b"echo:hi"
+    for bearer, code in (
+        (token(key=STRANGER), grpc.StatusCode.UNAUTHENTICATED),
+        (token(sub="mallory"), grpc.StatusCode.PERMISSION_DENIED),
+        (None, grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            say(bearer)
+        assert raised.value.code() == code, raised.value.details()
+
+
+def _same(data: bytes) -> bytes:
+    return data

@@ -180,3 +180,14 @@ def test_check_request_refuses_a_bad_token_with_401_and_passes_the_claims() -> N
     # The gateway refuses a bad token even where only the inbound sidecar decides policy.
     assert check(token(key=OTHER_RSA), at_gateway=True) == (401, "JWT")
     assert check(token({"role": "user"}), at_gateway=True) is None
+
+
+def test_a_verified_token_still_expires_on_time() -> None:
+    """The signature check is remembered per token; the clock is read on every request."""
+    once = token({"exp": NOW + 100})
+    assert isinstance(verify(once, [RULE], now=NOW), Authenticated)
+    later = verify(once, [RULE], now=NOW + 200)
+    assert isinstance(later, Unauthenticated) and "expired 100s ago" in later.reason
+    # Another key set for the same issuer is another verdict (keys were rotated away).
+    rotated = JwtRule(issuer=ISSUER, audiences=("shop",), jwks=jwks(("ec-1", EC_KEY)))
+    assert isinstance(verify(once, [rotated], now=NOW), Unauthenticated)
