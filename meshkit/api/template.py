@@ -23,11 +23,24 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeGuard
 
 import attrs
 
 HEADER = struct.Struct(">I")
+
+SIDECAR_ENV: Mapping[str, str] = MappingProxyType(
+    {"PYTHONUNBUFFERED": "1", "PYTHONMALLOC": "malloc"}
+)
+"""What a sidecar's interpreter runs with, forked from the template or spawned.
+
+``PYTHONMALLOC=malloc``: Python's object allocator keeps a 1 MiB arena while
+one object lives in it, so after a burst (a rapid-reset flood grew the
+gateway by 40 MiB) a few surviving objects pin most of the peak; with every
+allocation in the C heap, ``meshkit.proxy.memory`` hands the free pages back
+once the sidecar is quiet.
+"""
 MAX_FRAME = 1 << 20  # an environment and an argv; anything bigger is a broken peer
 TEMPLATE_FD_ENV = "MESHKIT_TEMPLATE_FD"  # the template's end of the socket
 # The template's own owner tag is followed by this many filler characters in

@@ -38,6 +38,7 @@ from meshkit.ca.tls import MeshTlsContexts
 from meshkit.proxy.config import Listener, ProxyConfig
 from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.identity import IdentityError, SidecarIdentity
+from meshkit.proxy.memory import trim_when_idle
 from meshkit.proxy.net.server import serve_listener
 from meshkit.proxy.policy.matching import compile_tables
 from meshkit.proxy.policy.ratelimit import validate_limits
@@ -180,6 +181,7 @@ class Sidecar:
         """Serve until ``shutdown()``; returns after the drain."""
         async with trio.open_nursery() as background:
             background.start_soon(self.plane.access_log.run_flusher)
+            background.start_soon(trim_when_idle)
             await background.start(self.plane.h2_upstreams.run)
             await background.start(self.plane.mirrors.run)
             background.start_soon(ship_spans, self.plane.tracer, self.control.send_spans)

@@ -35,6 +35,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from meshkit.api.template import SIDECAR_ENV
 from meshkit.ca.exchange import BOOTSTRAP_FD_ENV, IDENTITY_ENV
 from meshkit.ca.issuer import Issuer
 from meshkit.ca.spiffe import spiffe_id
@@ -327,7 +328,7 @@ class InstanceRunner:
             "--control",
             os.fspath(self.ctx.control_socket),
         )
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, **SIDECAR_ENV)
         env.pop(BOOTSTRAP_FD_ENV, None)
         token_fd: int | None = None
         if self.ctx.issuer is not None:

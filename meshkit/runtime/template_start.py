@@ -15,7 +15,7 @@ import sys
 
 import attrs
 
-from meshkit.api.template import TEMPLATE_FD_ENV, padded_owner
+from meshkit.api.template import SIDECAR_ENV, TEMPLATE_FD_ENV, padded_owner
 from meshkit.runtime import lineage
 from meshkit.runtime.lineage import Owners
 
@@ -47,7 +47,7 @@ def start_template(owners: Owners) -> StartedTemplate | None:
     tag = owners.next_tag()
     env = {
         **os.environ,
-        "PYTHONUNBUFFERED": "1",
+        **SIDECAR_ENV,
         TEMPLATE_FD_ENV: str(theirs.fileno()),
         lineage.OWNER_ENV: padded_owner(tag),
     }

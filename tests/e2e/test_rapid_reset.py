@@ -3,7 +3,7 @@
 Each flood connection sends HEADERS and RST_STREAM pairs until the gateway
 ends it, then reconnects.  The streams it resets must cost nothing after
 the reset: none reaches the app (``/_stats`` counts what arrived), the
-gateway's memory comes back, and a normal request made during the flood is
+gateway's memory comes back to its baseline once it is quiet, and a normal request made during the flood is
 answered.  The numbers are printed (``pytest -s``) for the record; the
 asserts leave room for a loaded machine.
 """
@@ -36,6 +36,8 @@ APPS = Path(__file__).resolve().parent / "apps"
 FLOOD_SECONDS = 6.0
 FLOOD_THREADS = 2
 PAIRS_PER_WRITE = 100
+RSS_TOLERANCE_KIB = 12 * 1024
+SETTLE_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +167,12 @@ def test_a_reconnecting_rapid_reset_flood_costs_nothing_after_each_reset(
     after_latency = _probe(port)
     time.sleep(4)  # longer than the flood's ?sleep=3: anything forwarded has been counted
     forwarded = _app_total(port) - before - len(latencies) - 1
+    # The sidecar trims its heap once it is quiet (meshkit.proxy.memory): wait for it.
     settled_rss = _rss_kib(gateway_pid)
+    settle_deadline = time.monotonic() + SETTLE_SECONDS
+    while settled_rss > baseline_rss + RSS_TOLERANCE_KIB and time.monotonic() < settle_deadline:
+        time.sleep(0.5)
+        settled_rss = _rss_kib(gateway_pid)
     print(
         f"\nrapid reset: {sum(pairs)} reset streams in {FLOOD_SECONDS:g}s; forwarded to the app "
         f"{forwarded}; probes during the flood: {len(latencies)}, median "
@@ -182,6 +189,7 @@ def test_a_reconnecting_rapid_reset_flood_costs_nothing_after_each_reset(
     assert latencies, "no probe completed during the flood"
     assert statistics.median(latencies) < 3.0, latencies
     assert after_latency < 3.0
-    # Bounded, not back to the byte: Python's allocator keeps the arenas of the peak
-    # (repeated floods plateau near +70 MiB; before the fix one grew it by 1.9 GB).
-    assert settled_rss < baseline_rss + 160 * 1024, (baseline_rss, settled_rss)
+    # Back to the baseline, within what the heap keeps for its survivors (a few MiB;
+    # before the trim the allocators kept the peak, +60 MiB, and before the fix of
+    # the flood itself one grew it by 1.9 GB).
+    assert settled_rss <= baseline_rss + RSS_TOLERANCE_KIB, (baseline_rss, peak_rss, settled_rss)
