@@ -360,6 +360,7 @@ def test_a_local_reply_rule_with_destination_options_is_refused() -> None:
     rule = RuleSpec(match=RequestMatch(), action=DirectResponse(status=204), timeout=1.0, origin=origin)
     mesh = MeshDeclaration(
         name="shop",
+        file="Meshfile.py",
         mtls="strict",
         cert_lifetime=60.0,
         origin=origin,

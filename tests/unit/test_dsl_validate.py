@@ -246,6 +246,7 @@ def test_validate_is_pure_over_declarations() -> None:
         meshes=(
             MeshDeclaration(
                 name="shop",
+                file="/m/Meshfile.py",
                 mtls="strict",
                 cert_lifetime=86400.0,
                 origin=origin,

@@ -14,6 +14,8 @@ import os
 import re
 from collections.abc import Callable
 
+import attrs
+
 from meshkit.dsl.checks.authz import authz_problems
 from meshkit.dsl.checks.problems import Problem
 from meshkit.dsl.checks.suggest import did_you_mean
@@ -323,18 +325,4 @@ def build_spec(declarations: Declarations) -> MeshSpec:
     if len(declarations.meshes) != 1:
         raise ValueError(f"expected exactly one mesh, got {len(declarations.meshes)}")
     mesh = declarations.meshes[0]
-    return MeshSpec(
-        name=mesh.name,
-        file=declarations.meshfile,
-        services=mesh.services,
-        gateway=mesh.gateways[0] if mesh.gateways else None,
-        mtls=mesh.mtls,
-        cert_lifetime=mesh.cert_lifetime,
-        origin=mesh.origin,
-        routes=mesh.routes,
-        policies=mesh.policies,
-        rate_limits=mesh.rate_limits,
-        authorization=mesh.authorization,
-        authz=mesh.authz,
-        request_authentication=mesh.request_authentication,
-    )
+    return MeshSpec(**{field.name: getattr(mesh, field.name) for field in attrs.fields(MeshSpec)})

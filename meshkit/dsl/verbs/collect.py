@@ -16,39 +16,18 @@ from typing import TYPE_CHECKING
 import attrs
 
 from meshkit.dsl.checks.problems import MeshfileError, Problem
-from meshkit.dsl.spec import (
-    AuthorizationMode,
-    AuthzSpec,
-    GatewaySpec,
-    JwtSpec,
-    MtlsMode,
-    Origin,
-    PolicySpec,
-    RateLimitSpec,
-    RouteSpec,
-    ServiceSpec,
-)
+from meshkit.dsl.spec import GatewaySpec, MeshSpec, Origin
 
 if TYPE_CHECKING:
     from meshkit.dsl.verbs.mesh import Mesh
 
 
 @attrs.frozen(kw_only=True)
-class MeshDeclaration:
-    """What one ``Mesh(...)`` object was told, before validation."""
+class MeshDeclaration(MeshSpec):
+    """What one ``Mesh(...)`` object was told, before validation: the ``MeshSpec``
+    it makes (``gateway`` the first of them) and every gateway it declared."""
 
-    name: str
-    mtls: MtlsMode
-    cert_lifetime: float
-    origin: Origin
-    services: tuple[ServiceSpec, ...] = ()
     gateways: tuple[GatewaySpec, ...] = ()
-    routes: tuple[RouteSpec, ...] = ()
-    policies: tuple[PolicySpec, ...] = ()
-    rate_limits: tuple[RateLimitSpec, ...] = ()
-    authorization: AuthorizationMode = "open"
-    authz: tuple[AuthzSpec, ...] = ()
-    request_authentication: tuple[JwtSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +50,7 @@ class Collector:
     def declarations(self) -> Declarations:
         return Declarations(
             meshfile=self.meshfile,
-            meshes=tuple(mesh.declaration() for mesh in self.meshes),
+            meshes=tuple(mesh.declaration(file=self.meshfile) for mesh in self.meshes),
             problems=tuple(self.problems),
         )
 

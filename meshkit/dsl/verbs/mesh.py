@@ -415,10 +415,12 @@ class Mesh(AuthorizationVerbs):
         report(problems)
         self._rate_limits.append(spec)
 
-    def declaration(self) -> MeshDeclaration:
-        """What this mesh was told so far, as data."""
+    def declaration(self, *, file: str) -> MeshDeclaration:
+        """What this mesh was told so far, as data; ``file`` is the Meshfile evaluated."""
         return MeshDeclaration(
             name=self._name,
+            file=file,
+            gateway=self._gateways[0] if self._gateways else None,
             mtls=self._mtls,
             cert_lifetime=self._cert_lifetime,
             origin=self._origin,
