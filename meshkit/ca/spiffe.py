@@ -60,10 +60,6 @@ class WorkloadIdentity:
     mesh: str
     service: str
 
-    @property
-    def uri(self) -> str:
-        return spiffe_id(self.mesh, self.service)
-
 
 def _check_segment(segment: str, *, what: str, whole: str) -> None:
     if segment in ("", ".", ".."):

@@ -38,8 +38,9 @@ def test_spiffe_id_of_a_service() -> None:
 @given(mesh=SEGMENT, service=SEGMENT)
 def test_spiffe_id_round_trips(mesh: str, service: str) -> None:
     uri = spiffe_id(mesh, service)
-    assert parse_workload_identity(uri) == WorkloadIdentity(mesh=mesh, service=service)
-    assert WorkloadIdentity(mesh=mesh, service=service).uri == uri
+    identity = parse_workload_identity(uri)
+    assert identity == WorkloadIdentity(mesh=mesh, service=service)
+    assert spiffe_id(identity.mesh, identity.service) == uri
     assert str(parse_spiffe_id(uri)) == uri
 
 
