@@ -20,6 +20,7 @@ from meshkit.proxy.flow.h2forward import sidecar_protocol_from, speaks_http2
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 from meshkit.proxy.net.h2upstream import H2Upstreams, NoUpstreamNursery
 from meshkit.proxy.policy.router import FLAG_HEADER
+from meshkit.proxy.telemetry.accesslog import AccessLog
 
 Handler = Callable[[DataPlane, H2Downstream, RequestHead], Awaitable[bool]]
 
@@ -33,6 +34,7 @@ async def with_listener(
     client_work: Callable[[Http2Connection], Awaitable[None]],
     *,
     limits: Limits | None = None,
+    plane: DataPlane | None = None,
 ) -> None:
     """``serve_http2`` with ``handler`` on one end of a memory pair, a client on the other."""
     client_transport, server_transport = trio.testing.memory_stream_pair()
@@ -40,7 +42,7 @@ async def with_listener(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             lambda: serve_http2(
-                DataPlane(),
+                plane or DataPlane(),
                 transport=server_transport,
                 client=Client("test", limits or Limits(), "127.0.0.1", None),
                 handle_request=handler,
@@ -113,6 +115,42 @@ async def test_refusing_after_the_head_was_sent_resets_the_stream() -> None:
         assert failed.value.error_code == ErrorCodes.INTERNAL_ERROR
 
     await with_listener(handler, client_work)
+
+
+async def test_a_request_the_client_resets_or_abandons_has_its_access_log_line() -> None:
+    lines: list[bytes] = []
+    plane = DataPlane()
+    plane.access_log = AccessLog(write=lines.append, json_lines=False)
+    started: list[bytes] = []
+
+    async def handler(plane: DataPlane, downstream: H2Downstream, head: RequestHead) -> bool:
+        started.append(head.target)
+        await trio.sleep_forever()
+        return True
+
+    async def wait_for(count: int) -> None:
+        with trio.fail_after(10):
+            while len(started) < count:
+                await trio.sleep(0.01)
+
+    async def client_work(client: Http2Connection) -> None:
+        stream = await client.open_stream(post(b"/reset-me"), end_stream=True)
+        await wait_for(1)
+        stream.reset(ErrorCodes.CANCEL)
+        await client.open_stream(post(b"/abandoned"), end_stream=True)
+        await wait_for(2)
+        await client.aclose()
+        with trio.fail_after(10):
+            while b"/abandoned" not in b"".join(lines):
+                await trio.sleep(0.01)
+                plane.access_log.flush()
+
+    await with_listener(handler, client_work, plane=plane)
+    plane.access_log.flush()
+    logged = b"".join(lines)
+    assert b" access POST /reset-me 0 " in logged and b"ms DR upstream=-" in logged, logged
+    # The second one's connection ended under it: downstream connection termination.
+    assert b" access POST /abandoned 0 " in logged and b"ms DC upstream=-" in logged, logged
 
 
 async def test_a_failing_stream_is_reset_and_its_siblings_still_answered() -> None:

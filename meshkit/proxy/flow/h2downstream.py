@@ -41,6 +41,7 @@ from meshkit.proxy.flow.dataplane import DataPlane
 from meshkit.proxy.flow.exchange import Client, DownstreamGone, DownstreamOf
 from meshkit.proxy.net.h2conn import Http2Connection, Http2Stream, StreamError
 from meshkit.proxy.policy.admission import StreamAdmission
+from meshkit.proxy.policy.flags import DOWNSTREAM_CLOSED, DOWNSTREAM_RESET
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -169,6 +170,7 @@ async def serve_http2(
     async def serve_admitted(stream: Http2Stream) -> None:
         assert stream.head is not None
         downstream = H2Downstream(stream=stream, plane=plane, client=client)
+        started = trio.current_time()
         with trio.CancelScope() as work:
             # A reset (or the connection's end) cancels the request wherever it is:
             # nothing is routed or forwarded for it afterwards (rapid reset).
@@ -183,6 +185,9 @@ async def serve_http2(
                 stream.reset(ErrorCodes.INTERNAL_ERROR)
                 return
         if work.cancelled_caught:
+            # Nobody waits for the answer: the access log still says the request came.
+            flag = DOWNSTREAM_RESET if stream.reset_by_peer else DOWNSTREAM_CLOSED
+            plane.log_access(stream.head, status=0, started=started, flag=flag)
             return
         if not stream.peer_ended and stream.failed is None:
             # Answered before the whole request arrived: stop the rest (RFC 9113 8.1).

@@ -72,6 +72,7 @@ class Http2Stream:
         self.scheme = b"http"
         self.trailers: Headers | None = None
         self.peak_buffered_bytes = 0
+        self.reset_by_peer = False  # RST_STREAM came (not a reset here, nor the connection's end)
         self._connection = connection
         self._response: ResponseHead | None = None
         self._buffer = bytearray()
@@ -402,6 +403,7 @@ class Http2Connection:
         elif isinstance(event, StreamReset):
             if (stream_or_none := self._streams.pop(event.stream_id, None)) is not None:
                 error = StreamError(event.stream_id, event.error_code, event.reason)
+                stream_or_none.reset_by_peer = True
                 stream_or_none._peer_gone(error)
             self._wake_senders()
         elif isinstance(event, WindowOpened):

@@ -24,6 +24,8 @@ RETRY_LIMIT_EXCEEDED = "URX"
 CONNECT_FAILURE = "UF"
 NO_ROUTE = "NR"
 RATE_LIMITED = "RL"
+DOWNSTREAM_RESET = "DR"
+DOWNSTREAM_CLOSED = "DC"
 
 FLAG_MEANINGS = MappingProxyType(
     {
@@ -36,6 +38,8 @@ FLAG_MEANINGS = MappingProxyType(
         CONNECT_FAILURE: "the upstream could not be reached",
         NO_ROUTE: "no route matches the request",
         RATE_LIMITED: "refused by a local rate limit of the destination (see retry-after)",
+        DOWNSTREAM_RESET: "the client reset the stream before its answer (access log only)",
+        DOWNSTREAM_CLOSED: "the client's connection ended before its answer (access log only)",
     }
 )
 """Each flag and what it tells a person reading a response."""
