@@ -1,8 +1,8 @@
 """The file watcher: Meshfile edits reload the mesh, source edits restart their service.
 
-What is watched (``WatchTargets``): the Meshfile and the local modules it
-imported (their directories, not recursively: editors replace files rather
-than write them in place), and each deployment's ``watch`` paths (recursively).
+What is watched (``WatchTargets``): the Meshfile, the local modules it
+imported and the JWKS files it names (their directories, not recursively:
+editors replace files rather than write them in place), and each deployment's ``watch`` paths (recursively).
 ``.git``, ``__pycache__``, ``.venv``, ``node_modules``, ``.meshkit`` and the
 like are ignored.  watchfiles groups the changes of one save (it yields once
 no change came for ``step`` ms), and the changes that arrive while a reload
@@ -41,8 +41,9 @@ class WatchTargets:
 
     @classmethod
     def of(cls, spec: MeshSpec, files: Iterable[str]) -> WatchTargets:
+        keys = (jwt.jwks_file for jwt in spec.request_authentication)
         return cls(
-            meshfile_files=frozenset(os.path.abspath(file) for file in files),
+            meshfile_files=frozenset(os.path.abspath(file) for file in (*files, *keys)),
             sources=tuple(
                 (svc.key, tuple(os.path.abspath(path) for path in svc.watch))
                 for svc in spec.services

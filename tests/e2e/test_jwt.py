@@ -169,3 +169,20 @@ def test_grpc_callers_get_unauthenticated_and_permission_denied(mesh: MeshProces
 
 def _same(data: bytes) -> bytes:
     return data
+
+
+def test_a_key_added_to_the_jwks_file_is_accepted_after_the_reload(mesh: MeshProcess) -> None:
+    """Rotation: the watcher reloads the mesh when the JWKS file changes (old keys stay valid)."""
+    newcomer = ec.generate_private_key(ec.SECP256R1())
+    fresh = signed_token(
+        {"iss": ISSUER, "sub": "alice", "aud": "shop", "exp": time.time() + 600},
+        key=newcomer, alg="ES256", kid="new",
+    )  # fmt: skip
+    assert via_gateway(mesh, "/public/menu", fresh)[:2] == (401, "JWT")
+    keys = jwks(("rsa", RSA_KEY), ("ec", EC_KEY), ("new", newcomer))
+    (mesh.workdir / "keys" / "jwks.json").write_text(keys)
+    deadline = time.monotonic() + 60
+    while via_gateway(mesh, "/public/menu", fresh)[0] != 200:
+        assert time.monotonic() < deadline, "the new key was never accepted"
+        time.sleep(0.3)
+    assert via_gateway(mesh, "/orders/7", token())[0] == 200

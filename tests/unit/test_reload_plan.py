@@ -8,7 +8,16 @@ import attrs
 import pytest
 
 from meshkit.api import Forward, WeightedVersion
-from meshkit.dsl.spec import GatewayRoute, GatewaySpec, MeshSpec, Origin, RouteSpec, ServiceSpec
+from meshkit.api.jwt import JwtRule
+from meshkit.dsl.spec import (
+    GatewayRoute,
+    GatewaySpec,
+    JwtSpec,
+    MeshSpec,
+    Origin,
+    RouteSpec,
+    ServiceSpec,
+)
 from meshkit.registry.diff import DiffRefused, diff_specs, restart_reasons
 from meshkit.runtime.policy.rollout import (
     Retire,
@@ -187,6 +196,15 @@ def test_classify_tells_meshfile_edits_from_source_edits() -> None:
     assert classify(["/src/frontendish/app.py"], targets).empty
     both = classify(["/src/helpers.py", "/src/frontend"], targets)
     assert both == Trigger(meshfile=True, restart=frozenset({"frontend"}))
+
+
+def test_a_jwks_file_the_meshfile_names_reloads_it_when_keys_rotate() -> None:
+    jwt = JwtSpec(rule=JwtRule(issuer="https://a"), jwks_file="/src/keys/jwks.json")
+    targets = WatchTargets.of(
+        attrs.evolve(SPEC, request_authentication=(jwt,)), ["/src/Meshfile.py"]
+    )
+    assert classify(["/src/keys/jwks.json"], targets) == Trigger(meshfile=True)
+    assert classify(["/src/keys/other.json"], targets).empty
 
 
 def test_watch_roots_are_the_meshfile_directories_and_existing_source_paths(
