@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+from typing import NamedTuple
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -30,9 +31,8 @@ class JwtRule:
     origin: str = ""  # FILE:LINE of the Meshfile's declaration
 
 
-@attrs.frozen(kw_only=True)
-class Jwk:
-    """One public key of a key set: its ``kid`` (if any) and the key."""
+class Jwk(NamedTuple):
+    """One public key of a key set: its ``kid`` (if any) and the key (not config: derived)."""
 
     kid: str | None
     key: PublicKey

@@ -22,7 +22,7 @@ import pytest
 
 import meshkit
 import meshkit.api as api
-from meshkit.api import authz, template
+from meshkit.api import authz, jwt, template
 from meshkit.api import converter as api_converter
 from meshkit.dsl import convert, spec
 from meshkit.dsl.spec import Origin
@@ -88,6 +88,9 @@ AUTHZ_RULE = authz.AuthzRule(
     paths=("/api/*",),
     not_paths=("*.js",),
     headers=(HEADER_CONDITION,),
+    request_principals=("https://auth.example/*",),
+    not_request_principals=("https://auth.example/mallory",),
+    claims=(authz.HeaderCondition(name="groups", values=("admin",)),),
 )
 BREAKER = api.BreakerLimits(max_connections=1, max_requests=3, max_retries=4)
 OUTLIER = api.OutlierSettings(
@@ -152,6 +155,12 @@ SAMPLES: dict[type[Any], Any] = {
         action="DENY",
         rules=(AUTHZ_RULE, authz.AuthzRule()),
         origin="Meshfile.py:9",
+    ),
+    jwt.JwtRule: jwt.JwtRule(
+        issuer="https://auth.example",
+        audiences=("shop",),
+        jwks='{"keys": [{"kty": "EC"}]}',
+        origin="Meshfile.py:5",
     ),
     spec.RetrySpec: spec.RetrySpec(**attrs.asdict(RETRY, recurse=False), origin=HERE),
     spec.FaultSpec: spec.FaultSpec(**attrs.asdict(FAULT, recurse=False), origin=HERE),
