@@ -42,3 +42,10 @@ def test_released_streams_make_room_again() -> None:
     admission.release("a")  # nothing held: no effect
     assert admission.total == 0
     assert admission.try_admit("a", limit=4)
+
+
+def test_one_stream_per_connection_fills_the_bound_to_the_last_slot() -> None:
+    # HTTP/1.1 connections each hold one request in flight: all of the bound is theirs.
+    admission = StreamAdmission()
+    admitted = sum(admission.try_admit(number, limit=4) for number in range(6))
+    assert admitted == admission.total == 4

@@ -58,7 +58,7 @@ class DataPlane:
             max_idle_per_key=limits.pool_idle_per_endpoint, max_idle_age=limits.idle_timeout / 2
         )
         self._idle_waits: set[trio.CancelScope] = set()
-        # HTTP/2 streams in flight per listener, across its connections.
+        # Requests in flight per listener (HTTP/2 streams, HTTP/1.1 requests), all connections.
         self.stream_admission: dict[str, StreamAdmission] = {}
         # Transport security, each replaced as a whole on renewal: new
         # connections take the current value, open ones keep what they used.
@@ -66,6 +66,10 @@ class DataPlane:
         self.gateway_tls: ssl.SSLContext | None = None
         # The mesh's token (``meshkit.api.access``): None answers no admin request.
         self.admin_token: str | None = None
+
+    def admission(self, listener_name: str) -> StreamAdmission:
+        """The requests in flight on ``listener_name``: HTTP/2 streams and HTTP/1.1 requests."""
+        return self.stream_admission.setdefault(listener_name, StreamAdmission())
 
     @property
     def local_identity(self) -> str | None:

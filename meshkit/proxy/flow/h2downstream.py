@@ -206,7 +206,7 @@ async def serve_http2(
     async with trio.open_nursery() as nursery:
         await nursery.start(connection.run)
         nursery.start_soon(watch_drain)
-        admission = plane.stream_admission.setdefault(client.listener_name, StreamAdmission())
+        admission = plane.admission(client.listener_name)
         async with trio.open_nursery() as streams:
             async for stream in connection.accept_streams():
                 if stream.failed is not None:

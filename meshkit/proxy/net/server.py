@@ -33,6 +33,7 @@ from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.peercred import foreign_owner
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
 from meshkit.proxy.policy.authz import GATEWAY_SERVICE, Denied, check_request
+from meshkit.proxy.policy.flags import OVERFLOW
 from meshkit.proxy.policy.grpcreply import is_grpc
 from meshkit.proxy.policy.local_access import admit
 from meshkit.proxy.policy.router import (
@@ -199,10 +200,19 @@ async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_byte
         if head.method == b"CONNECT":
             await _serve_tunnel(plane, downstream, head)
             return
+        admission = plane.admission(downstream.listener_name)
+        limit = downstream.limits.max_streams_per_listener
+        if not admission.try_admit(downstream, limit=limit):
+            reason = f"{limit} requests in flight on this listener (max_streams_per_listener)"
+            await downstream.refuse(503, reason, flag=OVERFLOW)
+            plane.log_access(head, status=503, started=trio.current_time(), flag=OVERFLOW)
+            return
         try:
             keep_alive = await handle_request(plane, downstream, head)
         except DownstreamGone:
             return
+        finally:
+            admission.release(downstream)
         if not keep_alive or plane.draining or not downstream.codec.finish_cycle():
             return
 

@@ -6,7 +6,8 @@ streams in flight (``Limits.max_streams_per_listener``) and keeps room for
 others: up to half the bound any connection may open streams; beyond it a
 connection may hold only ``limit // (holders + 1)`` of them (its share if one
 more connection came), so one peer, or a few, can never take the whole
-listener.  A stream that is not admitted is refused (``REFUSED_STREAM``,
+listener; a connection's first stream is admitted while the listener has room
+(an HTTP/1.1 request in flight counts as one stream of its connection).  A stream that is not admitted is refused (``REFUSED_STREAM``,
 which a client may retry safely).
 """
 
@@ -31,7 +32,7 @@ class StreamAdmission:
             return False
         if self.total * 2 >= limit:
             others = len(self._held) - (1 if held else 0)
-            if held >= limit // (others + 2):
+            if held and held >= limit // (others + 2):
                 return False
         self._held[connection] = held + 1
         self.total += 1
