@@ -28,11 +28,23 @@ LOCK = threading.Lock()
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def read_body(self) -> bytes:
+        """The whole request body, by content-length or chunked, as a real server reads it."""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
     def answer(self) -> None:
         parts = urlsplit(self.path)
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-        length = int(self.headers.get("content-length") or 0)
-        received = self.rfile.read(length) if length else b""
+        received = self.read_body()
         if parts.path == "/healthz":
             self.send_json(200, {"ok": True})
             return
