@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,3 +82,21 @@ def test_h2spec_on_the_tls_gateway(mesh: MeshProcess) -> None:
 
 def test_h2spec_on_an_upstream_port(mesh: MeshProcess) -> None:
     _run_h2spec(mesh.instance("front-0")["upstream_ports"]["echo"], tls=False)
+
+
+def test_a_connection_error_ends_with_a_fin_even_with_unread_bytes(mesh: MeshProcess) -> None:
+    """Lingering close: the GOAWAY reaches a client that keeps sending (no TCP reset)."""
+    port = urlsplit(mesh.gateway_url()).port or 80
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    bad_ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x03" + b"\x00" * 8  # PING on stream 3
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(preface + bad_ping + b"\x00" * 200_000)  # more than the server reads
+        received = b""
+        while chunk := client.recv(65536):  # a reset raises ConnectionResetError here
+            received += chunk
+    frames, offset = [], 0
+    while offset + 9 <= len(received):
+        length = int.from_bytes(received[offset : offset + 3], "big")
+        frames.append(received[offset + 3])
+        offset += 9 + length
+    assert 7 in frames, f"no GOAWAY among frame types {frames}"

@@ -241,6 +241,12 @@ class ReplayedStream(trio.abc.Stream):
     async def aclose(self) -> None:
         await self._stream.aclose()
 
+    async def send_eof(self) -> None:
+        """Half-close, when the stream underneath can (plaintext); NotImplementedError if not."""
+        if not isinstance(self._stream, trio.abc.HalfCloseableStream):
+            raise NotImplementedError("the stream underneath cannot half-close")
+        await self._stream.send_eof()
+
 
 async def read_preface(stream: trio.abc.Stream) -> bytes:
     """The client's first bytes: enough to tell the HTTP/2 preface from an HTTP/1.1 request.

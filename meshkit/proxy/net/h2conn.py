@@ -15,11 +15,8 @@ Server side::
         async for stream in connection.accept_streams():
             nursery.start_soon(handle, stream)   # stream.head, stream.receive_body() ...
 
-Client side::
-
-    await nursery.start(connection.run)
-    stream = await connection.open_stream(head, end_stream=True)
-    response = await stream.receive_response()
+Client side: ``await nursery.start(connection.run)``, then ``stream = await
+connection.open_stream(head, end_stream=True)`` and ``await stream.receive_response()``.
 
 ``run`` returns when the connection is over; the caller's nursery owns it.
 """
@@ -46,6 +43,7 @@ from meshkit.proxy.codec.http2 import (
     error_name,
 )
 from meshkit.proxy.codec.messages import Headers, RequestHead, ResponseHead
+from meshkit.proxy.net.streamio import linger
 
 RECEIVE_SIZE = 64 * 1024
 SEND_CHUNK = 64 * 1024
@@ -271,7 +269,7 @@ class Http2Connection:
     # ------------------------------------------------------------ public
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the connection until it ends; then close the transport."""
+        """Serve the connection until it ends; then close the transport (lingering, if plaintext)."""
         self._codec.initiate()
         try:
             with self._cancel_scope:
@@ -282,6 +280,7 @@ class Http2Connection:
                     with trio.move_on_after(FLUSH_GRACE_SECONDS):
                         await self._flush()
                     nursery.cancel_scope.cancel()
+                await linger(self._transport)
         finally:
             self._finish()
             await trio.aclose_forcefully(self._transport)

@@ -86,3 +86,29 @@ async def _send(sock: trio.socket.SocketType, data: bytes | bytearray | memoryvi
                     pass
             _Budget.unyielded = 0
             await trio.lowlevel.wait_writable(sock)
+
+
+# Lingering close (nginx's lingering_close): after a connection's last frame, FIN,
+# then what the peer still sends is read and dropped for a moment, bounded in time
+# and bytes, so that closing with unread bytes does not reset the connection (a
+# TCP RST can destroy the last frame, a GOAWAY say, before the peer reads it).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Half-close ``stream`` and drop what still arrives, until EOF or the bounds."""
+    send_eof = getattr(stream, "send_eof", None)
+    if send_eof is None:
+        return
+    with trio.move_on_after(LINGER_SECONDS):
+        try:
+            await send_eof()
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                data = await stream.receive_some(64 * 1024)
+                if not data:
+                    return
+                dropped += len(data)
+        except (NotImplementedError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
