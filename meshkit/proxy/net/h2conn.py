@@ -280,7 +280,8 @@ class Http2Connection:
                     with trio.move_on_after(FLUSH_GRACE_SECONDS):
                         await self._flush()
                     nursery.cancel_scope.cancel()
-                await linger(self._transport)
+                if getattr(self._codec.ended, "error_code", 0) != ErrorCodes.ENHANCE_YOUR_CALM:
+                    await linger(self._transport)  # an abusive peer gets no more of our time
         finally:
             self._finish()
             await trio.aclose_forcefully(self._transport)
