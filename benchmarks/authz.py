@@ -13,9 +13,9 @@ baseline.  Not a test; CI does not run it.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
+
+from meshbench.percall import compare
 
 from meshkit.api.authz import AuthzPolicy, AuthzRule, HeaderCondition
 from meshkit.proxy.config import ProxyConfig
@@ -69,27 +69,14 @@ def _round(kind: str, requests: int) -> float:
     for _ in range(requests):
         denied = check_request(
             config, service="catalog", at_gateway=False, method=b"GET",
-            target=b"/items/42?x=1", headers=headers, identity=CALLER, client_address=None,
+            target=b"/items/42?x=1", headers=headers, identity=CALLER, client_address=None, now=0.0,
         )  # fmt: skip
         assert denied is None
     return (time.perf_counter() - started) / requests * 1e6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    kinds = ("none", "upstreams", "eight")
-    results: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for round_number in range(args.rounds):
-        for kind in kinds[round_number % 3 :] + kinds[: round_number % 3]:
-            results[kind].append(_round(kind, args.requests))
-    baseline = statistics.median(results["none"])
-    print(f"{'policies':<10} {'us/request':>11} {'over baseline':>14}")
-    for kind in kinds:
-        median = statistics.median(results[kind])
-        print(f"{kind:<10} {median:>11.3f} {median - baseline:>14.3f}")
+    compare(__doc__.splitlines()[0], "policies", ("none", "upstreams", "eight"), _round, requests=100_000)
 
 
 if __name__ == "__main__":

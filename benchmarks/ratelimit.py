@@ -13,9 +13,9 @@ cost over the baseline.  Not a test; CI does not run it.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
+
+from meshbench.percall import compare
 
 from meshkit.api import RateLimit, RequestMatch
 from meshkit.proxy.codec.messages import RequestHead
@@ -50,20 +50,7 @@ def _round(kind: str, requests: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    kinds = ("none", "one", "three")
-    results: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for round_number in range(args.rounds):
-        for kind in kinds[round_number % 3 :] + kinds[: round_number % 3]:
-            results[kind].append(_round(kind, args.requests))
-    baseline = statistics.median(results["none"])
-    print(f"{'limits':<8} {'us/request':>11} {'over baseline':>14}")
-    for kind in kinds:
-        median = statistics.median(results[kind])
-        print(f"{kind:<8} {median:>11.3f} {median - baseline:>14.3f}")
+    compare(__doc__.splitlines()[0], "limits", ("none", "one", "three"), _round, requests=200_000)
 
 
 if __name__ == "__main__":
