@@ -21,6 +21,7 @@ Not a test; CI does not run it.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -61,9 +62,11 @@ def wait_reloaded(up: Server, directory: Path, *, reloads_before: int) -> Mappin
 
 
 def one_round(
-    workdir: Path, env: dict[str, str], *, saves: int, services: int
+    workdir: Path, env: dict[str, str], *, saves: int, services: int, phases: list[dict[str, float]]
 ) -> tuple[list[float], list[float]]:
-    """(save -> last ACK, detected -> last ACK) in ms for each save of one mesh."""
+    """(save -> last ACK, detected -> last ACK) in ms for each save of one mesh.
+
+    Each reload's split (``phases_ms``: evaluate, publish, sync...) goes to ``phases``."""
     instances = services * 2
     meshfile = write_tiny_mesh(workdir, services=services, replicas=2)
     to_ack: list[float] = []
@@ -80,12 +83,20 @@ def one_round(
             reloads = int(report["reloads"])
             to_ack.append((float(report["finished_at"]) - saved_at) * 1000)
             detected_to_ack.append(float(report["duration_ms"]))
+            phases.append(dict(report.get("phases_ms") or {}))
     return to_ack, detected_to_ack
+
+
+def median_phases(phases: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The median of each phase over the reloads (a phase a reload did not report counts 0)."""
+    names = sorted({name for split in phases for name in split})
+    return {name: statistics.median(split.get(name, 0.0) for split in phases) for name in names}
 
 
 def measure(args: argparse.Namespace, root: Path, env: dict[str, str]) -> list[Figure]:
     to_ack: list[float] = []
     detected_to_ack: list[float] = []
+    phases: list[dict[str, float]] = []
     services = (args.instances + 1) // 2
     for round_number in range(1, args.rounds + 1):
         print(
@@ -94,10 +105,11 @@ def measure(args: argparse.Namespace, root: Path, env: dict[str, str]) -> list[F
             flush=True,
         )
         saved, detected = one_round(
-            root / f"round{round_number}", env, saves=args.saves, services=services
+            root / f"round{round_number}", env, saves=args.saves, services=services, phases=phases
         )
         to_ack += saved
         detected_to_ack += detected
+    print(f"median split of a reload (ms): {median_phases(phases)}", file=sys.stderr)
     subject = f"Meshfile save -> last sidecar ACK, {services * 2} instances"
     return [
         Figure(name=subject, unit="ms", target=None, samples=tuple(to_ack), statistic="p50"),

@@ -102,6 +102,7 @@ def _reload_dict(registry: Registry) -> dict[str, Any]:
         "duration_ms": report.duration_ms,
         "summary": report.summary,
         "finished_at": report.finished_at,
+        "phases_ms": dict(report.phases_ms),
     }
 
 

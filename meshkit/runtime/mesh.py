@@ -350,6 +350,7 @@ async def _run(
                 transform=options.spec_transform or identity_transform,
                 on_applied=applied,
                 evaluate=evaluate,
+                prepare_next=evaluate.prepare,
             )
             services.start_soon(_keep_configs_compiled, fleet, changes)
             services.start_soon(_announce_ready, spec, registry, changes, logs)
@@ -377,11 +378,17 @@ def _request_stop(stop: StopRequest, logs: LogHub, exit_code: int, reason: str) 
 
 
 async def _keep_configs_compiled(fleet: Fleet, changes: RegistryChanges) -> None:
-    """Recompile after every registry change; publishing bumps only what changed."""
+    """Recompile after every registry change a config depends on (not after each ACK).
+
+    Publishing bumps only what changed; a reload publishes its new spec itself.
+    """
     seen = changes.generation
+    compiled = -1
     while True:
         seen = await changes.wait_beyond(seen)
-        fleet.publish()
+        if fleet.registry.inputs_generation != compiled:
+            compiled = fleet.registry.inputs_generation
+            fleet.publish()
         seen = max(seen, changes.generation)
 
 

@@ -7,7 +7,10 @@ to stdout (``print``, ``os.write(1, ...)``, child processes) goes to stderr
 instead, so nothing can corrupt the document.  Call
 ``meshkit.dsl.evaluate`` to run this; this module is only its entry point.
 With ``--when-told`` first, it waits for a line on stdin before it evaluates
-(and exits quietly at the end of stdin): ``meshkit.dsl.evaluate.warm``.
+(and exits quietly at the end of stdin): ``meshkit.dsl.evaluate.warm``; it
+generates the converter's functions for the result while it waits.  Once the
+document is written the child ends at once (``os._exit``): the interpreter's
+teardown and whatever threads the Meshfile left would only delay the reload.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import json
 import os
 import sys
 
-from meshkit.dsl.evaluate.evaluation import evaluate_absolute, result_to_dict
+from meshkit.dsl.evaluate.evaluation import evaluate_absolute, prepare_result_hooks, result_to_dict
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--when-told"]:
         # Started ahead (meshkit.dsl.evaluate.warm): evaluate once told, or end quietly.
+        prepare_result_hooks()
         if not sys.stdin.readline():
             return 0
         argv = argv[1:]
@@ -39,4 +43,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -201,6 +201,12 @@ def result_to_dict(result: EvalResult) -> dict[str, Any]:
     }
 
 
+def prepare_result_hooks() -> None:
+    """Generate the converter's functions for ``result_to_dict`` now (~15 ms at first use)."""
+    converter.get_unstructure_hook(MeshSpec)
+    converter.get_unstructure_hook(Problem)
+
+
 def result_from_dict(data: Any, *, output: str = "") -> EvalResult:
     """The inverse of ``result_to_dict``; raises cattrs/KeyError/TypeError on a bad shape."""
     spec = None if data["spec"] is None else converter.structure(data["spec"], MeshSpec)

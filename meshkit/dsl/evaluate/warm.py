@@ -8,6 +8,8 @@ to go, reads its result as ``evaluate_async`` does, and starts the next child.
 Every evaluation still runs in an interpreter of its own, with the Meshfile
 and what it imports read when it is told to go; only starting Python and
 importing meshkit (most of the 150 ms an evaluation takes) happen beforehand.
+A call does not start the next child: that is ``prepare``, which the caller
+runs once its reload is done, so that starting it does not slow the reload.
 
 The child is in its own session and exits at the end of its stdin, so it
 does not outlive the control plane; ``aclose`` kills it.  Another path than
@@ -68,7 +70,6 @@ class WarmEvaluator:
             result = await self._told(process)
         finally:
             await _finish(process)
-        await self.prepare()
         return _for_display(result, given=path)
 
     async def _told(self, process: trio.Process) -> EvalResult:
