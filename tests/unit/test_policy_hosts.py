@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshkit.proxy.policy.hosts import HostAllowList, host_name
+from meshkit.proxy.policy.local_access import _allow_list
 
 
 @pytest.mark.parametrize(
@@ -33,3 +34,9 @@ def test_host_name_strips_port_brackets_and_trailing_dot() -> None:
     assert host_name("[::1]:80") == "::1"
     assert host_name("Shop.Test.:443") == "shop.test"
     assert host_name("localhost") == "localhost"
+
+
+def test_the_allow_list_of_a_config_follows_its_names() -> None:
+    assert _allow_list(("Shop.test:8443",)).allows("shop.test")
+    assert not _allow_list(("other.test",)).allows("shop.test")
+    assert _allow_list(("a.test",)) is _allow_list(("a.test",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
 from meshkit.observe.spans import SpanStore, render_tree, span_nodes, tree
@@ -205,3 +206,14 @@ def test_otlp_encoding_decodes_with_the_opentelemetry_definitions() -> None:
     assert decoded.resource_spans[1].resource.attributes[0].value.string_value == "frontend"
     with pytest.raises(ValueError, match="http://host:port"):
         check_otlp_url("https://collector:4318/v1/traces")
+
+
+def test_a_span_is_shipped_with_every_field_and_reads_back_equal() -> None:
+    span = Span(
+        trace_id=TRACE, span_id=PARENT, parent_id="a" * 16, kind="server", service="a",
+        instance="a-0", method="GET", route="/x", upstream="local app", status=503, flag="UF",
+        start=1.5, duration_ms=2.25, request_id="r",
+    )  # fmt: skip
+    shipped = span.to_dict()
+    assert shipped == attrs.asdict(span)
+    assert Span.from_dict(shipped) == span

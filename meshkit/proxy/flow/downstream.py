@@ -20,6 +20,7 @@ from meshkit.proxy.codec.headers import HOP_BY_HOP
 from meshkit.proxy.codec.http1 import refusal_bytes
 from meshkit.proxy.codec.http1_fast import new_server_codec
 from meshkit.proxy.codec.messages import (
+    NEED_DATA,
     Body,
     Closed,
     EndOfBody,
@@ -82,40 +83,52 @@ class Http1Downstream(DownstreamOf[trio.abc.Stream]):
         Between requests the connection may idle for ``idle_timeout`` (and is
         closed at once when draining); once a head has started, or on a fresh
         connection, it must complete within ``header_timeout`` (else 408).
+        A head that is whole after the first read takes no header-phase scope
+        (the common case: a cancel scope costs more than the parse).
         """
-        idle = not first and not self.codec.has_buffered_bytes
-        # One cancel scope for both phases (a scope costs more than moving its deadline).
-        with trio.CancelScope() as scope:
-            if idle:
-                scope.deadline = trio.current_time() + self.limits.idle_timeout
-                self.plane.register_idle_wait(scope)
-                try:
-                    await self._receive()
-                except DownstreamGone:
+        if not first and not self.codec.has_buffered_bytes and not await self._await_next():
+            return None
+        try:
+            head = self._poll_head()
+            if head is NEED_DATA:
+                with trio.move_on_after(self.limits.header_timeout):
+                    head = await self._receive_head()
+                if head is NEED_DATA:
+                    timeout = self.limits.header_timeout
+                    await self.refuse(408, f"request head not received within {timeout:g}s")
                     return None
-                finally:
-                    self.plane.unregister_idle_wait(scope)
-                idle = False
-            scope.deadline = trio.current_time() + self.limits.header_timeout
-            try:
-                while True:
-                    event = self.codec.next_event()
-                    if isinstance(event, RequestHead):
-                        self._accepts_trailers = accepts_trailers(event.headers)
-                        self._begin_request()
-                        return event
-                    if isinstance(event, Closed):
-                        return None
-                    await self._receive()
-            except ProtocolRefusal as refusal:
-                await self.refuse(refusal.status, refusal.reason)
-                return None
-            except DownstreamGone:
-                return None
-        if idle or trio.current_time() < scope.deadline:
-            return None  # idle too long, or draining began (which cancels idle waits)
-        await self.refuse(408, f"request head not received within {self.limits.header_timeout:g}s")
+        except ProtocolRefusal as refusal:
+            await self.refuse(refusal.status, refusal.reason)
+            return None
+        except DownstreamGone:
+            return None
+        if isinstance(head, RequestHead):
+            self._accepts_trailers = accepts_trailers(head.headers)
+            self._begin_request()
+            return head
         return None
+
+    async def _await_next(self) -> bool:
+        """Wait up to ``idle_timeout`` for the next request's first bytes; False to close
+        (idle too long, the client left, or draining began, which cancels idle waits)."""
+        with trio.move_on_after(self.limits.idle_timeout) as scope:
+            self.plane.register_idle_wait(scope)
+            try:
+                await self._receive()
+            except DownstreamGone:
+                return False
+            finally:
+                self.plane.unregister_idle_wait(scope)
+        return not scope.cancelled_caught
+
+    def _poll_head(self) -> RequestHead | Closed | NeedData:
+        event = self.codec.next_event()
+        return event if isinstance(event, RequestHead | Closed) else NEED_DATA
+
+    async def _receive_head(self) -> RequestHead | Closed | NeedData:
+        while (event := self._poll_head()) is NEED_DATA:
+            await self._receive()
+        return event
 
     async def refuse(self, status: int, reason: str, *, flag: str = "-") -> None:
         """Answer a request the codec cannot go on with, then let the caller close."""

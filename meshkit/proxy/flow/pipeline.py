@@ -226,12 +226,11 @@ async def _forward(
         result = await _attempts(
             destinations, destination, rule, endpoints, version, upstream_head, body, attempt, reply
         )
-        return attrs.evolve(
-            result,
-            flag=flags_of(
-                "" if fault.flag == "-" else fault.flag, "" if result.flag == "-" else result.flag
-            ),
-        )
+        fault_flag = fault.flag
+        if fault_flag == "-":
+            return result  # no fault (nearly always): the result's own flag stands
+        flag = flags_of(fault_flag, "" if result.flag == "-" else result.flag)
+        return attrs.evolve(result, flag=flag)
     finally:
         ticket.release()
 

@@ -89,8 +89,11 @@ class TryState:
                 return None
             self.exhausted = self.policy.is_retriable(outcome)
         # Committed: the response now flows to the client, no timeout cuts it.
-        self.route_scope.deadline = math.inf
-        self.try_scope.deadline = math.inf
+        # (A deadline moved costs as much as a scope entered: only the ones that change.)
+        if self.route_scope.deadline != math.inf:
+            self.route_scope.deadline = math.inf
+        if self.try_scope.deadline != math.inf:
+            self.try_scope.deadline = math.inf
         if self.rule.response_headers.empty:
             return head
         return attrs.evolve(

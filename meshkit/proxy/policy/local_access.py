@@ -16,6 +16,8 @@ Two refusals, each a ``LocalReply`` with a flag:
 
 from __future__ import annotations
 
+import functools
+
 from meshkit.api.access import bearer_matches
 from meshkit.proxy.codec.messages import RequestHead, header_value
 from meshkit.proxy.config import Listener, ProxyConfig
@@ -35,13 +37,19 @@ def request_host(head: RequestHead) -> str | None:
     return None if authority is None else authority.decode("ascii", "replace")
 
 
+@functools.lru_cache(maxsize=16)
+def _allow_list(names: tuple[str, ...]) -> HostAllowList:
+    """One allow list per config's names, not one per request."""
+    return HostAllowList.of(names)
+
+
 def admit(
     config: ProxyConfig, listener: Listener, head: RequestHead, *, admin_token: str | None
 ) -> LocalReply | None:
     """A refusal of ``head`` on ``listener``, or None when it may be routed."""
     if listener.kind in HOST_CHECKED_KINDS:
         host = request_host(head)
-        if not HostAllowList.of(config.allowed_hosts).allows(host):
+        if not _allow_list(config.allowed_hosts).allows(host):
             shown = "no Host" if not host else f"Host '{host}'"
             return LocalReply(
                 status=403,
