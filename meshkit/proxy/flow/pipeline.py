@@ -164,8 +164,10 @@ async def _local(reply: ReplyFunction, status: int, flag: str, reason: str) -> R
     return Result(status=status, flag=flag, keep_alive=keep)
 
 
-def _endpoints_of(cluster: Cluster, version: str | None) -> list[Endpoint]:
-    return [e for e in cluster.endpoints if version is None or e.version == version]
+def _endpoints_of(cluster: Cluster, version: str | None) -> Sequence[Endpoint]:
+    if version is None:
+        return cluster.endpoints  # no split (the common case): no copy per request
+    return [e for e in cluster.endpoints if e.version == version]
 
 
 async def _forward(

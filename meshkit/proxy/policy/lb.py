@@ -24,6 +24,8 @@ def routable_ejections(endpoints: Sequence[Endpoint], ejected: Collection[str]) 
     whose every instance is ejected keeps sending to them rather than
     answering ``503 UH`` until the ejections expire.
     """
+    if not ejected:
+        return ejected
     if all(endpoint.instance in ejected for endpoint in endpoints):
         return ()
     return ejected
@@ -50,9 +52,11 @@ class LoadBalancer:
 
         ``key`` keeps a separate round-robin position per subset (a version).
         """
-        candidates = [endpoint for endpoint in endpoints if endpoint.instance not in ejected]
-        preferred = [endpoint for endpoint in candidates if endpoint.instance not in avoid]
-        pool = preferred or candidates
+        pool: Sequence[Endpoint] = endpoints
+        if ejected or avoid:  # (a first try with none ejected, nearly always: no copies)
+            candidates = [endpoint for endpoint in endpoints if endpoint.instance not in ejected]
+            preferred = [endpoint for endpoint in candidates if endpoint.instance not in avoid]
+            pool = preferred or candidates
         if not pool:
             return None
         if len(pool) == 1:

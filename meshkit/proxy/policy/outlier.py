@@ -53,7 +53,10 @@ class OutlierDetector:
         self._instances = kept
 
     def _state(self, instance: str) -> _InstanceState:
-        return self._instances.setdefault(instance, _InstanceState())
+        state = self._instances.get(instance)
+        if state is None:
+            state = self._instances[instance] = _InstanceState()
+        return state
 
     def _refresh(self, state: _InstanceState, now: float) -> None:
         if state.ejected_until is not None and now >= state.ejected_until:
@@ -70,11 +73,23 @@ class OutlierDetector:
 
     def ejected(self) -> frozenset[str]:
         """The instances out of service now."""
-        return frozenset(instance for instance in self._instances if self.is_ejected(instance))
+        # Asked on every request: the clock is read only when some instance was ejected.
+        out: list[str] = []
+        now: float | None = None
+        for instance, state in self._instances.items():
+            if state.ejected_until is None:
+                continue
+            if now is None:
+                now = self._clock()
+            self._refresh(state, now)
+            if state.ejected_until is not None:
+                out.append(instance)
+        return frozenset(out)
 
     def record_success(self, instance: str) -> None:
         state = self._state(instance)
-        self._refresh(state, self._clock())
+        if state.ejected_until is not None:
+            self._refresh(state, self._clock())
         state.consecutive_failures = 0
 
     def record_failure(self, instance: str) -> bool:
