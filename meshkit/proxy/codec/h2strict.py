@@ -27,6 +27,8 @@ from h2.stream import StreamClosedBy
 from hpack import HPACKError, OversizedHeaderListError
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
+from meshkit.proxy.codec.hpackstatic import StaticTableEncoder
+
 _CONTENT_LENGTH_ERRORS = ("Invalid content-length", "Conflicting content-length")
 
 
@@ -41,6 +43,7 @@ class StrictH2Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
+        self.encoder = StaticTableEncoder()
         self.refused_stream_ids: list[int] = []
         self.malformed_streams: list[tuple[int, str]] = []
 

@@ -103,9 +103,14 @@ class Http2Codec:
         config = h2.config.H2Configuration(
             client_side=client_side,
             header_encoding=None,
-            validate_inbound_headers=False,  # translate.py validates, as a stream error
-            validate_outbound_headers=True,
-            normalize_outbound_headers=True,
+            # translate.py validates what comes in (as a stream error) and builds what
+            # goes out from heads meshkit's strict codecs accepted: lower-case names,
+            # pseudo-headers first, no connection-specific fields.  h2's own passes
+            # over every field cost more than the encoding (hpackstatic.py marks the
+            # secret fields h2's normalisation would).
+            validate_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = StrictH2Connection(config)
         initial: dict[h2.settings.SettingCodes, int] = {

@@ -152,21 +152,8 @@ async def _open(attempt: Attempt, head: RequestHead, first: BodyEvent) -> Http2S
 async def _exchange(attempt: Attempt, stream: Http2Stream, first: BodyEvent) -> Outcome:
     """The request body pumped upstream while the response streams back."""
     try:
-        # Errors leave the nursery as themselves, not wrapped in an ExceptionGroup.
-        relay_error: Exception | None = None
-        answered = False
-        status = 0
         refusals: list[ProtocolRefusal] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump_request, stream, first, attempt, refusals, nursery.cancel_scope)
-            try:
-                status, answered = await _relay_response(attempt, stream)
-            except (_Failed, _ResponseBroken, DownstreamGone) as error:
-                relay_error = error
-            finally:
-                nursery.cancel_scope.cancel()
-        if relay_error is not None:
-            raise relay_error
+        status, answered = await _relay_while_pumping(attempt, stream, first, refusals)
         if refusals:
             stream.reset(ErrorCodes.CANCEL)
             return await attempt.refused(refusals[0])
@@ -183,6 +170,29 @@ async def _exchange(attempt: Attempt, stream: Http2Stream, first: BodyEvent) -> 
     return Outcome(status=status, flag="-", keep_alive=not attempt.plane.draining)
 
 
+async def _relay_while_pumping(
+    attempt: Attempt, stream: Http2Stream, first: BodyEvent, refusals: list[ProtocolRefusal]
+) -> tuple[int, bool]:
+    """``_relay_response`` with the request body pumped beside it (in a task, if any)."""
+    if isinstance(first, EndOfBody):
+        # END_STREAM went with the head: nothing to pump, no task, no nursery.
+        return await _relay_response(attempt, stream)
+    # Errors leave the nursery as themselves, not wrapped in an ExceptionGroup.
+    relay_error: Exception | None = None
+    result = (0, False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_pump_request, stream, first, attempt, refusals, nursery.cancel_scope)
+        try:
+            result = await _relay_response(attempt, stream)
+        except (_Failed, _ResponseBroken, DownstreamGone) as error:
+            relay_error = error
+        finally:
+            nursery.cancel_scope.cancel()
+    if relay_error is not None:
+        raise relay_error
+    return result
+
+
 async def _pump_request(
     stream: Http2Stream,
     first: BodyEvent,
@@ -195,8 +205,6 @@ async def _pump_request(
     A body refused (413, or 408 when it stalls) ends the exchange: ``refusals``
     says why, for the caller to answer.
     """
-    if isinstance(first, EndOfBody):
-        return  # END_STREAM went with the head
     source, downstream = attempt.source, attempt.downstream
     event: BodyEvent = first
     try:

@@ -48,6 +48,7 @@ from meshkit.proxy.net.streamio import linger
 RECEIVE_SIZE = 64 * 1024
 SEND_CHUNK = 64 * 1024
 FLUSH_GRACE_SECONDS = 1.0
+QUEUE_HIGH_WATER = 64 * 1024
 
 
 class StreamError(Exception):
@@ -149,7 +150,7 @@ class Http2Stream:
     # ------------------------------------------------------------ sending
 
     async def send_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
-        """Send the response head (server streams)."""
+        """Send the response head (server streams); queued for the writer as ``send_body``."""
         self.queue_head(head, end_stream=end_stream)
         await self._connection._flush()
 
@@ -166,7 +167,7 @@ class Http2Stream:
         self._connection._signal_output()
 
     async def send_body(self, data: bytes, *, end_stream: bool = False) -> None:
-        """Send ``data`` as the peer's window allows; returns once it is written.
+        """Send ``data`` as the peer's window allows; returns once it is queued (``_flush``).
 
         ``end_stream`` puts END_STREAM on the last frame (as ``end()`` would).
         """
@@ -278,7 +279,7 @@ class Http2Connection:
                     task_status.started()
                     await self._read_loop()
                     with trio.move_on_after(FLUSH_GRACE_SECONDS):
-                        await self._flush()
+                        await self._drain()
                     nursery.cancel_scope.cancel()
                 if getattr(self._codec.ended, "error_code", 0) != ErrorCodes.ENHANCE_YOUR_CALM:
                     await linger(self._transport)  # an abusive peer gets no more of our time
@@ -313,7 +314,7 @@ class Http2Connection:
         """GOAWAY (naming the last stream the peer opened), flush it, then stop."""
         self._codec.close(error_code)
         with trio.move_on_after(FLUSH_GRACE_SECONDS):
-            await self._flush()
+            await self._drain()
         self._cancel_scope.cancel()
 
     @property
@@ -352,6 +353,9 @@ class Http2Connection:
             self._output_drained = trio.Event()
             await self._output_ready.wait()
             self._output_ready = trio.Event()
+            # Let the other tasks woken with us queue their frames too: one write
+            # (one TLS record, one system call) for all of them.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     # ------------------------------------------------------------ helpers for streams
 
@@ -360,6 +364,17 @@ class Http2Connection:
         self._output_ready.set()
 
     async def _flush(self) -> None:
+        """Let the writer send what is queued; wait only while more than QUEUE_HIGH_WATER is.
+
+        A small response does not wait for its own write: the stream's task goes
+        on (and ends) while the writer sends its frames with other streams' in
+        one write.  A sender of more waits, so a slow peer holds us to a bound.
+        """
+        self._signal_output()
+        while self._codec.queued_bytes > QUEUE_HIGH_WATER:
+            await self._output_drained.wait()
+
+    async def _drain(self) -> None:
         """Wait until everything queued so far has been handed to the transport."""
         self._signal_output()
         while self._codec.queued_bytes:
