@@ -155,11 +155,7 @@ class Http2Stream:
         await self._connection._flush()
 
     def queue_head(self, head: ResponseHead, *, end_stream: bool = False) -> None:
-        """Queue the response head without waiting for it to be written.
-
-        The writer task sends it at the next checkpoint, together with body
-        bytes queued before then (one write, not two, for a small response).
-        """
+        """Queue the response head; it leaves with the body bytes queued after it."""
         self._raise_if_failed()
         self._connection._codec.send_response(self.stream_id, head, end_stream=end_stream)
         if end_stream:
@@ -167,10 +163,8 @@ class Http2Stream:
         self._connection._signal_output()
 
     async def send_body(self, data: bytes, *, end_stream: bool = False) -> None:
-        """Send ``data`` as the peer's window allows; returns once it is queued (``_flush``).
-
-        ``end_stream`` puts END_STREAM on the last frame (as ``end()`` would).
-        """
+        """Send ``data`` as the peer's window allows (returns once queued: ``_flush``);
+        ``end_stream`` puts END_STREAM on the last frame (as ``end()`` would)."""
         while data:
             self._raise_if_failed()
             window = self._connection._codec.send_window(self.stream_id)
@@ -279,7 +273,7 @@ class Http2Connection:
                     task_status.started()
                     await self._read_loop()
                     with trio.move_on_after(FLUSH_GRACE_SECONDS):
-                        await self._drain()
+                        await self._flush(everything=True)
                     nursery.cancel_scope.cancel()
                 if getattr(self._codec.ended, "error_code", 0) != ErrorCodes.ENHANCE_YOUR_CALM:
                     await linger(self._transport)  # an abusive peer gets no more of our time
@@ -314,7 +308,7 @@ class Http2Connection:
         """GOAWAY (naming the last stream the peer opened), flush it, then stop."""
         self._codec.close(error_code)
         with trio.move_on_after(FLUSH_GRACE_SECONDS):
-            await self._drain()
+            await self._flush(everything=True)
         self._cancel_scope.cancel()
 
     @property
@@ -353,8 +347,7 @@ class Http2Connection:
             self._output_drained = trio.Event()
             await self._output_ready.wait()
             self._output_ready = trio.Event()
-            # Let the other tasks woken with us queue their frames too: one write
-            # (one TLS record, one system call) for all of them.
+            # Let the tasks woken with us queue their frames too: one write for all.
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     # ------------------------------------------------------------ helpers for streams
@@ -363,21 +356,13 @@ class Http2Connection:
         self.peak_queued_bytes = max(self.peak_queued_bytes, self._codec.queued_bytes)
         self._output_ready.set()
 
-    async def _flush(self) -> None:
-        """Let the writer send what is queued; wait only while more than QUEUE_HIGH_WATER is.
-
-        A small response does not wait for its own write: the stream's task goes
-        on (and ends) while the writer sends its frames with other streams' in
-        one write.  A sender of more waits, so a slow peer holds us to a bound.
-        """
+    async def _flush(self, *, everything: bool = False) -> None:
+        """Hand what is queued to the writer; wait only while over QUEUE_HIGH_WATER (a small
+        response's task ends at once, its frames leave with others' in one write), or, with
+        ``everything``, until all of it is written."""
         self._signal_output()
-        while self._codec.queued_bytes > QUEUE_HIGH_WATER:
-            await self._output_drained.wait()
-
-    async def _drain(self) -> None:
-        """Wait until everything queued so far has been handed to the transport."""
-        self._signal_output()
-        while self._codec.queued_bytes:
+        bound = 0 if everything else QUEUE_HIGH_WATER
+        while self._codec.queued_bytes > bound:
             await self._output_drained.wait()
 
     async def _wait_for_window(self) -> None:
