@@ -176,12 +176,12 @@ class MeshProcess:
                     f"before the mesh was ready; its output ends with:\n{self.output_tail()}"
                 )
             try:
-                status = fetch_status(self.control_socket)
+                status = fetch_status(self.control_socket, wait_ready=True)
             except ControlPlaneError:
                 status = None
+                time.sleep(0.05)  # no control socket yet
             if status is not None and status.get("ready"):
                 return status
-            time.sleep(0.1)
         report = describe_unhealthy(
             status, None, logs_dir=self.logs_dir, lines=self.options.log_lines
         )

@@ -20,9 +20,16 @@ InstanceDocument = dict[str, Any]
 STATUS_TIMEOUT = 5.0
 
 
-def fetch_status(socket_path: Path, *, timeout: float = STATUS_TIMEOUT) -> StatusDocument:
-    """The control plane's ``/v1/status`` document; ``ControlPlaneError`` if it has none."""
-    code, document = request_json_blocking(socket_path, "GET", "/v1/status", timeout=timeout)
+def fetch_status(
+    socket_path: Path, *, timeout: float = STATUS_TIMEOUT, wait_ready: bool = False
+) -> StatusDocument:
+    """The control plane's ``/v1/status`` document; ``ControlPlaneError`` if it has none.
+
+    ``wait_ready``: answered once the mesh is ready (or after the control plane's
+    ``READY_WAIT``, whichever comes first), so a caller waiting for it need not poll.
+    """
+    path = "/v1/status?wait=ready" if wait_ready else "/v1/status"
+    code, document = request_json_blocking(socket_path, "GET", path, timeout=timeout)
     if code != 200 or not isinstance(document, dict):
         raise ControlPlaneError(f"the control plane answered {code}: {document}")
     return document

@@ -134,3 +134,26 @@ async def test_served_over_a_private_unix_socket(tmp_path: Path) -> None:
         assert registry.get("frontend-0").inbound_port == 1
         nursery.cancel_scope.cancel()
     assert not socket_path.exists()
+
+
+async def test_status_can_wait_for_the_mesh_to_be_ready(autojump_clock: trio.abc.Clock) -> None:
+    registry, server = make_server([])
+    start = trio.current_time()
+    early = await server.dispatch("GET", "/v1/status?wait=ready", b"")
+    assert early.status == 200 and early.body["ready"] is False
+    assert trio.current_time() - start >= 1  # it waited, then answered as it was
+    replies = []
+
+    async def wait() -> None:
+        replies.append(await server.dispatch("GET", "/v1/status?wait=ready", b""))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.sleep(0.5)
+        registry.mark_sidecar_ready("gateway", pid=2, ports={"gateway": 8443, "admin": 1})
+        registry.mark_sidecar_ready("frontend-0", pid=3, ports={"inbound": 9002})
+        registry.transition("frontend-0", "starting")
+        registry.transition("frontend-0", "healthy")
+        woke = trio.current_time()
+    [reply] = replies
+    assert reply.body["ready"] is True and trio.current_time() == woke

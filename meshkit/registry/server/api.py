@@ -2,7 +2,9 @@
 
 Endpoints (JSON bodies, one request per connection):
 
-* ``GET /v1/status`` -> the status document (``meshkit.registry.status``).
+* ``GET /v1/status`` -> the status document (``meshkit.registry.status``);
+  ``?wait=ready`` answers it once the mesh is ready, or after ``READY_WAIT`` s
+  (whoever waits for a starting mesh need not poll).
 * ``POST /v1/down`` -> 202 ``{"stopping": true}``; asks the control plane to stop.
 * ``GET /v1/config/<instance>?after=N`` -> long-poll: 200 ``{"version", "config"}``
   once the instance's config version is above N, 204 after ``poll_timeout``.
@@ -59,10 +61,11 @@ from meshkit.registry.server.changes import RegistryChanges
 from meshkit.registry.server.faults import FaultControl
 from meshkit.registry.server.limits import LimitControl
 from meshkit.registry.state import GATEWAY_INSTANCE, Registry, RegistryError
-from meshkit.registry.status import status_document, sync_state
+from meshkit.registry.status import mesh_ready, status_document, sync_state
 
 MAX_REQUEST_BYTES = 1024 * 1024
 REQUEST_READ_TIMEOUT = 10.0
+READY_WAIT = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -200,6 +203,8 @@ class ControlServer:
         route = parts[1:]
         if route == ["status"]:
             _expect(method, "GET")
+            if parse_qs(url.query).get("wait") == ["ready"]:
+                await self.changes.wait_until(mesh_ready, timeout=READY_WAIT)
             return Reply(status=200, body=status_document(self.registry, file=self.meshfile))
         if route == ["down"]:
             _expect(method, "POST")
