@@ -48,7 +48,7 @@ class ControlExchange:
     ) -> None:
         self._where = os.fspath(socket_path)
         self._conn = h11.Connection(h11.CLIENT)
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = [
             ("host", "meshkit-control"),
             ("connection", "close"),

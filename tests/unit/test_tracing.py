@@ -208,12 +208,14 @@ def test_otlp_encoding_decodes_with_the_opentelemetry_definitions() -> None:
         check_otlp_url("https://collector:4318/v1/traces")
 
 
-def test_a_span_is_shipped_with_every_field_and_reads_back_equal() -> None:
-    span = Span(
-        trace_id=TRACE, span_id=PARENT, parent_id="a" * 16, kind="server", service="a",
-        instance="a-0", method="GET", route="/x", upstream="local app", status=503, flag="UF",
-        start=1.5, duration_ms=2.25, request_id="r",
-    )  # fmt: skip
-    shipped = span.to_dict()
-    assert shipped == attrs.asdict(span)
-    assert Span.from_dict(shipped) == span
+def test_spans_ship_in_the_json_form_of_their_span() -> None:
+    tracer = Tracer()
+    for kind, instance in (("client", "a-0"), ("server", "b-0")):
+        head = RequestHead(method=b"GET", target=b"/x?q=1", headers=[], http_version=b"1.1")
+        _finish(tracer, head, kind, instance)
+    copy = Tracer()
+    copy._pending.extend(tracer._pending)
+    shipped = tracer.take_shippable()
+    assert shipped == [span.to_dict() for span in copy.take_batch()]
+    assert [Span.from_dict(fields).to_dict() for fields in shipped] == shipped
+    assert {field.name for field in attrs.fields(Span)} == set(shipped[0])
