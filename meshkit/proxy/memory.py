@@ -10,6 +10,12 @@ and connection state until the oldest generation is collected).  ``IdleTrim`` de
 no out): the resident size grew since the last trim and the process used
 almost no CPU over the last interval, so the trim, which walks the whole
 heap, never runs on a busy sidecar's hot path.
+
+``fill_heap_holes`` serves the template (``meshkit.proxy.template``): the
+free chunks its imports left all over the C heap would take a forked
+sidecar's first allocations, each one copying a page shared with every
+other sidecar; allocated once in the template, they leave a sidecar's new
+objects to fresh pages at the top of the heap.
 """
 
 from __future__ import annotations
@@ -68,6 +74,59 @@ def resident_bytes() -> int:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS.split(" ")]
+
+
+# Largest request first, halved down (below the mmap threshold, 128 KiB); then
+# each size glibc's per-thread cache keeps chunks for (up to 1032 bytes, by 16).
+CACHED_REQUESTS = range(8, 1033, 16)
+LARGEST_HOLE = 64 * 1024
+HOLE_ROUNDS = 2  # the filling's own Python objects, freed, leave a few chunks for a second round
+
+
+def fill_heap_holes() -> int:
+    """Allocate, and never free, every free chunk of glibc's main heap; how many allocations.
+
+    An allocation came from a hole when it lies below where the heap's top
+    chunk started (the break minus ``keepcost``); the first one above ends a
+    size.  0 where the C library is not glibc (no ``mallinfo2``).  A few
+    thousand allocations, a few milliseconds.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        malloc, sbrk, mallinfo2 = libc.malloc, libc.sbrk, libc.mallinfo2
+    except (OSError, AttributeError):
+        return 0
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    sbrk.restype, sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
+    mallinfo2.restype = _MallInfo2
+
+    # Below where the top chunk starts now: the holes, a finite set (the filling's own
+    # objects, freed, make new chunks above it, which must not count).
+    top: int = (sbrk(0) or 0) - mallinfo2().keepcost
+
+    def from_a_hole(size: int) -> bool:
+        address: int = malloc(size) or top
+        return address < top
+
+    count = 0
+    for _ in range(HOLE_ROUNDS):
+        size = LARGEST_HOLE
+        while size >= CACHED_REQUESTS[0]:
+            count += 1
+            if not from_a_hole(size):
+                size //= 2
+        for size in CACHED_REQUESTS:  # what the caches keep for exact sizes only
+            count += 1
+            while from_a_hole(size):
+                count += 1
+    return count
 
 
 def find_malloc_trim() -> Callable[[int], int] | None:

@@ -4,7 +4,8 @@ Started by the control plane with one end of a Unix stream socket
 (``MESHKIT_TEMPLATE_FD``).  It imports everything a sidecar runs, generates
 the config converter's functions (``meshkit.proxy.wire.prepare_hooks``), freezes the garbage collector's view of those objects
 (``gc.freeze``: the collector no longer writes to their pages, so the forks
-keep sharing them), and then serves fork requests one at a time
+keep sharing them), fills the holes of its C heap (``fill_heap_holes``: a
+fork's new objects then take fresh pages instead of shared ones), and then serves fork requests one at a time
 (``meshkit.api.template``), blocking on its socket: no event loop and no
 thread ever runs here, so a fork copies nothing half-done.
 
@@ -48,6 +49,7 @@ from meshkit.api.template import (
     owner_overwrite,
 )
 from meshkit.proxy import __main__ as sidecar_main
+from meshkit.proxy.memory import fill_heap_holes
 from meshkit.proxy.wire import prepare_hooks
 
 MAX_FDS = 8
@@ -76,6 +78,7 @@ def main() -> int:
     prepare_hooks()
     gc.collect()
     gc.freeze()
+    fill_heap_holes()
     with socket.socket(fileno=fd) as link:
         serve(link)
     return 0

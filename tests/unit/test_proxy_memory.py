@@ -68,3 +68,33 @@ print(base, peak, resident_bytes())
     # in the C heap the free pages between them go back.
     assert peak - base > 50 * MIB, (base, peak)
     assert after - base < (peak - base) / 3, (base, peak, after)
+
+
+def test_the_template_leaves_no_hole_in_its_heap_for_a_fork_to_fill() -> None:
+    if find_malloc_trim() is None:
+        pytest.skip("this C library is not glibc")
+    script = """
+import ctypes
+from meshkit.proxy.memory import _MallInfo2, fill_heap_holes
+info = ctypes.CDLL(None).mallinfo2
+info.restype = _MallInfo2
+junk = [[bytes(n % 700), {n: n}] for n in range(50_000)]
+del junk[::3]  # holes all over the heap, of many sizes
+before = info()
+fill_heap_holes()
+after = info()
+print(before.ordblks + before.smblks, after.ordblks + after.smblks)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**SIDECAR_ENV, "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    holes_before, holes_after = (int(field) for field in out.split())
+    # What is left free is the top chunk (and at most a few chunks the last
+    # round's own objects freed): a fork's allocations take fresh pages.
+    assert holes_before > 1000, holes_before
+    assert holes_after <= 3, holes_after
