@@ -142,3 +142,17 @@ def test_an_endpoint_carries_its_restart_count() -> None:
     catalog = compile_configs(SPEC, registry)["frontend-0"].cluster("catalog")
     assert catalog is not None
     assert [(e.instance, e.restarts) for e in catalog.endpoints] == [("catalog-v1-1", 2)]
+
+
+def test_the_wire_form_is_the_converters_for_every_config_of_a_compile() -> None:
+    from meshkit.api.converter import converter
+
+    registry = make_registry()
+    make_healthy(registry, "catalog-v1-0", 7001)
+    for healthy_next in ("catalog-v2-0", None):  # new shared tuples in the second compile
+        configs = compile_configs(SPEC, registry)
+        for config in configs.values():
+            assert config_to_dict(config) == converter.unstructure(config)
+        registry.publish(configs.values())
+        if healthy_next is not None:
+            make_healthy(registry, healthy_next, 7002)
