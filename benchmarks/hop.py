@@ -378,7 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for check in checks:
         print(check.line())
-    settings = {key: value for key, value in vars(args).items() if key != "json"}
+    settings = {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in vars(args).items()
+        if key != "json"
+    }
     result = to_json(
         settings={**settings, "json": str(args.json)},
         machine=machine_facts(),

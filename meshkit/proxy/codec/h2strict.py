@@ -29,6 +29,7 @@ from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, WindowUpda
 
 from meshkit.proxy.codec.hpackstatic import StaticTableEncoder
 
+_EXACT_COUNT_FROM = 128
 _CONTENT_LENGTH_ERRORS = ("Invalid content-length", "Conflicting content-length")
 
 
@@ -46,6 +47,29 @@ class StrictH2Connection(h2.connection.H2Connection):
         self.encoder = StaticTableEncoder()
         self.refused_stream_ids: list[int] = []
         self.malformed_streams: list[tuple[int, str]] = []
+
+    def _open_streams(self, remainder: int) -> int:
+        """The open streams of one parity, as h2 counts them, or a bound when that is enough.
+
+        h2 walks every tracked stream (forgetting closed ones) each time a stream
+        opens, on both sides: O(streams) per request.  All it does with the number is
+        compare it with a max concurrent streams; while fewer streams are tracked than
+        either limit (and than ``_EXACT_COUNT_FROM``, so closed ones are still
+        forgotten soon), the tracked number is below the limit as well.
+        """
+        tracked = len(self.streams)
+        limit = min(
+            self.local_settings.max_concurrent_streams,
+            self.remote_settings.max_concurrent_streams,
+            _EXACT_COUNT_FROM,
+        )
+        if tracked < limit:
+            return tracked
+        return int(super()._open_streams(remainder))
+
+    def exact_open_streams(self) -> int:
+        """Every open stream, either parity (a draining connection waits for 0)."""
+        return int(super()._open_streams(0) + super()._open_streams(1))
 
     def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
         stream_id = frame.stream_id

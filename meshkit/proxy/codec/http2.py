@@ -290,7 +290,7 @@ class Http2Codec:
 
     @property
     def open_streams(self) -> int:
-        return int(self._h2.open_inbound_streams + self._h2.open_outbound_streams)
+        return self._h2.exact_open_streams()
 
     @property
     def can_open_stream(self) -> bool:
