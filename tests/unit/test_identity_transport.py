@@ -19,6 +19,7 @@ from meshkit.ca import Issuer, MeshTlsContexts, RootCA, generate_key, make_csr, 
 from meshkit.ca.tls import SIDECAR_SERVER_ALPN
 from meshkit.proxy.codec.headers import forwarded_client_cert, rewrite_request_headers
 from meshkit.proxy.config import Endpoint
+from meshkit.proxy.net.tlsstream import TlsStream
 from meshkit.proxy.net.transport import (
     ConnectFailure,
     InboundRefused,
@@ -90,7 +91,7 @@ async def test_mtls_round_trip_verifies_both_identities(issuer: Issuer) -> None:
     seen: list[str | Exception | None] = []
     async with tcp_server(await echo_identity_server(server, "strict", seen)) as port:
         stream = await connect_endpoint(endpoint(port), timeout=5, tls=client)
-        assert isinstance(stream, trio.SSLStream)
+        assert isinstance(stream, TlsStream)
         assert stream.selected_alpn_protocol() == "http/1.1"  # offered h2 too
         await stream.send_all(b"ping")
         assert await stream.receive_some(100) == b"echo:ping"

@@ -26,6 +26,7 @@ import trio
 from meshkit.proxy.codec.http1 import Http1ClientCodec
 from meshkit.proxy.codec.http1_fast import new_client_codec
 from meshkit.proxy.config import Limits
+from meshkit.proxy.net.tlsstream import TlsStream
 from meshkit.proxy.policy.breaker import ConnectionLimitReached, Ticket
 
 PoolKey = tuple[str, int]
@@ -76,9 +77,8 @@ class ConnectionPool:
         now = trio.current_time()
         while idle:
             connection = idle.pop()
-            if now - connection.idle_since <= self.max_idle_age and not _peer_has_spoken(
-                connection.stream
-            ):
+            idle_for = now - connection.idle_since
+            if idle_for <= self.max_idle_age and not _peer_has_spoken(connection.stream, idle_for):
                 connection.reused = True
                 return connection
             await _close(connection)
@@ -146,15 +146,26 @@ class ConnectionPool:
                 await _close(connection)
 
 
-def _peer_has_spoken(stream: trio.abc.Stream) -> bool:
+# A connection given back this recently is reused without a system call to ask
+# whether its peer closed it: peers close idle connections after seconds (their
+# keep-alive timeout), and a request sent on one that died anyway is retried once
+# on a fresh connection (``flow.h1forward``), as it must be since the peer can
+# close right after any check.
+RECHECK_AFTER_IDLE = 0.1
+
+
+def _peer_has_spoken(stream: trio.abc.Stream, idle: float) -> bool:
     """True when an idle connection is readable: its peer closed it (or sent junk).
 
-    One non-blocking ``select`` per reuse, so a connection the endpoint closed
-    while idle (servers often keep-alive for only a few seconds) is not used.
+    TLS knows without a system call when it has read the peer's close_notify
+    or bytes; past ``RECHECK_AFTER_IDLE`` one non-blocking ``select`` asks the
+    kernel, so a connection the endpoint closed while idle is not used.
     """
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream  # TLS servers here send no session tickets
-    if not isinstance(stream, trio.SocketStream):
+    if isinstance(stream, TlsStream):
+        if stream.peer_has_spoken():
+            return True
+        stream = stream.transport_stream
+    if idle < RECHECK_AFTER_IDLE or not isinstance(stream, trio.SocketStream):
         return False
     try:
         readable, _, _ = select.select([stream.socket.fileno()], [], [], 0)

@@ -31,6 +31,7 @@ from meshkit.proxy.flow.h2downstream import (
 from meshkit.proxy.flow.l7 import serve_service_request
 from meshkit.proxy.flow.ratelimited import refuse_over_limit
 from meshkit.proxy.net.peercred import foreign_owner
+from meshkit.proxy.net.tlsstream import TlsStream
 from meshkit.proxy.net.transport import InboundRefused, accept_https, accept_inbound
 from meshkit.proxy.policy.authz import GATEWAY_SERVICE, Denied, check_request
 from meshkit.proxy.policy.flags import OVERFLOW
@@ -218,7 +219,7 @@ async def _serve_http1(plane: DataPlane, downstream: Http1Downstream, first_byte
 
 
 def _selected_alpn(stream: trio.abc.Stream) -> str | None:
-    return stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
+    return stream.selected_alpn_protocol() if isinstance(stream, TlsStream) else None
 
 
 async def handle_request(plane: DataPlane, downstream: Downstream, head: RequestHead) -> bool:

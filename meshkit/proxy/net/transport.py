@@ -32,6 +32,7 @@ import trio
 from meshkit.ca.errors import PeerIdentityMismatch
 from meshkit.ca.tls import MeshTlsContexts, verify_peer_identity
 from meshkit.proxy.config import AppTarget, Endpoint, MtlsMode
+from meshkit.proxy.net.tlsstream import TlsStream
 
 TLS_RECORD_HANDSHAKE = 0x16
 Alpn = Literal["http/1.1", "h2"]
@@ -103,7 +104,7 @@ async def connect_endpoint(
     deadline = trio.current_time() + timeout
     tcp = await _open_tcp(endpoint.host, endpoint.port, what, timeout)
     context = tls.client if alpn == "h2" or tls.client_http1 is None else tls.client_http1
-    stream = trio.SSLStream(tcp, context, server_hostname=None, https_compatible=True)
+    stream = TlsStream(tcp, context)
     try:
         with trio.move_on_after(max(0.0, deadline - trio.current_time())) as scope:
             await stream.do_handshake()
@@ -150,8 +151,10 @@ async def _peek_first_byte(stream: trio.abc.Stream) -> int | None:
 
 async def _server_handshake(
     stream: trio.abc.Stream, context: ssl.SSLContext, what: str
-) -> trio.SSLStream[trio.abc.Stream]:
-    tls_stream = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+) -> TlsStream:
+    if not isinstance(stream, trio.SocketStream):
+        raise InboundRefused(f"{what} needs a TCP connection, not {type(stream).__name__}")
+    tls_stream = TlsStream(stream, context, server_side=True)
     try:
         await tls_stream.do_handshake()
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as error:
