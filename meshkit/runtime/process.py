@@ -63,10 +63,16 @@ class GuardianLink:
     @classmethod
     async def start(cls, owners: Owners) -> GuardianLink:
         """A guardian for the groups registered and for every process tagged by ``owners``."""
+        # A script without site (-S) or its own directory on the path (-P): half the memory;
+        # meshkit's root on the path for the modules it imports once the control plane is gone.
+        script = Path(__file__).resolve().with_name("guardian.py")
+        root = str(script.parents[2])
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "meshkit.runtime.guardian", "--owners", owners.prefix],
+            [sys.executable, "-S", "-P", str(script), "--owners", owners.prefix],
             stdin=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, "PYTHONPATH": path},
         )
         return cls(process)
 

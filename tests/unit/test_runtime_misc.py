@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from meshkit.dsl.spec import MeshSpec, ServiceSpec
-from meshkit.runtime.guardian import guard, parse_line
+from meshkit.runtime.guardian import guard, owners_argument, parse_line
 from meshkit.runtime.logs import LogHub, colour_for, format_line
 from meshkit.runtime.policy.plan import PlanError, restrict_spec, startup_order
 from meshkit.runtime.ports import (
@@ -130,6 +130,15 @@ def test_guardian_reads_registrations() -> None:
         parse_line(line, groups)
     assert groups == {200}
     assert guard(io.BytesIO(b"+999999999\n-999999999\n")) == []
+
+
+def test_guardian_reads_its_one_argument_without_argparse() -> None:
+    assert owners_argument(["--owners", "ab12."]) == "ab12."
+    assert owners_argument(["--owners=ab12."]) == "ab12."
+    assert owners_argument([]) is None
+    for wrong in (["--owners"], ["ab12."], ["--owners", "a", "b"], ["--other", "x"]):
+        with pytest.raises(ValueError):
+            owners_argument(wrong)
 
 
 def test_log_lines_go_to_file_and_terminal(tmp_path: Path) -> None:
