@@ -1,11 +1,18 @@
-"""The static-table HPACK encoder: what it writes decodes to the same fields, and never
-touches the peer's dynamic table."""
+"""The static-table HPACK encoder and the fast decoder: what they write and read is what
+hpack writes and reads, and the encoder never touches the peer's dynamic table."""
 
 from __future__ import annotations
 
-from hpack import Decoder, NeverIndexedHeaderTuple
+import pytest
+from hpack import (
+    Decoder,
+    Encoder,
+    HPACKDecodingError,
+    NeverIndexedHeaderTuple,
+    OversizedHeaderListError,
+)
 
-from meshkit.proxy.codec.hpackstatic import StaticTableEncoder
+from meshkit.proxy.codec.hpackstatic import FastDecoder, StaticTableEncoder
 
 FIELDS = [
     (b":method", b"GET"),
@@ -52,3 +59,38 @@ def test_endless_new_names_do_not_grow_the_name_cache() -> None:
         field = [(b"x-%d" % number, b"v")]
         assert decoder.decode(encoder.encode(field), raw=True) == field
     assert len(encoder._prefixes) <= 1024
+
+
+def test_the_fast_decoder_reads_what_the_encoder_writes() -> None:
+    encoder, decoder = StaticTableEncoder(), FastDecoder()
+    fields = [*FIELDS, (b"authorization", b"secret")]
+    for _ in range(3):
+        decoded = decoder.decode(encoder.encode(fields), raw=True)
+        assert decoded == fields
+        assert isinstance(decoded[-1], NeverIndexedHeaderTuple)
+
+
+def test_the_fast_decoder_agrees_with_hpack_on_any_encoding() -> None:
+    # Huffman, incremental indexing and dynamic-table references go to hpack's path.
+    encoder, fast, reference = Encoder(), FastDecoder(), Decoder()
+    for number in range(20):
+        block = encoder.encode([*FIELDS, (b"x-n", b"%d" % (number % 3))])
+        assert fast.decode(block, raw=True) == reference.decode(block, raw=True)
+    assert fast.header_table.dynamic_entries == reference.header_table.dynamic_entries
+
+
+@pytest.mark.parametrize(
+    "block",
+    [b"\x80", b"\xff\xff\xff\xff\xff\xff\x7f", b"\x00\x03ab", b"\x00\x01a\x05abc", b"\x0f"],
+    ids=["index 0", "huge index", "truncated name", "truncated value", "truncated integer"],
+)
+def test_the_fast_decoder_refuses_what_hpack_refuses(block: bytes) -> None:
+    with pytest.raises(HPACKDecodingError):
+        FastDecoder().decode(block, raw=True)
+
+
+def test_the_fast_decoder_bounds_the_header_list() -> None:
+    decoder = FastDecoder()
+    decoder.max_header_list_size = 100
+    with pytest.raises(OversizedHeaderListError):
+        decoder.decode(StaticTableEncoder().encode([(b"x-big", b"v" * 200)]), raw=True)

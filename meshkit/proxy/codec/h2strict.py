@@ -39,7 +39,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from meshkit.proxy.codec.hpackstatic import StaticTableEncoder
+from meshkit.proxy.codec.hpackstatic import FastDecoder, StaticTableEncoder
 
 _EXACT_COUNT_FROM = 128
 _CONTENT_LENGTH_ERRORS = ("Invalid content-length", "Conflicting content-length")
@@ -75,6 +75,8 @@ class StrictH2Connection(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
         self.encoder = StaticTableEncoder()
+        self.decoder = FastDecoder()
+        self.decoder.max_header_list_size = self.DEFAULT_MAX_HEADER_LIST_SIZE
         self.incoming_buffer = _QuietFrameBuffer(server=not config.client_side)
         table = self._frame_dispatch_table
         for frame_class, handler in list(table.items()):

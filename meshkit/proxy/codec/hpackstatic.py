@@ -1,4 +1,4 @@
-"""An HPACK encoder that uses only the static table and sends literals raw (RFC 7541).
+"""HPACK that uses only the static table and sends literals raw, and its fast decoder.
 
 hpack's ``Encoder`` searches and grows the dynamic table for every field and
 Huffman-codes every literal in pure Python: about a third of an HTTP/2
@@ -15,6 +15,12 @@ request (request ids, trace context, dates) would only churn the table.  So:
 * a table size change the peer asked for is still acknowledged first.
 
 The encoding of each name is computed once; values are copied as they are.
+
+``FastDecoder`` reads blocks made of indexed fields and literals without
+indexing or Huffman (what the encoder above writes, so what one sidecar sends
+another) in one loop; a block with anything else (incremental indexing, a
+table size update, Huffman, a bad index) is left, untouched, to hpack's decoder.
+Neither changes the dynamic table, so handing a block over half read is safe.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hpack import Encoder
+from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple, OversizedHeaderListError
+from hpack.exceptions import HPACKError
 from hpack.table import HeaderTable
 
 _STATIC: dict[tuple[bytes, bytes], bytes] = {}
@@ -89,3 +96,83 @@ class StaticTableEncoder(Encoder):
             block.append(bytes((length,)) if length < 127 else _integer(length, 7, 0))
             block.append(value)
         return b"".join(block)
+
+
+class _Unusual(Exception):
+    """A representation ``FastDecoder`` leaves to hpack."""
+
+
+def _read_integer(data: bytes, position: int, prefix_bits: int) -> tuple[int, int]:
+    """RFC 7541 5.1 at ``position``: (value, position after it); _Unusual if odd."""
+    limit = (1 << prefix_bits) - 1
+    value = data[position] & limit
+    position += 1
+    if value < limit:
+        return value, position
+    for shift in (0, 7, 14, 21):
+        if position >= len(data):
+            raise _Unusual
+        byte = data[position]
+        position += 1
+        value += (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+    raise _Unusual
+
+
+def _read_string(data: bytes, position: int) -> tuple[bytes, int]:
+    if position >= len(data) or data[position] & 0x80:  # truncated, or Huffman-coded
+        raise _Unusual
+    length, position = _read_integer(data, position, 7)
+    end = position + length
+    if end > len(data):
+        raise _Unusual
+    return data[position:end], end
+
+
+class FastDecoder(Decoder):
+    """``hpack.Decoder`` with a fast path for raw literals (module docstring)."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        if not raw:
+            return super().decode(data, raw)
+        try:
+            return self._decode_plain(bytes(data))
+        except _Unusual:
+            return super().decode(data, raw)
+
+    def _decode_plain(self, data: bytes) -> list[HeaderTuple]:
+        headers: list[HeaderTuple] = []
+        size = 0
+        position = 0
+        table = self.header_table
+        while position < len(data):
+            first = data[position]
+            if first & 0x80:
+                index, position = _read_integer(data, position, 7)
+                try:
+                    header = HeaderTuple(*table.get_by_index(index))
+                except HPACKError:
+                    raise _Unusual from None
+            elif first & 0xE0:  # incremental indexing or a table size update
+                raise _Unusual
+            else:
+                index, position = _read_integer(data, position, 4)
+                if index:
+                    try:
+                        name = table.get_by_index(index)[0]
+                    except HPACKError:
+                        raise _Unusual from None
+                else:
+                    name, position = _read_string(data, position)
+                value, position = _read_string(data, position)
+                kind = NeverIndexedHeaderTuple if first & 0x10 else HeaderTuple
+                header = kind(name, value)
+            headers.append(header)
+            size += len(header[0]) + len(header[1]) + 32
+            if size > self.max_header_list_size:
+                raise OversizedHeaderListError(
+                    f"A header list larger than {self.max_header_list_size} has been received"
+                )
+        self._assert_valid_table_size()
+        return headers
