@@ -13,7 +13,7 @@ A save's figure is the time from the write returning to the last sidecar's
 ACK: the control plane records the wall-clock time at which the reload's last
 sidecar answered (``reload.finished_at`` in ``/v1/status``), so the figure
 has no polling error; it includes the watcher's grouping of the save's
-events (50 ms without a change).  Beside it, the control plane's own
+events (20 ms without a change).  Beside it, the control plane's own
 ``duration_ms`` (change detected -> last ACK).  Target: p99 <= 250 ms.
 Not a test; CI does not run it.
 """
