@@ -320,6 +320,16 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             ],
         ),
         (
+            "mesh.route('catalog', match(path='/a').to(\n"
+            "    request_headers=headers(set={'x-a': 'one\\r\\nx-b: two', 'x-c': ' padded'})))\n",
+            [
+                "Meshfile.py:6: route 'catalog': request_headers: the value of 'x-a' must not"
+                " contain CR, LF or NUL, got 'one\\r\\nx-b: two'",
+                "Meshfile.py:6: route 'catalog': request_headers: the value of 'x-c' must not"
+                " begin or end with a space or tab, got ' padded'",
+            ],
+        ),
+        (
             "mesh.route('catalog', match(path='/a'))\n",
             [
                 "Meshfile.py:6: route 'catalog': a match(...) needs an action: add .to(...),"

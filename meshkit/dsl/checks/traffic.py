@@ -40,6 +40,19 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+def _field_value_problem(value: str) -> str | None:
+    """What makes ``value`` no HTTP field value (RFC 9110 5.5), or None.
+
+    The codecs refuse such a value from the network; one from the Meshfile would
+    otherwise split an HTTP/1.1 head or break an HTTP/2 stream at the next sidecar.
+    """
+    if any(c in value for c in "\r\n\0"):
+        return "contain CR, LF or NUL"
+    if value != value.strip(" \t"):
+        return "begin or end with a space or tab"
+    return None
+
+
 def traffic_problems(mesh: MeshDeclaration) -> list[Problem]:
     """Every problem with the routes and policies of ``mesh``."""
     versions = _versions_by_service(mesh.services)
@@ -280,6 +293,10 @@ class _RouteChecker(_Checker):
         for name in names:
             if not _TOKEN.fullmatch(name):
                 self.fail(origin, f"{what}: {name!r} is not a valid HTTP header name")
+        for name, value in (*ops.set, *ops.add):
+            problem = _field_value_problem(value)
+            if problem is not None:
+                self.fail(origin, f"{what}: the value of {name!r} must not {problem}, got {value!r}")
 
     def rule(self, rule: RuleSpec) -> None:
         origin = rule.origin
