@@ -59,7 +59,7 @@ PrivateKeyOrPem = ec.EllipticCurvePrivateKey | bytes
 
 
 class PeerCertificateSource(Protocol):
-    """An ``ssl.SSLObject``, ``ssl.SSLSocket`` or ``trio.SSLStream`` after its handshake."""
+    """An ``ssl.SSLObject``, ``ssl.SSLSocket``, ``trio.SSLStream`` or ``TlsStream``, handshaken."""
 
     def getpeercert(self, binary_form: bool) -> Any: ...
 

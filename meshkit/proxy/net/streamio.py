@@ -28,6 +28,9 @@ class _Budget:
     """Operations done without yielding, shared by every stream of the process."""
 
     unyielded = 0
+    # The socket written last: its answer needs a round trip, so its next read
+    # waits first instead of failing once (a hint; waiting is always correct).
+    sent_fd = -1
 
 
 async def maybe_yield() -> None:
@@ -68,6 +71,13 @@ async def _receive(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
     fd = sock.fileno()
     if fd < 0:
         raise trio.ClosedResourceError("the connection was closed")
+    if fd == _Budget.sent_fd:
+        _Budget.sent_fd = -1
+        waited()
+        await trio.lowlevel.wait_readable(sock)
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
     while True:
         try:
             return os.read(fd, max_bytes)
@@ -92,6 +102,7 @@ async def _send(sock: trio.socket.SocketType, data: bytes | bytearray | memoryvi
                     pass
             waited()
             await trio.lowlevel.wait_writable(sock)
+    _Budget.sent_fd = fd
 
 
 # Lingering close (nginx's lingering_close): after a connection's last frame, FIN,
