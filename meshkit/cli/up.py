@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_and_run(
     args: argparse.Namespace, meshfile: Path, template: StartedTemplate | None
 ) -> int:
-    result = evaluate(meshfile, started=early.take_evaluation(str(meshfile)))
+    result = evaluate(meshfile)
     if not result.ok or result.spec is None:
         for problem in result.problems:
             print(problem, file=sys.stderr)

@@ -258,20 +258,13 @@ def _kill_process_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def evaluate(
-    path: str | os.PathLike[str],
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    started: subprocess.Popen[bytes] | None = None,
-) -> EvalResult:
+def evaluate(path: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> EvalResult:
     """Evaluate the Meshfile at ``path`` in a fresh interpreter, waiting up to ``timeout`` s.
 
-    ``started`` is the evaluator child of ``path`` already started
-    (``meshkit.cli.early``, before ``meshkit up`` imported the control plane).
     Blocks the calling thread; from trio use ``evaluate_async``.
     """
     meshfile = os.path.abspath(path)
-    process = started or subprocess.Popen(
+    process = subprocess.Popen(
         _child_command(meshfile),
         cwd=os.path.dirname(meshfile),
         env=_child_environment(),
