@@ -6,16 +6,19 @@ They share one Unix stream socket.  Every message is a frame: 4 bytes of
 big-endian length, then that many bytes of a JSON object.
 
 * request (control plane -> template): ``ForkRequest``; the descriptors it
-  lists in ``fds`` (the log file, the bootstrap-token pipe) travel with its
-  first byte as ``SCM_RIGHTS``, in that order;
+  lists in ``fds`` (a sidecar's log file and bootstrap-token pipe, an
+  evaluator's stdin, stdout and stderr pipes) travel with its first byte as
+  ``SCM_RIGHTS``, in that order;
 * answer (template -> control plane), one per request, in order:
-  ``{"pid": <pid>}`` once the sidecar runs in its own session (its pid is its
+  ``{"pid": <pid>}`` once the program runs in its own session (its pid is its
   process group), or ``{"error": <why>}`` when it could not be forked (the
   control plane then spawns it the ordinary way).
 
-The sidecar is a grandchild of the template: the template forks, the child
-forks the sidecar and exits, so the sidecar is adopted by the control plane
-(a child subreaper), which waits for it and reads its true exit status.
+The program is a sidecar (``python -m meshkit.proxy``) or the Meshfile's
+evaluator child (``python -m meshkit.dsl.evaluate.child``).  It is a
+grandchild of the template: the template forks, the child forks the program
+and exits, so the program is adopted by the control plane (a child
+subreaper), which waits for it and reads its true exit status.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ TEMPLATE_FD_ENV = "MESHKIT_TEMPLATE_FD"  # the template's end of the socket
 # it in place, where /proc/<pid>/environ shows it.
 OWNER_ROOM = 24
 OWNER_FILLER = "~"
+SIDECAR = "sidecar"
+EVALUATOR = "evaluator"
+# What a fork request may run: the module whose ``main(argv)`` the fork calls.
+PROGRAMS: Mapping[str, str] = MappingProxyType(
+    {SIDECAR: "meshkit.proxy.__main__", EVALUATOR: "meshkit.dsl.evaluate.child"}
+)
 
 
 class TemplateProtocolError(Exception):
@@ -56,11 +65,12 @@ class TemplateProtocolError(Exception):
 
 @attrs.frozen(kw_only=True)
 class ForkRequest:
-    """Fork one sidecar: ``python -m meshkit.proxy`` with ``args``, as a spawn would run it.
+    """Fork one ``program`` (``PROGRAMS``) with ``args``, as a spawn would run it.
 
-    ``fds`` are the descriptor numbers the sidecar must find open, in the order
+    ``fds`` are the descriptor numbers the program must find open, in the order
     the descriptors travel; stdout and stderr are the first of them when
-    ``output`` is set.  ``owner`` names the variable and value of its owner tag.
+    ``output`` is set, stdin is /dev/null unless 0 is among them.  ``owner``
+    names the variable and value of its owner tag.
     """
 
     args: tuple[str, ...]
@@ -69,6 +79,7 @@ class ForkRequest:
     fds: tuple[int, ...] = ()
     output: bool = False
     owner: tuple[str, str] = ("", "")
+    program: str = SIDECAR
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +89,7 @@ class ForkRequest:
             "fds": list(self.fds),
             "output": self.output,
             "owner": list(self.owner),
+            "program": self.program,
         }
 
     @classmethod
@@ -85,6 +97,7 @@ class ForkRequest:
         """The request ``raw`` describes, or ``TemplateProtocolError`` naming what is wrong."""
         args, env, cwd = raw.get("args"), raw.get("env"), raw.get("cwd")
         fds, output, owner = raw.get("fds"), raw.get("output"), raw.get("owner")
+        program = raw.get("program", SIDECAR)
         if not _strings(args):
             raise TemplateProtocolError("a fork request's args must be a list of strings")
         if not (isinstance(env, dict) and _strings(list(env)) and _strings(list(env.values()))):
@@ -95,6 +108,8 @@ class ForkRequest:
             raise TemplateProtocolError("a fork request's fds must be descriptor numbers")
         if not (isinstance(output, bool) and _strings(owner) and len(owner) == 2):
             raise TemplateProtocolError("a fork request needs output (bool) and owner [name, tag]")
+        if not (isinstance(program, str) and program in PROGRAMS):
+            raise TemplateProtocolError(f"a fork request's program must be one of {list(PROGRAMS)}")
         return cls(
             args=tuple(args),
             env=env,
@@ -102,6 +117,7 @@ class ForkRequest:
             fds=tuple(fds),
             output=output,
             owner=(owner[0], owner[1]),
+            program=program,
         )
 
 

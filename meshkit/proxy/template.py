@@ -1,8 +1,11 @@
-"""``python -m meshkit.proxy.template``: the process sidecars are forked from.
+"""``python -m meshkit.proxy.template``: the process sidecars and evaluators are forked from.
 
 Started by the control plane with one end of a Unix stream socket
-(``MESHKIT_TEMPLATE_FD``).  It imports everything a sidecar runs, generates
-the config converter's functions (``meshkit.proxy.wire.prepare_hooks``), freezes the garbage collector's view of those objects
+(``MESHKIT_TEMPLATE_FD``).  It imports everything a sidecar runs and the
+Meshfile's evaluator child (``meshkit.dsl.evaluate.child``, imported by name
+from ``meshkit.api.template.PROGRAMS``: the proxy's own code never uses the
+DSL), generates the config converter's functions (``prepare_hooks`` and each
+program's ``prepare``), freezes the garbage collector's view of those objects
 (``gc.freeze``: the collector no longer writes to their pages, so the forks
 keep sharing them), fills the holes of its C heap (``fill_heap_holes``: a
 fork's new objects then take fresh pages instead of shared ones), and then serves fork requests one at a time
@@ -10,20 +13,23 @@ fork's new objects then take fresh pages instead of shared ones), and then serve
 thread ever runs here, so a fork copies nothing half-done.
 
 For each request it forks a child that starts a new session, forks the
-sidecar and exits: the sidecar, a session leader whose pid is its process
+program and exits: the program, a session leader whose pid is its process
 group, is adopted by the control plane (a child subreaper), which waits for
-it as for any spawn.  The sidecar then takes the request's environment,
-working directory and descriptors (the log file on stdout and stderr, the
-bootstrap-token pipe at the number its environment names), writes its owner
-tag over the template's in ``/proc/<pid>/environ``, and runs
-``meshkit.proxy.__main__.main``.  Its key is made after the fork, by the
-sidecar, as ever: nothing secret exists in the template, OpenSSL reseeds its
-generators in a forked child, and the child mixes fresh ``os.urandom`` bytes
-into the ``ssl`` module's generator besides.
+it as for any spawn.  The program then takes the request's environment,
+working directory and descriptors (a sidecar: the log file on stdout and
+stderr, the bootstrap-token pipe at the number its environment names; an
+evaluator: its three pipes), writes its owner tag over the template's in
+``/proc/<pid>/environ``, and runs its module's ``main``; an evaluator also
+gets the ``sys.path`` its spawn would have (``spawned_sys_path``).  A
+sidecar's key is made after the fork, by the sidecar, as ever: nothing secret
+exists in the template, OpenSSL reseeds its generators in a forked child, and
+the child mixes fresh ``os.urandom`` bytes into the ``ssl`` module's
+generator besides.
 
-What a sidecar's modules read from the environment when they are imported
-(``MESHKIT_SIDECAR_PROTOCOL``) is the template's, that is the control plane's
-when it started.  The template exits when the control plane closes the socket.
+What a program's modules read from the environment when they are imported
+(``MESHKIT_SIDECAR_PROTOCOL``), the interpreter's settings (``PYTHONMALLOC``,
+the hash seed) are the template's, that is the control plane's when it
+started.  The template exits when the control plane closes the socket.
 """
 
 from __future__ import annotations
@@ -37,10 +43,14 @@ import socket
 import ssl
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from meshkit.api.template import (
+    EVALUATOR,
+    PROGRAMS,
+    SIDECAR,
     TEMPLATE_FD_ENV,
     ForkRequest,
     FrameReader,
@@ -61,6 +71,10 @@ RECEIVE_SIZE = 65536
 # command name's closing parenthesis (field 3 is the first).
 ENV_START_FIELD = 50 - 3
 ENV_END_FIELD = 51 - 3
+# The template's own start: what a spawned evaluator's sys.path differs from.
+START_PATH = tuple(sys.path)
+START_CWD = os.getcwd()
+START_PYTHONPATH = os.environ.get("PYTHONPATH", "")
 
 
 def main() -> int:
@@ -76,6 +90,10 @@ def main() -> int:
     for name in RUN_TIME_IMPORTS:
         importlib.import_module(name)
     prepare_hooks()
+    for name in PROGRAMS.values():
+        prepare = getattr(importlib.import_module(name), "prepare", None)
+        if prepare is not None:
+            prepare()
     gc.collect()
     gc.freeze()
     fill_heap_holes()
@@ -113,7 +131,7 @@ def answer(message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
                 f"{len(request.fds)} descriptors announced, {len(fds)} received"
             )
         owner = owner_slot(*request.owner)
-        return {"pid": fork_sidecar(request, fds, owner)}
+        return {"pid": fork_program(request, fds, owner)}
     except (TemplateProtocolError, OSError) as exc:
         return {"error": str(exc)}
 
@@ -121,8 +139,8 @@ def answer(message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
 OwnerSlot = tuple[int, bytes]  # where in memory to write, and what
 
 
-def fork_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
-    """Fork the sidecar as a grandchild in its own session; its pid."""
+def fork_program(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
+    """Fork the program as a grandchild in its own session; its pid."""
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -134,7 +152,7 @@ def fork_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
                 os.setsid()
                 os.write(write_end, str(os.getpid()).encode())
                 os.close(write_end)
-                os._exit(become_sidecar(request, fds, owner))
+                os._exit(become_program(request, fds, owner))
         finally:
             os._exit(0)
     os.close(write_end)
@@ -144,12 +162,12 @@ def fork_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
     finally:
         os.waitpid(child, 0)
     if not text.isdigit():
-        raise OSError("the forked sidecar did not start")
+        raise OSError(f"the forked {request.program} did not start")
     return int(text)
 
 
-def become_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
-    """In the forked sidecar: take the spawn's place, run the sidecar; its exit status."""
+def become_program(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> int:
+    """In the fork: take the spawn's place, run the program; its exit status."""
     try:
         place_descriptors(request.fds, fds, output=request.output)
         address, value = owner
@@ -164,8 +182,15 @@ def become_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> in
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         ssl.RAND_add(os.urandom(32), 32.0)
-        sys.argv = ["python -m meshkit.proxy", *request.args]
-        return sidecar_main.main(list(request.args))
+        if request.program == SIDECAR:
+            sys.argv = ["python -m meshkit.proxy", *request.args]
+            return sidecar_main.main(list(request.args))
+        program = importlib.import_module(PROGRAMS[request.program])
+        sys.argv = [str(program.__file__), *request.args]
+        if request.program == EVALUATOR:
+            sys.path[:] = spawned_sys_path(os.getcwd(), request.env)
+        code: int = program.main(list(request.args))
+        return code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the fork must end here, never back in the template's loop
@@ -178,7 +203,8 @@ def become_sidecar(request: ForkRequest, fds: list[int], owner: OwnerSlot) -> in
 
 def place_descriptors(targets: tuple[int, ...], fds: list[int], *, output: bool) -> None:
     """Put each passed descriptor at its target number (with ``output``, the first one
-    on stdout and stderr), stdin on /dev/null, and close every other descriptor."""
+    on stdout and stderr), stdin on /dev/null unless it is a target, and close every
+    other descriptor."""
     floor = max([*targets, *fds, 2]) + 1
     # Out of the way first, so that no target number overwrites a descriptor still needed.
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
@@ -187,8 +213,9 @@ def place_descriptors(targets: tuple[int, ...], fds: list[int], *, output: bool)
     if output and targets:
         os.dup2(targets[0], 1)
         os.dup2(targets[0], 2)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+    if 0 not in targets:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
     keep = {0, 1, 2, *targets[1:]} if output else {0, 1, 2, *targets}
     for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
         if fd not in keep:
@@ -196,6 +223,28 @@ def place_descriptors(targets: tuple[int, ...], fds: list[int], *, output: bool)
                 os.close(fd)
             except OSError:
                 continue
+
+
+def spawned_sys_path(cwd: str, env: Mapping[str, str]) -> list[str]:
+    """``sys.path`` as ``python -m`` started in ``cwd`` with ``env`` has it: ``cwd`` first
+    (unless ``PYTHONSAFEPATH``), then ``env``'s ``PYTHONPATH``, then the template's own
+    path without its first entry and its ``PYTHONPATH``; duplicates dropped as ``site`` does."""
+    skip = {_absolute(entry, START_CWD) for entry in START_PYTHONPATH.split(os.pathsep) if entry}
+    given = env.get("PYTHONPATH", "").split(os.pathsep)
+    theirs = [_absolute(entry, cwd) for entry in given if entry]
+    ours = [entry for entry in START_PATH[0 if sys.flags.safe_path else 1 :] if entry not in skip]
+    path: list[str] = [] if env.get("PYTHONSAFEPATH") else [cwd]
+    seen: set[str] = set()
+    for entry in [*theirs, *ours]:
+        key = os.path.normcase(os.path.abspath(entry))
+        if key not in seen:
+            seen.add(key)
+            path.append(entry)
+    return path
+
+
+def _absolute(entry: str, cwd: str) -> str:
+    return os.path.normpath(os.path.join(cwd, entry))
 
 
 def owner_slot(name: str, tag: str) -> OwnerSlot:

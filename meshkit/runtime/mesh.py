@@ -341,7 +341,10 @@ async def _run(
         )
         if options.handle_signals:
             services.start_soon(_watch_signals, stop, ctx.hurry, logs)
-        async with WarmEvaluator(options.meshfile) as evaluate, trio.open_nursery() as runners:
+        async with (
+            WarmEvaluator(options.meshfile, forker=template) as evaluate,
+            trio.open_nursery() as runners,
+        ):
             fleet = Fleet(ctx, spec, ports=ports, nursery=runners, timeouts=options.timeouts)
             reloader = Reloader(
                 fleet,

@@ -6,7 +6,10 @@ up`` can, so that its imports overlap the control plane's;
 waits for it like any spawn.  ``fork`` asks it for one sidecar (``meshkit.api.template``) and
 gives back a ``ForkedProcess``: the sidecar's pid, adopted by this process
 (a child subreaper), waited for through a pidfd, so that its exit status is
-the kernel's, whatever becomes of the template.
+the kernel's, whatever becomes of the template.  ``fork_evaluator`` asks it
+for the Meshfile's evaluator child (``meshkit.dsl.evaluate.warm``), with an
+owner tag of this run and its group guarded like any spawn's, so that the
+guardian kills it too if the control plane dies.
 
 When the template cannot serve (it exited, its socket broke, it refused or
 did not answer in time), ``fork`` says why once on the terminal and returns
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from meshkit.api.template import (
+    EVALUATOR,
     ForkRequest,
     FrameReader,
     TemplateProtocolError,
@@ -31,10 +35,12 @@ from meshkit.api.template import (
     fork_answer,
 )
 from meshkit.runtime import lineage
+from meshkit.runtime.lineage import Owners
 from meshkit.runtime.process import GroupGuard, ManagedProcess, ProcessSpec
 from meshkit.runtime.template_start import TEMPLATE_ARGV, StartedTemplate
 
 SIDECAR_PREFIX: tuple[str, ...] = (sys.executable, "-m", "meshkit.proxy")
+EVALUATOR_ARGV: tuple[str, ...] = (sys.executable, "-m", "meshkit.dsl.evaluate.child")
 # A fork is milliseconds; on a loaded machine give it much longer before spawning instead.
 FORK_TIMEOUT = 10.0
 RECEIVE_SIZE = 4096
@@ -73,11 +79,16 @@ class SidecarTemplate:
     """A supervised template and the socket to it: ``start_template``, then ``adopt``."""
 
     def __init__(
-        self, managed: ManagedProcess, link: trio.socket.SocketType, say: Callable[[str], None]
+        self,
+        managed: ManagedProcess,
+        link: trio.socket.SocketType,
+        say: Callable[[str], None],
+        owners: Owners | None = None,
     ) -> None:
         self.managed = managed
         self._link = link
         self._say = say
+        self._owners = owners or Owners()
         self._reader = FrameReader()
         self._lock = trio.Lock()
         self.broken: str | None = None
@@ -92,7 +103,8 @@ class SidecarTemplate:
         managed = ManagedProcess(spec=spec, process=process, guard=guard, tag=started.tag)
         with trio.CancelScope(shield=True):
             await guard.register(managed.pgid)
-        return cls(managed, trio.socket.from_stdlib_socket(started.link), say)
+        link = trio.socket.from_stdlib_socket(started.link)
+        return cls(managed, link, say, started.owners)
 
     def serves(self, argv: Sequence[str]) -> bool:
         return self.broken is None and tuple(argv[: len(SIDECAR_PREFIX)]) == SIDECAR_PREFIX
@@ -111,15 +123,43 @@ class SidecarTemplate:
             output=True,
             owner=(lineage.OWNER_ENV, tag),
         )
+        return await self._fork(request, [output, *spec.pass_fds], spec.name)
+
+    async def fork_evaluator(
+        self, meshfile: str, *, env: dict[str, str], stdio: tuple[int, int, int]
+    ) -> ManagedProcess | None:
+        """Fork ``python -m meshkit.dsl.evaluate.child MESHFILE`` in the Meshfile's
+        directory with ``stdio`` as its stdin, stdout and stderr; None: spawn it."""
+        if self.broken is not None:
+            return None
+        tag = self._owners.next_tag()
+        request = ForkRequest(
+            args=(meshfile,),
+            env=env,
+            cwd=os.path.dirname(meshfile),
+            fds=(0, 1, 2),
+            owner=(lineage.OWNER_ENV, tag),
+            program=EVALUATOR,
+        )
+        forked = await self._fork(request, list(stdio), "the Meshfile's evaluator")
+        if forked is None:
+            return None
+        spec = ProcessSpec(name="Meshfile evaluator", argv=(*EVALUATOR_ARGV, meshfile))
+        managed = ManagedProcess(spec=spec, process=forked, guard=self.managed.guard, tag=tag)
+        with trio.CancelScope(shield=True):
+            await managed.guard.register(managed.pgid)
+        return managed
+
+    async def _fork(self, request: ForkRequest, fds: list[int], name: str) -> ForkedProcess | None:
         async with self._lock:
             try:
                 with trio.fail_after(FORK_TIMEOUT):
-                    answer = await self._ask(request, [output, *spec.pass_fds])
+                    answer = await self._ask(request, fds)
             except (OSError, TemplateProtocolError, trio.TooSlowError) as exc:
                 self._give_up(f"it did not answer ({exc or 'timed out'})")
                 return None
         if isinstance(answer, str):
-            self._say(f"meshkit: the sidecar template could not fork {spec.name}: {answer}")
+            self._say(f"meshkit: the sidecar template could not fork {name}: {answer}")
             return None
         return ForkedProcess(answer)
 

@@ -78,3 +78,38 @@ async def test_another_meshfile_is_evaluated_cold(tmp_path: pathlib.Path) -> Non
         result = await evaluate(str(tmp_path / other))
         assert evaluate._waiting is None
     assert result.spec is not None and result.spec.services[0].name == "c"
+
+
+class Refusing:
+    """A template that forks nothing: the evaluator spawns its children instead."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def fork_evaluator(
+        self, meshfile: str, *, env: dict[str, str], stdio: tuple[int, int, int]
+    ) -> None:
+        self.asked += 1
+        for fd in stdio:
+            os.fstat(fd)  # open while it is asked
+        return None
+
+
+async def test_a_refusing_template_falls_back_to_spawned_children_for_good(
+    tmp_path: pathlib.Path,
+) -> None:
+    meshfile = tmp_path / "Meshfile.py"
+    meshfile.write_text(HEADER + "mesh.service('a', run='x', replicas=2)\n")
+    refusing = Refusing()
+    async with WarmEvaluator(str(meshfile), forker=refusing) as evaluate:
+        await evaluate.prepare()
+        assert evaluate._waiting is None  # nothing waits while a template may fork
+        first = await evaluate(str(meshfile))
+        await evaluate.prepare()
+        waiting = evaluate._waiting
+        assert waiting is not None
+        second = await evaluate(str(meshfile))
+    assert refusing.asked == 1
+    for result in (first, second):
+        assert result.spec is not None and result.spec.services[0].replicas == 2
+    assert gone(waiting.pid)

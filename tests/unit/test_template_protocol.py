@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from meshkit.api.template import (
+    EVALUATOR,
     HEADER,
     MAX_FRAME,
     OWNER_ROOM,
@@ -75,12 +77,20 @@ def test_a_frame_too_big_is_not_sent() -> None:
         ("fds", [True], "fds"),
         ("output", "yes", "output"),
         ("owner", ["MESHKIT_OWNER"], "owner"),
+        ("program", "meshkit.proxy", "program"),
+        ("program", None, "program"),
     ],
 )
 def test_a_malformed_request_names_its_field(field: str, value: object, problem: str) -> None:
     raw = {**REQUEST.to_json(), field: value}
     with pytest.raises(TemplateProtocolError, match=problem):
         ForkRequest.from_json(raw)
+
+
+def test_an_evaluator_request_survives_the_wire() -> None:
+    request = attrs.evolve(REQUEST, args=("/tmp/x/Meshfile.py",), fds=(0, 1, 2), program=EVALUATOR)
+    [raw] = FrameReader().feed(encode(request.to_json()))
+    assert ForkRequest.from_json(raw) == request
 
 
 def test_a_request_missing_a_field_is_refused() -> None:

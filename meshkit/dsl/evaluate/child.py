@@ -11,6 +11,8 @@ With ``--when-told`` first, it waits for a line on stdin before it evaluates
 generates the converter's functions for the result while it waits.  Once the
 document is written the child ends at once (``os._exit``): the interpreter's
 teardown and whatever threads the Meshfile left would only delay the reload.
+The sidecar template (``meshkit.proxy.template``) imports this module and
+calls ``prepare`` before it forks evaluators, then calls ``main`` in each fork.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ import sys
 from meshkit.dsl.evaluate.evaluation import evaluate_absolute, prepare_result_hooks, result_to_dict
 
 
+def prepare() -> None:
+    """What an evaluation would do first, done ahead (while waiting, or in the template)."""
+    prepare_result_hooks()
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--when-told"]:
         # Started ahead (meshkit.dsl.evaluate.warm): evaluate once told, or end quietly.
-        prepare_result_hooks()
+        prepare()
         if not sys.stdin.readline():
             return 0
         argv = argv[1:]
