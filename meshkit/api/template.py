@@ -27,7 +27,7 @@ import json
 import struct
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import attrs
 
@@ -57,6 +57,19 @@ EVALUATOR = "evaluator"
 PROGRAMS: Mapping[str, str] = MappingProxyType(
     {SIDECAR: "meshkit.proxy.__main__", EVALUATOR: "meshkit.dsl.evaluate.child"}
 )
+
+
+class Child(Protocol):
+    """What a spawn is to whoever waits for it: a ``trio.Process``, or a program forked
+    from the template (``meshkit.runtime.template``); returncode < 0: killed by that signal."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 class TemplateProtocolError(Exception):

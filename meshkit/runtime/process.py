@@ -28,7 +28,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from meshkit.api.template import padded_owner
+from meshkit.api.template import Child, padded_owner
 from meshkit.runtime import lineage
 from meshkit.runtime.lineage import Owners
 
@@ -126,19 +126,6 @@ def signal_group(pgid: int, signum: signal.Signals) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-class Child(Protocol):
-    """What a spawn is to its supervisor: a ``trio.Process``, or a sidecar forked from
-    the template (``meshkit.runtime.template``); returncode < 0: killed by that signal."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    async def wait(self) -> int: ...
 
 
 class Forker(Protocol):

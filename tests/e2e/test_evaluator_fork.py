@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from meshkit.api.template import Child
 from meshkit.dsl.evaluate.evaluation import EvalResult
-from meshkit.dsl.evaluate.warm import Child, WarmEvaluator
+from meshkit.dsl.evaluate.warm import WarmEvaluator
 from meshkit.runtime.lineage import PR_SET_CHILD_SUBREAPER, Owners, become_subreaper
 from meshkit.runtime.process import NoGuard
 from meshkit.runtime.template import SidecarTemplate

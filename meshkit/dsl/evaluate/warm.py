@@ -33,6 +33,7 @@ from typing import Protocol
 
 import trio
 
+from meshkit.api.template import Child
 from meshkit.dsl.evaluate.evaluation import (
     DEFAULT_TIMEOUT,
     EvalResult,
@@ -46,18 +47,6 @@ from meshkit.dsl.evaluate.evaluation import (
 )
 
 GO = b"go\n"
-
-
-class Child(Protocol):
-    """An evaluator process: a ``trio.Process`` or one forked from the template."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    async def wait(self) -> int: ...
 
 
 class Forker(Protocol):
