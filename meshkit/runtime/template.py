@@ -141,13 +141,16 @@ class SidecarTemplate:
             owner=(lineage.OWNER_ENV, tag),
             program=EVALUATOR,
         )
-        forked = await self._fork(request, list(stdio), "the Meshfile's evaluator")
-        if forked is None:
-            return None
-        spec = ProcessSpec(name="Meshfile evaluator", argv=(*EVALUATOR_ARGV, meshfile))
-        managed = ManagedProcess(spec=spec, process=forked, guard=self.managed.guard, tag=tag)
+        # Shielded: a reload given up must neither leave an answer unread on the socket
+        # nor lose the pid of a fork it can still kill.
         with trio.CancelScope(shield=True):
-            await managed.guard.register(managed.pgid)
+            forked = await self._fork(request, list(stdio), "the Meshfile's evaluator")
+            if forked is None:
+                return None
+            spec = ProcessSpec(name="Meshfile evaluator", argv=(*EVALUATOR_ARGV, meshfile))
+            guard = self.managed.guard
+            managed = ManagedProcess(spec=spec, process=forked, guard=guard, tag=tag)
+            await guard.register(managed.pgid)
         return managed
 
     async def _fork(self, request: ForkRequest, fds: list[int], name: str) -> ForkedProcess | None:
