@@ -88,7 +88,7 @@ class SidecarTemplate:
         self.managed = managed
         self._link = link
         self._say = say
-        self._owners = owners or Owners()
+        self.owners = owners or Owners()
         self._reader = FrameReader()
         self._lock = trio.Lock()
         self.broken: str | None = None
@@ -132,10 +132,10 @@ class SidecarTemplate:
         directory with ``stdio`` as its stdin, stdout and stderr; None: spawn it."""
         if self.broken is not None:
             return None
-        tag = self._owners.next_tag()
+        tag = self.owners.next_tag()
         request = ForkRequest(
             args=(meshfile,),
-            env=env,
+            env={**env, lineage.OWNER_ENV: tag},  # what it starts carries the tag too
             cwd=os.path.dirname(meshfile),
             fds=(0, 1, 2),
             owner=(lineage.OWNER_ENV, tag),

@@ -23,15 +23,17 @@ from typing import Any
 import pytest
 
 from meshkit.api.template import Child
-from meshkit.dsl.evaluate.evaluation import EvalResult
+from meshkit.dsl.evaluate.evaluation import EvalResult, evaluate_async
 from meshkit.dsl.evaluate.warm import WarmEvaluator
-from meshkit.runtime.lineage import PR_SET_CHILD_SUBREAPER, Owners, become_subreaper
+from meshkit.runtime.lineage import OWNER_ENV, PR_SET_CHILD_SUBREAPER, Owners, become_subreaper
 from meshkit.runtime.process import NoGuard
 from meshkit.runtime.template import SidecarTemplate
 from meshkit.runtime.template_start import start_template
 from tests.meshproc import MeshProcess
 
 pytestmark = pytest.mark.e2e
+
+APP = Path(__file__).resolve().parent / "apps" / "identity_echo.py"
 
 HEADER = "from meshkit import Mesh\nmesh = Mesh('shop')\n"
 # What a Meshfile can see of the process it runs in, printed (to stderr) as JSON.
@@ -115,8 +117,7 @@ async def test_a_forked_evaluator_sees_what_a_spawned_one_sees(
         async with WarmEvaluator(str(meshfile), forker=forker) as evaluate:
             forked = await evaluate(str(meshfile))
         assert len(forker.forked) == 1
-    async with WarmEvaluator(str(meshfile)) as evaluate:
-        spawned = await evaluate(str(meshfile))
+    spawned = await evaluate_async(str(meshfile))
     assert forked.ok, forked.problems
     assert forked.spec is not None and forked.spec.services[0].replicas == 3
     assert (forked.spec, forked.problems, forked.files) == (
@@ -127,6 +128,7 @@ async def test_a_forked_evaluator_sees_what_a_spawned_one_sees(
     seen, expected = printed(forked), printed(spawned)
     assert "meshkit.proxy.template" in seen.pop("cmdline")
     assert "meshkit.dsl.evaluate.child" in expected.pop("cmdline")
+    assert seen["env"].pop(OWNER_ENV).startswith(forker.template.owners.prefix)
     assert seen == expected
     assert seen["path"][1] == seen["cwd"] == os.path.dirname(meshfile)  # -m's cwd, first
     assert seen["leader"] and seen["stdin"] == ""
@@ -175,7 +177,7 @@ def test_an_evaluator_hanging_in_a_reload_dies_with_a_killed_control_plane(
 ) -> None:
     meshfile = tmp_path / "Meshfile.py"
     pidfile = tmp_path / "evaluator.pid"
-    meshfile.write_text(HEADER + "mesh.service('a', run='sleep 600')\n")
+    meshfile.write_text(HEADER + f"mesh.service('a', run={f'python {APP}'!r})\n")
     mesh = MeshProcess(meshfile, tmp_path, "--no-watch")
     try:
         mesh.wait_ready(timeout=90)
