@@ -39,30 +39,48 @@ GROWTH = 8 * 1024 * 1024
 """Bytes the resident size must have grown above its floor to be worth a trim."""
 QUIET_CPU = 0.05
 """Share of one CPU below which an interval counts as quiet."""
+RETRY = 4.0
+MAX_RETRY = 60.0
+"""Seconds before a trim that left the size high is tried again, doubling up to this."""
 
 
 @attrs.define
 class IdleTrim:
-    """Whether to trim now, from successive samples of (time, CPU seconds, resident bytes)."""
+    """Whether to trim now, from successive samples of (time, CPU seconds, resident bytes).
+
+    A trim that leaves the size still ``growth`` above its floor came before the
+    burst's objects were freed (a loaded machine tears a flood down slowly), so
+    it is tried again on a quiet interval ``retry`` seconds later, the wait
+    doubling up to ``max_retry``; one that brought the size down ends the series.
+    """
 
     growth: int = GROWTH
     quiet_cpu: float = QUIET_CPU
+    retry: float = RETRY
+    max_retry: float = MAX_RETRY
     _floor: int | None = None
     _last: tuple[float, float] | None = None
+    _next_try: float = 0.0
+    _wait: float = 0.0
 
     def sample(self, *, now: float, cpu_seconds: float, rss: int) -> bool:
         """Take one sample; True when the caller should trim (then call ``trimmed``)."""
         last, self._last = self._last, (now, cpu_seconds)
         if self._floor is None or rss < self._floor:
             self._floor = rss
-        if last is None or now <= last[0]:
+        if last is None or now <= last[0] or now < self._next_try:
             return False
         busy = (cpu_seconds - last[1]) / (now - last[0])
         return busy < self.quiet_cpu and rss >= self._floor + self.growth
 
-    def trimmed(self, rss: int) -> None:
-        """The resident size after a trim: the new floor to grow from."""
-        self._floor = rss
+    def trimmed(self, rss: int, *, now: float) -> None:
+        """The resident size after a trim at ``now``."""
+        assert self._floor is not None
+        if rss >= self._floor + self.growth:
+            self._wait = min(self.max_retry, self._wait * 2 if self._wait else self.retry)
+            self._next_try = now + self._wait
+        else:
+            self._floor, self._wait, self._next_try = rss, 0.0, 0.0
 
 
 def resident_bytes() -> int:
@@ -152,5 +170,5 @@ async def trim_when_idle(interval: float = CHECK_INTERVAL) -> None:
             gc.collect()  # the flood's cycles (tasks, tracebacks) hold their buffers until then
             trim(0)
             after = resident_bytes()
-            policy.trimmed(after)
+            policy.trimmed(after, now=trio.current_time())
             log.info("memory: quiet after a burst, returned %d KiB", (rss - after) // 1024)

@@ -20,9 +20,26 @@ def test_a_quiet_interval_after_growth_trims_once() -> None:
     assert not policy.sample(now=2.0, cpu_seconds=3.0, rss=90 * MIB)
     # Quiet (0.02 s of CPU in 2 s) and 50 MiB above the floor: trim.
     assert policy.sample(now=4.0, cpu_seconds=3.02, rss=90 * MIB)
-    policy.trimmed(45 * MIB)
+    policy.trimmed(45 * MIB, now=4.0)
     # Quiet again, but nothing grew since the trim: no second walk of the heap.
     assert not policy.sample(now=6.0, cpu_seconds=3.03, rss=46 * MIB)
+
+
+def test_a_trim_that_came_too_early_is_tried_again_while_the_size_stays_high() -> None:
+    """The first quiet interval may come before the burst's objects are freed (a
+    loaded machine tears a flood's connections down slowly): the trim then returns
+    little, and a later quiet interval must try again, less and less often."""
+    policy = IdleTrim(growth=8 * MIB, quiet_cpu=0.05, retry=4.0)
+    policy.sample(now=0.0, cpu_seconds=0.0, rss=40 * MIB)
+    assert policy.sample(now=2.0, cpu_seconds=0.0, rss=84 * MIB)
+    policy.trimmed(83 * MIB, now=2.0)
+    assert not policy.sample(now=4.0, cpu_seconds=0.0, rss=83 * MIB)  # before the retry
+    assert policy.sample(now=6.0, cpu_seconds=0.0, rss=83 * MIB)
+    policy.trimmed(83 * MIB, now=6.0)
+    assert not policy.sample(now=12.0, cpu_seconds=0.0, rss=83 * MIB)  # backed off to 8 s
+    assert policy.sample(now=14.0, cpu_seconds=0.0, rss=83 * MIB)
+    policy.trimmed(44 * MIB, now=14.0)
+    assert not policy.sample(now=16.0, cpu_seconds=0.0, rss=44 * MIB)
 
 
 def test_a_busy_sidecar_is_never_trimmed_however_large() -> None:
