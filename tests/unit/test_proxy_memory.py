@@ -56,6 +56,18 @@ def test_small_growth_is_not_worth_a_trim() -> None:
     assert policy.sample(now=4.0, cpu_seconds=0.0, rss=48 * MIB)
 
 
+def _run_as_sidecar(script: str) -> str:
+    """What ``script`` prints, run by Python with a sidecar's environment (its allocator)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**SIDECAR_ENV, "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+
 def test_freed_memory_returns_to_the_os_under_the_sidecar_allocator() -> None:
     if find_malloc_trim() is None:
         pytest.skip("this C library has no malloc_trim")
@@ -72,14 +84,7 @@ gc.collect()
 find_malloc_trim()(0)
 print(base, peak, resident_bytes())
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**SIDECAR_ENV, "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    out = _run_as_sidecar(script)
     base, peak, after = (int(field) for field in out.split())
     # A survivor every thousand objects pinned pymalloc's arenas at the peak;
     # in the C heap the free pages between them go back.
@@ -102,14 +107,7 @@ fill_heap_holes()
 after = info()
 print(before.ordblks + before.smblks, after.ordblks + after.smblks)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**SIDECAR_ENV, "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    out = _run_as_sidecar(script)
     holes_before, holes_after = (int(field) for field in out.split())
     # What is left free is the top chunk (and at most a few chunks the last
     # round's own objects freed): a fork's allocations take fresh pages.
