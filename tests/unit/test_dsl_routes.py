@@ -330,6 +330,13 @@ def test_fault_with_grpc_abort_delay_and_header_condition(in_tmp: pathlib.Path) 
             ],
         ),
         (
+            "mesh.route('catalog', match(path='/a').redirect(path='/b\\r\\nset-cookie: x=1'))\n",
+            [
+                "Meshfile.py:6: route 'catalog': redirect path must not contain CR, LF or NUL,"
+                " got '/b\\r\\nset-cookie: x=1'"
+            ],
+        ),
+        (
             "mesh.route('catalog', match(path='/a'))\n",
             [
                 "Meshfile.py:6: route 'catalog': a match(...) needs an action: add .to(...),"

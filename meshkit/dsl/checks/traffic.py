@@ -335,6 +335,10 @@ class _RouteChecker(_Checker):
                 self.fail(origin, f"redirect path {action.path!r} must start with '/'")
             if action.host is not None and not action.host.strip():
                 self.fail(origin, "redirect host must not be empty")
+            for field, text in (("path", action.path), ("host", action.host)):
+                problem = None if text is None else _field_value_problem(text)
+                if problem is not None:
+                    self.fail(origin, f"redirect {field} must not {problem}, got {text!r}")
         elif not 200 <= action.status <= 599:
             self.fail(origin, f"respond status {action.status} is not an HTTP status (200..599)")
 
