@@ -297,17 +297,20 @@ async def _receive_from(
     got_head: bool,
     sending: Callable[[], bool] = lambda: False,
 ) -> None:
+    timed_out = False
     while True:
-        with trio.move_on_after(limits.idle_timeout) as scope:
-            try:
-                data = await receive_some(upstream.stream, RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                raise _UpstreamBroken(
-                    f"connection lost: {error}", before_response=not got_head
-                ) from None
-        if not (scope.cancelled_caught and sending()):
+        deadline = trio.current_time() + limits.idle_timeout
+        if deadline >= trio.current_effective_deadline():
+            # An enclosing deadline (the route's timeout) cuts this wait before the idle
+            # timeout could: the idle timeout needs no cancel scope of its own.
+            data = await _receive_upstream(upstream, got_head=got_head)
             break
-    if scope.cancelled_caught:
+        with trio.CancelScope(deadline=deadline) as scope:
+            data = await _receive_upstream(upstream, got_head=got_head)
+        timed_out = scope.cancelled_caught
+        if not (timed_out and sending()):
+            break
+    if timed_out:
         raise _UpstreamBroken(
             f"sent nothing for {limits.idle_timeout:g}s",
             before_response=not got_head,
@@ -316,6 +319,13 @@ async def _receive_from(
     if not data and not got_head:
         raise _UpstreamBroken("closed the connection before responding", before_response=True)
     upstream.codec.receive_data(data)
+
+
+async def _receive_upstream(upstream: UpstreamConnection, *, got_head: bool) -> bytes | bytearray:
+    try:
+        return await receive_some(upstream.stream, RECEIVE_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _UpstreamBroken(f"connection lost: {error}", before_response=not got_head) from None
 
 
 async def _send_to(upstream: UpstreamConnection, data: bytes | bytearray) -> None:
