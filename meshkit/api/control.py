@@ -198,8 +198,9 @@ class ControlClient:
     async def acknowledge(self, *, version: int, error: str | None) -> None:
         await self._post("ack", {"version": version, "error": error}, what="ack")
 
-    async def send_spans(self, spans: list[dict[str, Any]]) -> None:
-        """``POST .../spans``: finished spans for the control plane's span store."""
+    async def send_spans(self, spans: list[list[Any]]) -> None:
+        """``POST .../spans``: finished spans for the control plane's span store, each a
+        row of its values in ``tracing.SPAN_FIELDS`` order (``Tracer.take_shippable``)."""
         await self._post("spans", {"spans": spans}, what="spans")
 
     async def request_certificate(self, body: dict[str, str]) -> tuple[int, Any]:

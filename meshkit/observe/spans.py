@@ -15,9 +15,57 @@ from typing import Any
 
 import attrs
 
-from meshkit.proxy.telemetry.tracing import Span
+from meshkit.proxy.telemetry.tracing import SPAN_FIELDS, Span
 
 DEFAULT_CAPACITY = 20_000
+
+# The types each value of a shipped row may have (JSON's: an int for a float is taken).
+_TYPES: dict[str, frozenset[type]] = {
+    name: frozenset({str, type(None)} if name == "parent_id" else {str}) for name in SPAN_FIELDS
+}
+_TYPES.update(status=frozenset({int}), start=frozenset({float, int}))
+_TYPES.update(duration_ms=frozenset({float, int}))
+_KINDS = frozenset({"client", "server"})
+
+
+def _malformed(index: int, source: str, problem: str) -> ValueError:
+    return ValueError(f"span {index}{f' from {source!r}' if source else ''}{problem}")
+
+
+def spans_from_rows(rows: list[Any], *, source: str = "") -> list[Span]:
+    """Spans from the rows a sidecar ships (``Tracer.take_shippable``: each a list of
+    a span's values in ``SPAN_FIELDS`` order).  Checked a column at a time; raises
+    ``ValueError`` naming the index and field of the first malformed span."""
+    width = len(SPAN_FIELDS)
+    if not all(type(row) is list and len(row) == width for row in rows):
+        index = next(i for i, row in enumerate(rows) if type(row) is not list or len(row) != width)
+        raise _malformed(index, source, f" is not a row of its {width} values {list(SPAN_FIELDS)}")
+    columns = list(zip(*rows, strict=True))
+    for position, (name, column) in enumerate(zip(SPAN_FIELDS, columns, strict=False)):
+        types = set(map(type, column))
+        if not types <= _TYPES[name]:
+            index = next(i for i, value in enumerate(column) if type(value) not in _TYPES[name])
+            expected = "int" if name == "status" else "float" if int in _TYPES[name] else "str"
+            problem = f": span field '{name}' must be {expected}, not {column[index]!r}"
+            raise _malformed(index, source, problem)
+        if int in types and float in _TYPES[name]:
+            columns[position] = tuple(map(float, column))
+    kinds = columns[SPAN_FIELDS.index("kind")] if columns else ()
+    if not set(kinds) <= _KINDS:
+        index = next(i for i, kind in enumerate(kinds) if kind not in _KINDS)
+        problem = f": span field 'kind' must be 'client' or 'server', not {kinds[index]!r}"
+        raise _malformed(index, source, problem)
+    return [
+        Span(
+            trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=kind, service=service,
+            instance=instance, method=method, route=route, upstream=upstream, status=status,
+            flag=flag, start=start, duration_ms=duration_ms, request_id=request_id,
+        )
+        for (
+            trace_id, span_id, parent_id, kind, service, instance, method, route, upstream,
+            status, flag, start, duration_ms, request_id,
+        ) in zip(*columns, strict=True)
+    ]  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
@@ -45,16 +93,10 @@ class SpanStore:
     def __len__(self) -> int:
         return len(self._spans)
 
-    def add(self, instance: str, documents: list[Any]) -> int:
-        """Keep the spans a sidecar sent; raises ``ValueError`` on a malformed one (none kept)."""
-        spans = []
-        for index, document in enumerate(documents):
-            if not isinstance(document, dict):
-                raise ValueError(f"span {index} from '{instance}' is not an object")
-            try:
-                spans.append(Span.from_dict(document))
-            except ValueError as error:
-                raise ValueError(f"span {index} from '{instance}': {error}") from None
+    def add(self, instance: str, rows: list[Any]) -> int:
+        """Keep the spans a sidecar sent (rows, ``spans_from_rows``); raises ``ValueError``
+        naming the span's index and field on a malformed one (none kept)."""
+        spans = spans_from_rows(rows, source=instance)
         self._spans.extend(spans)
         self.received += len(spans)
         if self._on_added is not None:

@@ -230,3 +230,7 @@ class Span:
                 f"span field 'kind' must be 'client' or 'server', not {values['kind']!r}"
             )
         return cls(**values)
+
+
+# The order of a span's values in the rows a sidecar ships (``Tracer.take_shippable``).
+SPAN_FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(Span))
