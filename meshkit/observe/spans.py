@@ -19,7 +19,8 @@ from meshkit.proxy.telemetry.tracing import SPAN_FIELDS, Span
 
 DEFAULT_CAPACITY = 20_000
 
-# The types each value of a shipped row may have (JSON's: an int for a float is taken).
+# The types each value of a shipped row may have (JSON's: an int for a float is taken):
+# the fast check of a whole column; a row it refuses gets Span.from_dict's own error.
 _TYPES: dict[str, frozenset[type]] = {
     name: frozenset({str, type(None)} if name == "parent_id" else {str}) for name in SPAN_FIELDS
 }
@@ -41,20 +42,24 @@ def spans_from_rows(rows: list[Any], *, source: str = "") -> list[Span]:
         index = next(i for i, row in enumerate(rows) if type(row) is not list or len(row) != width)
         raise _malformed(index, source, f" is not a row of its {width} values {list(SPAN_FIELDS)}")
     columns = list(zip(*rows, strict=True))
+    bad = len(rows)  # the first row that fails a check; Span.from_dict says how
     for position, (name, column) in enumerate(zip(SPAN_FIELDS, columns, strict=False)):
         types = set(map(type, column))
         if not types <= _TYPES[name]:
-            index = next(i for i, value in enumerate(column) if type(value) not in _TYPES[name])
-            expected = "int" if name == "status" else "float" if int in _TYPES[name] else "str"
-            problem = f": span field '{name}' must be {expected}, not {column[index]!r}"
-            raise _malformed(index, source, problem)
-        if int in types and float in _TYPES[name]:
+            bad = min(
+                bad, next(i for i, value in enumerate(column) if type(value) not in _TYPES[name])
+            )
+        elif int in types and float in _TYPES[name]:
             columns[position] = tuple(map(float, column))
     kinds = columns[SPAN_FIELDS.index("kind")] if columns else ()
     if not set(kinds) <= _KINDS:
-        index = next(i for i, kind in enumerate(kinds) if kind not in _KINDS)
-        problem = f": span field 'kind' must be 'client' or 'server', not {kinds[index]!r}"
-        raise _malformed(index, source, problem)
+        bad = min(bad, next(i for i, kind in enumerate(kinds) if kind not in _KINDS))
+    if bad < len(rows):
+        try:
+            Span.from_dict(dict(zip(SPAN_FIELDS, rows[bad], strict=True)))
+        except ValueError as error:
+            raise _malformed(bad, source, f": {error}") from None
+        raise AssertionError(f"span {bad}: the column checks and Span.from_dict disagree")
     return [
         Span(
             trace_id=trace_id, span_id=span_id, parent_id=parent_id, kind=kind, service=service,
