@@ -89,7 +89,7 @@ class RootCA:
             return cls.load(directory)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
-        certificate = _self_signed_root(key, mesh=mesh, now=clock())
+        certificate = self_signed_root(key, mesh=mesh, now=clock())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -142,7 +142,7 @@ class RootCA:
         return self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
 
 
-def _self_signed_root(
+def self_signed_root(
     key: ec.EllipticCurvePrivateKey, *, mesh: str, now: float
 ) -> x509.Certificate:
     name = x509.Name(

@@ -5,7 +5,9 @@ Started by the control plane with one end of a Unix stream socket
 Meshfile's evaluator child (``meshkit.dsl.evaluate.child``, imported by name
 from ``meshkit.api.template.PROGRAMS``: the proxy's own code never uses the
 DSL), generates the config converter's functions (``prepare_hooks`` and each
-program's ``prepare``), freezes the garbage collector's view of those objects
+program's ``prepare``), rehearses a sidecar's start and first requests
+(``meshkit.proxy.rehearsal``: what every sidecar would otherwise do once and
+copy the pages for), freezes the garbage collector's view of those objects
 (``gc.freeze``: the collector no longer writes to their pages, so the forks
 keep sharing them), fills the holes of its C heap (``fill_heap_holes``: a
 fork's new objects then take fresh pages instead of shared ones), and then serves fork requests one at a time
@@ -60,6 +62,7 @@ from meshkit.api.template import (
 )
 from meshkit.proxy import __main__ as sidecar_main
 from meshkit.proxy.memory import fill_heap_holes
+from meshkit.proxy.rehearsal import rehearse
 from meshkit.proxy.wire import prepare_hooks
 
 MAX_FDS = 8
@@ -83,10 +86,6 @@ def main() -> int:
     except (KeyError, ValueError):
         sys.stderr.write(f"meshkit template: {TEMPLATE_FD_ENV} must name the socket's fd\n")
         return 2
-    threads = len(os.listdir("/proc/self/task"))
-    if threads != 1:
-        sys.stderr.write(f"meshkit template: {threads} threads run here; refusing to fork\n")
-        return 1
     for name in RUN_TIME_IMPORTS:
         importlib.import_module(name)
     prepare_hooks()
@@ -94,6 +93,14 @@ def main() -> int:
         prepare = getattr(importlib.import_module(name), "prepare", None)
         if prepare is not None:
             prepare()
+    try:
+        rehearse()
+    except Exception as exc:  # the forks work without it, only copying more of this process
+        sys.stderr.write(f"meshkit template: the sidecar rehearsal failed ({exc!r}); forking anyway\n")
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        sys.stderr.write(f"meshkit template: {threads} threads run here; refusing to fork\n")
+        return 1
     gc.collect()
     gc.freeze()
     fill_heap_holes()
