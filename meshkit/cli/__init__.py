@@ -13,7 +13,8 @@ import argparse
 import importlib
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
+from typing import Any
 
 from meshkit.cli import early
 
@@ -38,12 +39,15 @@ SUBCOMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(arguments: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or, when ``arguments`` name one, of that one only:
+    each subcommand's module is imported to add its parser, and ``meshkit up`` need not
+    hold ``meshkit export``'s modules for its life."""
     parser = argparse.ArgumentParser(
         prog="meshkit",
         description="A service mesh for a laptop and a test suite.",
     )
-    parser.add_argument("--version", action="version", version=f"meshkit {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
     parser.add_argument(
         "-C",
         "--dir",
@@ -52,17 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="run as if meshkit was started in DIR (the directory of the mesh or Meshfile)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
+    named = None if arguments is None else _command_of(arguments)
+    for name in SUBCOMMANDS if named is None else (named,):
         module = importlib.import_module(f"meshkit.cli.{name}")
         module.add_parser(sub)
     return parser
 
 
-def _version() -> str:
-    try:
-        return version("meshkit")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+def _command_of(arguments: Sequence[str]) -> str | None:
+    """The subcommand ``arguments`` name after the global options, or None (none, ``--help``,
+    ``--version``, an unknown one: the parser then needs them all, to list or refuse)."""
+    tokens = iter(arguments)
+    for token in tokens:
+        if token in ("-C", "--dir"):
+            next(tokens, None)
+        elif not token.startswith(("-C", "--dir=")):
+            return token if token in SUBCOMMANDS else None
+    return None
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looked up in the installed metadata only when asked for (importing
+    ``importlib.metadata`` costs every command ~30 ms and ``meshkit up`` ~5 MB)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("meshkit")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        sys.stdout.write(f"meshkit {found}\n")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(arguments: list[str]) -> int:
-    parser = build_parser()
+    parser = build_parser(arguments)
     args = parser.parse_args(arguments)
     if args.directory is not None:
         try:

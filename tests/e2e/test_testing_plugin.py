@@ -368,7 +368,7 @@ def test_the_ingress_is_upstream_of_every_service_and_its_name_is_reserved() -> 
     spec = with_test_ingress(SHOP, python="/py")
     ingress = spec.services[-1]
     assert (ingress.name, ingress.upstreams) == (INGRESS_SERVICE, ("catalog", "frontend"))
-    assert ingress.command == "/py -m meshkit.runtime.ingress"
+    assert ingress.command == "/py -m meshkit.runtime.ingress_app"
     with pytest.raises(IngressError, match="rename that service"):
         with_test_ingress(spec)
 
