@@ -15,18 +15,21 @@ from typing import Any
 
 import attrs
 
-from meshkit.proxy.telemetry.tracing import SPAN_FIELDS, Span
+from meshkit.proxy.telemetry.tracing import SPAN_FIELDS, SPAN_KINDS, Span, field_type
 
 DEFAULT_CAPACITY = 20_000
 
-# The types each value of a shipped row may have (JSON's: an int for a float is taken):
-# the fast check of a whole column; a row it refuses gets Span.from_dict's own error.
-_TYPES: dict[str, frozenset[type]] = {
-    name: frozenset({str, type(None)} if name == "parent_id" else {str}) for name in SPAN_FIELDS
-}
-_TYPES.update(status=frozenset({int}), start=frozenset({float, int}))
-_TYPES.update(duration_ms=frozenset({float, int}))
-_KINDS = frozenset({"client", "server"})
+
+def _accepted(name: str) -> frozenset[type]:
+    """The types a shipped value of field ``name`` may have (JSON's: an int for a float)."""
+    expected = field_type(name)
+    accepted = {expected, int} if expected is float else {expected}
+    return frozenset({*accepted, type(None)} if name == "parent_id" else accepted)
+
+
+# The fast check of a whole column; a row it refuses gets Span.from_dict's own error.
+_TYPES = {name: _accepted(name) for name in SPAN_FIELDS}
+_KINDS = frozenset(SPAN_KINDS)
 
 
 def _malformed(index: int, source: str, problem: str) -> ValueError:

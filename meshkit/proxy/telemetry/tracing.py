@@ -217,7 +217,7 @@ class Span:
             if field.name == "parent_id" and value is None:
                 values[field.name] = None
                 continue
-            expected = {"status": int, "start": float, "duration_ms": float}.get(field.name, str)
+            expected = field_type(field.name)
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or isinstance(value, bool):
@@ -225,11 +225,22 @@ class Span:
                     f"span field '{field.name}' must be {expected.__name__}, not {value!r}"
                 )
             values[field.name] = value
-        if values["kind"] not in ("client", "server"):
+        if values["kind"] not in SPAN_KINDS:
             raise ValueError(
                 f"span field 'kind' must be 'client' or 'server', not {values['kind']!r}"
             )
         return cls(**values)
+
+
+# The JSON type of each span field that is not a string (``parent_id`` may also be
+# null), and the kinds a span may have: ``Span.from_dict`` and the control plane's
+# column check of shipped rows (``meshkit.observe.spans``) both read them.
+NON_STRING_FIELDS: dict[str, type] = {"status": int, "start": float, "duration_ms": float}
+SPAN_KINDS = ("client", "server")
+
+
+def field_type(name: str) -> type:
+    return NON_STRING_FIELDS.get(name, str)
 
 
 # The order of a span's values in the rows a sidecar ships (``Tracer.take_shippable``).
