@@ -83,6 +83,7 @@ class Target:
 
     url: str
     proxies: tuple[tuple[str, int], ...]
+    control_plane: int | None = None  # meshkit's ``meshkit up``, measured on its own
 
 
 SetupStarter = Callable[[Servers, Path, bool], Target]
@@ -130,14 +131,18 @@ def start_trio_floor(servers: Servers, workdir: Path, h2: bool) -> Target:
 def start_meshkit(servers: Servers, workdir: Path, h2: bool) -> Target:
     hop = start_meshkit_hop(servers, directory=workdir)
     return Target(
-        url=hop.url, proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid))
+        url=hop.url,
+        proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid)),
+        control_plane=hop.control_plane_pid,
     )
 
 
 def start_meshkit_h2hop(servers: Servers, workdir: Path, h2: bool) -> Target:
     hop = start_meshkit_hop(servers, directory=workdir, sidecar_protocol="h2")
     return Target(
-        url=hop.url, proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid))
+        url=hop.url,
+        proxies=(("outbound", hop.outbound_pid), ("inbound", hop.inbound_pid)),
+        control_plane=hop.control_plane_pid,
     )
 
 
@@ -168,11 +173,19 @@ def measure(
     )
     trees = {role: ProcessTree.of(pid) for role, pid in target.proxies}
     rss_after_warm_up = {role: tree.rss_bytes() for role, tree in trees.items()}
+    # The control plane alone, not its tree (the sidecars are its descendants).
+    control = (
+        None
+        if target.control_plane is None
+        else ProcessTree(root=target.control_plane, pids=(target.control_plane,))
+    )
+    control_before = 0.0 if control is None else control.cpu_seconds()
     cpu_before = {role: tree.cpu_seconds() for role, tree in trees.items()}
     paced = load.paced(
         target.url, rate=args.rate, duration=args.duration, log_path=workdir / "paced.tsv", h2=h2
     )
     cpu_used = {role: tree.cpu_seconds() - cpu_before[role] for role, tree in trees.items()}
+    control_used = None if control is None else control.cpu_seconds() - control_before
     if h2:
         saturation = load.saturate_h2(target.url, duration=args.duration)
     else:
@@ -194,6 +207,9 @@ def measure(
         paced=paced,
         one_connection=one_connection,
         proxies=proxies,
+        control_plane_vcpu_per_1k_rps=None
+        if control_used is None
+        else control_used * 1000 / max(paced.requests, 1),
     )
 
 

@@ -100,6 +100,7 @@ class MeshkitHop:
     url: str
     outbound_pid: int
     inbound_pid: int
+    control_plane_pid: int
 
 
 def write_mesh(directory: Path) -> Path:
@@ -163,7 +164,9 @@ def _backend_port(loadgen: Mapping[str, Any], directory: Path) -> int | None:
     return None if not url else urllib.parse.urlsplit(url).port
 
 
-def hop_from_status(status: Mapping[str, Any], *, directory: Path) -> MeshkitHop:
+def hop_from_status(
+    status: Mapping[str, Any], *, directory: Path, control_plane_pid: int
+) -> MeshkitHop:
     """The URL and sidecar pids of the hop, from a ready ``meshkit status --json``."""
     loadgen = _instance_of(status, "loadgen")
     backend = _instance_of(status, "backend")
@@ -182,7 +185,10 @@ def hop_from_status(status: Mapping[str, Any], *, directory: Path) -> MeshkitHop
             "'upstream_ports': {'backend': PORT} for it, and the loadgen app saw no BACKEND_URL"
         )
     return MeshkitHop(
-        url=f"http://127.0.0.1:{port}/", outbound_pid=outbound_pid, inbound_pid=inbound_pid
+        url=f"http://127.0.0.1:{port}/",
+        outbound_pid=outbound_pid,
+        inbound_pid=inbound_pid,
+        control_plane_pid=control_plane_pid,
     )
 
 
@@ -232,7 +238,7 @@ def start_meshkit_hop(
         up.ensure_running()
         last_status = read_status(directory)
         if last_status is not None and last_status.get("ready") is True:
-            return hop_from_status(last_status, directory=directory)
+            return hop_from_status(last_status, directory=directory, control_plane_pid=up.pid)
         time.sleep(0.25)
     raise BenchError(
         f"meshkit up did not become ready within {READY_TIMEOUT_SECONDS:.0f} s; "

@@ -47,6 +47,9 @@ class SetupSample:
     paced: Latencies
     one_connection: Latencies
     proxies: tuple[ProxySample, ...]
+    # The control plane's CPU during the paced run, per 1000 req/s (meshkit only: it shares
+    # the machine with the sidecars, ingesting their spans and answering their polls).
+    control_plane_vcpu_per_1k_rps: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +75,7 @@ class SetupSummary:
     one_connection_p50_ms: float
     errors: int
     proxies: tuple[ProxySummary, ...]
+    control_plane_vcpu_per_1k_rps: float | None = None
 
     def worst_vcpu_per_1k_rps(self) -> float | None:
         return max((proxy.vcpu_per_1k_rps for proxy in self.proxies), default=None)
@@ -106,7 +110,15 @@ def summarise(samples: Sequence[SetupSample]) -> SetupSummary:
         one_connection_p50_ms=statistics.median(s.one_connection.p50_ms for s in samples),
         errors=sum(s.saturation.errors + s.paced.failed + s.one_connection.failed for s in samples),
         proxies=tuple(proxies),
+        control_plane_vcpu_per_1k_rps=_median_or_none(
+            [s.control_plane_vcpu_per_1k_rps for s in samples]
+        ),
     )
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def _per_proxy(summary: SetupSummary, value: str) -> str:
@@ -131,6 +143,7 @@ def render_table(summaries: Sequence[SetupSummary], *, rate: float) -> str:
         "1-conn p50 ms",
         "vCPU/1k req/s out/in",
         "RSS MiB out/in",
+        "control plane vCPU/1k",
         "thr vs nginx",
         "+p90 vs direct",
         "+1-conn vs direct",
@@ -148,6 +161,9 @@ def render_table(summaries: Sequence[SetupSummary], *, rate: float) -> str:
                 f"{summary.one_connection_p50_ms:.3f}",
                 _per_proxy(summary, "cpu"),
                 _per_proxy(summary, "rss"),
+                "-"
+                if summary.control_plane_vcpu_per_1k_rps is None
+                else f"{summary.control_plane_vcpu_per_1k_rps:.3f}",
                 "-" if nginx is None else f"{summary.max_rps / nginx.max_rps:.1%}",
                 "-" if direct is None else f"{summary.p90_ms - direct.p90_ms:+.3f} ms",
                 "-"
