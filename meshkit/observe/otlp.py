@@ -140,11 +140,15 @@ class OtlpExporter:
         self.dropped += len(spans) - min(room, len(spans))
 
     async def run(self, *, interval: float = INTERVAL) -> None:
-        """Post the queued spans every ``interval`` seconds until cancelled."""
+        """Post the queued spans every ``interval`` seconds until cancelled, in batches of
+        ``BATCH``; the batch that is not full is the interval's last (spans offered during
+        a post wait for the next interval, not for a post of their own)."""
         while True:
             await trio.sleep(interval)
-            while self._queue:
+            full = True
+            while full and self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                full = len(batch) == BATCH
                 status = await post(self.url, encode_spans(batch), "application/x-protobuf")
                 if status is not None and 200 <= status < 300:
                     self.exported += len(batch)

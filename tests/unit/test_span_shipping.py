@@ -83,3 +83,35 @@ async def test_a_failed_send_drops_its_batch_and_waits_for_the_next_interval(
         await ship_spans(tracer, send)
     assert tracer.dropped == BATCH + 1 and tracer.shipped == 0
     assert len(attempts) == 2 and attempts[1] - attempts[0] >= SHIP_INTERVAL
+
+
+async def test_the_otlp_export_posts_once_per_interval_under_steady_load(
+    autojump_clock: Any, monkeypatch: Any
+) -> None:
+    """The control plane's OTLP export batches the same way (the collector is slow)."""
+    from meshkit.observe import otlp
+
+    posts: list[int] = []
+
+    async def post(url: str, body: bytes, content_type: str) -> int:
+        await trio.sleep(0.005)
+        posts.append(len(body))
+        return 200
+
+    monkeypatch.setattr(otlp, "post", post)
+    exporter = otlp.OtlpExporter("http://127.0.0.1:4318/v1/traces")
+    tracer = Tracer()
+
+    async def offer() -> None:
+        for _ in range(2000):
+            finish_one(tracer)
+            exporter.offer(tracer.take_batch())
+            await trio.sleep(1 / 400)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(exporter.run)
+        await offer()
+        await trio.sleep(otlp.INTERVAL * 2)
+        nursery.cancel_scope.cancel()
+    assert exporter.exported == 2000
+    assert len(posts) <= 5.0 / otlp.INTERVAL + 2, len(posts)
