@@ -10,9 +10,10 @@ program's ``prepare``), rehearses a sidecar's start and first requests
 copy the pages for), freezes the garbage collector's view of those objects
 (``gc.freeze``: the collector no longer writes to their pages, so the forks
 keep sharing them), fills the holes of its C heap (``fill_heap_holes``: a
-fork's new objects then take fresh pages instead of shared ones), and then serves fork requests one at a time
-(``meshkit.api.template``), blocking on its socket: no event loop and no
-thread ever runs here, so a fork copies nothing half-done.
+fork's new objects then take fresh pages instead of shared ones), and then
+serves fork requests one at a time (``meshkit.api.template``), blocking on its
+socket: no thread ever runs here, and no event loop once the rehearsal's
+``trio.run`` has returned, so a fork copies nothing half-done.
 
 For each request it forks a child that starts a new session, forks the
 program and exits: the program, a session leader whose pid is its process
@@ -96,7 +97,7 @@ def main() -> int:
     try:
         rehearse()
     except Exception as exc:  # the forks work without it, only copying more of this process
-        sys.stderr.write(f"meshkit template: the sidecar rehearsal failed ({exc!r}); forking anyway\n")
+        sys.stderr.write(f"meshkit template: the sidecar rehearsal failed ({exc!r}); forks go on\n")
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
         sys.stderr.write(f"meshkit template: {threads} threads run here; refusing to fork\n")
