@@ -63,8 +63,41 @@ async def test_a_backlog_larger_than_a_batch_goes_out_in_full_batches_at_once(
 
     with trio.move_on_after(SHIP_INTERVAL * 1.5):
         await ship_spans(tracer, send)
-    assert [size for _, size in sent] == [BATCH, BATCH, 10]
-    assert len({time for time, _ in sent}) == 1  # all three at the first interval
+    # The full batches at once, the rest at the interval.
+    assert sent == [(0.0, BATCH), (0.0, BATCH), (SHIP_INTERVAL, 10)]
+
+
+async def test_a_busy_sidecar_sends_full_batches_as_they_fill_and_holds_about_one(
+    autojump_clock: Any,
+) -> None:
+    """At 4 000 spans a second a batch fills every 0.13 s: it goes then, not at the
+    interval (which would hold 2 000 spans), and spans that finish during its send wait
+    for the next full batch instead of going in a small one of their own."""
+    tracer = Tracer()
+    batches: list[int] = []
+    most_waiting = 0
+
+    async def send(rows: list[list[Any]]) -> None:
+        await trio.sleep(0.005)
+        batches.append(len(rows))
+
+    async def busy() -> None:
+        nonlocal most_waiting
+        for _ in range(8000):
+            finish_one(tracer)
+            most_waiting = max(most_waiting, len(tracer))
+            await trio.sleep(1 / 4000)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ship_spans, tracer, send)
+        await busy()
+        await trio.sleep(SHIP_INTERVAL * 2)
+        nursery.cancel_scope.cancel()
+    assert sum(batches) == 8000
+    # Full batches, and at each interval the one that had begun to fill.
+    assert len(batches) <= 8000 // BATCH + 2 / SHIP_INTERVAL + 2, batches
+    assert batches.count(BATCH) >= 8000 // BATCH - 2 / SHIP_INTERVAL - 1, batches
+    assert most_waiting <= BATCH + 4000 * 0.005 + 1, most_waiting
 
 
 async def test_a_failed_send_drops_its_batch_and_waits_for_the_next_interval(
