@@ -39,7 +39,8 @@ class Call:
 
     ``caller`` is the calling service's name (``gateway`` for the gateway,
     None for a plaintext caller without identity), ``caller_identity`` the
-    SPIFFE ID its sidecar proved with mTLS; ``time`` is epoch seconds.
+    SPIFFE ID its sidecar proved with mTLS; ``time`` is when the request
+    arrived, in epoch seconds.
     """
 
     method: str
@@ -122,7 +123,7 @@ def read_calls(
     """Every call the current instances of ``service`` logged, oldest first.
 
     ``run_dir`` is the mesh's ``.meshkit/run`` (its token opens the admin
-    listeners); ``since`` (epoch seconds) leaves out the calls answered before it.
+    listeners); ``since`` (epoch seconds) leaves out the calls that arrived before it.
     """
     token = admin_token(run_dir)
     calls: list[Call] = []

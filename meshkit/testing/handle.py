@@ -259,7 +259,7 @@ class MeshHandle:
         Each ``Call`` says who called (``caller``: ``gateway`` or a service
         name, from the caller's mTLS identity), the method, path, status,
         duration and response flag.  ``since`` (``time.time()`` seconds)
-        leaves out older calls; each sidecar keeps its last 1000.
+        leaves out the calls that arrived before it; each sidecar keeps its last 1000.
         """
         return read_calls(self.status(), service, run_dir=self.state_dir / "run", since=since)
 

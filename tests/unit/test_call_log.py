@@ -90,3 +90,25 @@ def test_a_call_names_its_caller_by_service() -> None:
         200,
         "catalog-0",
     )
+
+
+async def test_a_call_is_dated_when_it_arrived_not_when_it_was_logged(autojump_clock: object) -> None:
+    """A test reads the calls since the moment it began, and its client may begin the next
+    test before the callee's sidecar has logged the previous answer (the log comes after
+    the response is sent): a call dated when it was logged then counted in the next test.
+    Dated when the request arrived, it cannot."""
+    import time
+
+    import trio
+
+    from meshkit.proxy.codec.messages import RequestHead
+    from meshkit.proxy.flow.dataplane import DataPlane
+
+    plane = DataPlane()
+    started = trio.current_time()
+    await trio.sleep(5.0)  # the request takes 5 s to answer (the clock jumps; the wall does not)
+    head = RequestHead(method=b"GET", target=b"/items", headers=[], http_version=b"1.1")
+    plane.record_call(head, status=200, started=started, flag="-", caller="frontend")
+    [call] = plane.calls.since(0)
+    assert abs(call.time - (time.time() - 5.0)) < 1.0
+    assert 4999 < call.duration_ms < 5001

@@ -111,15 +111,18 @@ class DataPlane:
     def record_call(
         self, head: RequestHead, *, status: int, started: float, flag: str, caller: str | None
     ) -> None:
-        """Add a request the inbound listener answered to the call log (admin ``/calls``)."""
+        """Add a request the inbound listener answered to the call log (admin ``/calls``),
+        dated when it arrived (``started``, on trio's clock): the log is written after the
+        response is sent, so a caller may already have moved on by then."""
         request_id = header_value(head.headers, REQUEST_ID_HEADER)
+        elapsed = trio.current_time() - started
         self.calls.record(
-            time=time.time(),
+            time=time.time() - elapsed,
             method=head.method.decode("ascii", "replace"),
             path=head.target.decode("ascii", "replace"),
             status=status,
             caller=caller,
-            duration_ms=(trio.current_time() - started) * 1000,
+            duration_ms=elapsed * 1000,
             flag=flag,
             request_id=None if request_id is None else request_id.decode("ascii", "replace"),
         )
