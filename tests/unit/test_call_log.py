@@ -92,7 +92,9 @@ def test_a_call_names_its_caller_by_service() -> None:
     )
 
 
-async def test_a_call_is_dated_when_it_arrived_not_when_it_was_logged(autojump_clock: object) -> None:
+async def test_a_call_is_dated_when_it_arrived_not_when_it_was_logged(
+    autojump_clock: object,
+) -> None:
     """A test reads the calls since the moment it began, and its client may begin the next
     test before the callee's sidecar has logged the previous answer (the log comes after
     the response is sent): a call dated when it was logged then counted in the next test.

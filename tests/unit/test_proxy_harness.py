@@ -34,6 +34,7 @@ class StubControlPlane:
         self.acks: dict[str, list[tuple[int, str | None]]] = {}
         # Spans the sidecars shipped, by instance (POST /v1/instances/<id>/spans).
         self.spans: dict[str, list[dict[str, Any]]] = {}
+        self.span_posts: dict[str, int] = {}  # how many POSTs brought them
         self.ready: dict[str, dict[str, Any]] = {}
         self._changed = trio.Event()
         self.listener: trio.SocketListener | None = None
@@ -113,6 +114,7 @@ class StubControlPlane:
             data = json.loads(body)
             if parts[3] == "spans":
                 self.spans.setdefault(parts[2], []).extend(data["spans"])
+                self.span_posts[parts[2]] = self.span_posts.get(parts[2], 0) + 1
                 return 200, {"kept": len(data["spans"])}
             if parts[3] == "ready":
                 self.ready[parts[2]] = data

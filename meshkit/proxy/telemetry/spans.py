@@ -6,9 +6,10 @@ request the headers of the next hop, ``tracing.begin_span``);
 and nothing else on the request's path.  ``ship_spans`` runs beside the
 listeners and posts what the buffer holds to the control API
 (``ControlClient.send_spans``: ``POST /v1/instances/<instance>/spans``) as soon
-as ``BATCH`` spans wait and every ``interval`` seconds, at most ``BATCH`` spans a request, each span a row of its
-values in ``SPAN_FIELDS`` order (no per-span dict or field names on the wire;
-``observe.spans.spans_from_rows`` checks them a column at a time).  A full
+as ``BATCH`` spans wait and every ``interval`` seconds, at most ``BATCH`` spans
+a request, each span a row of its values in ``SPAN_FIELDS`` order (no per-span
+dict or field names on the wire; ``observe.spans.spans_from_rows`` checks them
+a column at a time).  A full
 buffer or a control plane that does not answer in time drops spans, counted in
 ``meshkit_spans_dropped_total``: tracing never makes a request wait.
 """
