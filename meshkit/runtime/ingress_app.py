@@ -1,4 +1,6 @@
-"""``python -m meshkit.runtime.ingress_app``: the test ingress's own app (``meshkit.runtime.ingress``).
+"""``python -m meshkit.runtime.ingress_app``: the test ingress's own app.
+
+The ingress itself is ``meshkit.runtime.ingress``.
 
 It only anchors the ``meshkit-ingress`` instance: it listens on ``$PORT`` so
 the default TCP health check passes, and answers any request that reaches it
